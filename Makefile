@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first (seconds when the lock is unchanged).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# TF 2.16's tf.keras is Keras 3; TFT, TFMA and TFRS need Keras 2 (tf_keras). Set before TensorFlow is first imported.
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lock bench clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+demo: setup
+	@$(VENV)/bin/mtin demo
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# Resolve install_requires + the orchestration and dev extras (not gpu) into the one fully pinned lock, on Python 3.10.
+lock:
+	@command -v uv >/dev/null || python3 -m pip install -q uv
+	uv pip compile --quiet --python-version 3.10 --python-platform x86_64-manylinux_2_31 \
+	  --extra orchestration --extra dev -o requirements.lock setup.py
+
+bench: setup
+	$(PY) benchmarks/bench_model.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,53 @@
+"""The ``mtin`` command. Each subcommand lives beside the mechanism it drives and registers itself here.
+
+A subcommand module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking
+the parsed arguments and returning an exit code. Modules are imported lazily only when needed, so ``mtin --help``
+stays fast and a missing optional dependency only affects its own subcommand.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# (subcommand, module that registers it, one-line help shown by `mtin --help`)
+SUBCOMMANDS = (
+    ("data", "mtin_tf.data.cli", "convert, fetch, generate and build training examples from click logs"),
+    ("train", "mtin_tf.train_cli", "train MTIN (or a baseline) on built examples without TFX"),
+    ("demo", "mtin_tf.demo", "the README's main job: build data, train, export and score end to end"),
+)
+
+
+def _set_env() -> None:
+    # TF 2.16's tf.keras is Keras 3; the stack (TFT, TFMA, TFRS) needs Keras 2. Must precede the first TF import.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtin", description="MTIN: multi-scale time-aware user interest network.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module, help_text in SUBCOMMANDS:
+        if name == load:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _set_env()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {name for name, _, _ in SUBCOMMANDS}
+    command = argv[0] if argv and argv[0] in names else None
+    parser = build_parser(load=command)
+    args = parser.parse_args(argv)
+    if command is None:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

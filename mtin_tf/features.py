@@ -1,0 +1,62 @@
+"""The one source of truth for feature names, dtypes and shapes.
+
+The schema files in ``schemas/``, the data readers and history builder, the TFX pipeline, the model's inputs and the
+serving signatures all take their names from here; a test checks that ``schemas/`` agrees with this module.
+
+A training example (tf.Example) describes one impression: a user, a candidate item shown at ``timestamp``, whether it
+was clicked, and the user's interactions strictly before it, split into clicked and browsed-not-clicked histories.
+Histories are in time order (oldest first), hold at most ``max_history`` (L) items each, and in model inputs are padded
+on the right with item id 0 / timestamp 0 (0 is never a real item id).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+# Raw interaction log: user_id, item_id, timestamp, click.
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+TIMESTAMP = "timestamp"
+CLICK = "click"
+INTERACTION_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP, CLICK)
+
+# Item features: item_id, a dense float vector, optional category.
+ITEM_FEATURES = "features"
+ITEM_CATEGORY = "category"
+
+# Training examples: the candidate is (ITEM_ID, TIMESTAMP); the label is CLICK.
+LABEL = CLICK
+CLICKED_ITEMS = "clicked_item_ids"
+CLICKED_TIMES = "clicked_timestamps"
+BROWSED_ITEMS = "browsed_item_ids"
+BROWSED_TIMES = "browsed_timestamps"
+
+PADDING_ID = 0
+DEFAULT_MAX_HISTORY = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    dtype: str  # "int64" or "float32"
+    is_history: bool  # a list of up to L values, else one value per example
+
+
+# Every model input, in the order the raw-tensor serving signature lists them.
+MODEL_INPUTS = (
+    FeatureSpec(USER_ID, "int64", False),
+    FeatureSpec(ITEM_ID, "int64", False),
+    FeatureSpec(TIMESTAMP, "int64", False),
+    FeatureSpec(CLICKED_ITEMS, "int64", True),
+    FeatureSpec(CLICKED_TIMES, "int64", True),
+    FeatureSpec(BROWSED_ITEMS, "int64", True),
+    FeatureSpec(BROWSED_TIMES, "int64", True),
+)
+MODEL_INPUT_NAMES = tuple(f.name for f in MODEL_INPUTS)
+HISTORY_PAIRS = ((CLICKED_ITEMS, CLICKED_TIMES), (BROWSED_ITEMS, BROWSED_TIMES))
+EXAMPLE_FEATURES = MODEL_INPUTS + (FeatureSpec(LABEL, "int64", False),)
+
+# Model outputs (Keras output names and serving signature output keys).
+OUTPUT_LOGIT = "logit"
+OUTPUT_PROBABILITY = "click_probability"
+OUTPUT_GROUP_WEIGHTS = "group_weights"
+OUTPUT_GROUP_ASSIGNMENT = "group_assignment"

@@ -1,0 +1,56 @@
+"""mtin-tf: MTIN (multi-scale time-aware user interest network) on TensorFlow, TFX and TF Serving."""
+from setuptools import find_packages, setup
+
+# Ranges that TFX 1.16 allows; the exact versions live in requirements.lock.
+INSTALL_REQUIRES = [
+    "tensorflow>=2.16.1,<2.17",
+    "tf-keras>=2.16,<2.17",
+    "tfx>=1.16,<1.17",
+    "tensorflow-transform>=1.16,<1.17",
+    "tensorflow-model-analysis>=0.47,<0.48",
+    "tensorflow-data-validation>=1.16,<1.17",
+    "tfx-bsl>=1.16,<1.17",
+    "ml-metadata>=1.16,<1.17",
+    "tensorflow-recommenders>=0.7.3,<0.8",
+    "tensorflow-serving-api>=2.16,<2.17",
+    "apache-beam[gcp]>=2.59,<2.60",
+    "grpcio>=1.48",
+    "protobuf>=3.20.3,<4",
+    "numpy>=1.22,<2",
+    "pandas>=1.5,<2",
+    "pyarrow>=10,<11",
+    "tqdm>=4.60",
+    # TFX installs a pipeline module file as a wheel with pip at run time: pip must be inside the environment.
+    "pip>=23",
+    "setuptools>=65,<75",  # builds that wheel; newer setuptools drop pkg_resources, which parts of the stack import
+    "matplotlib>=3.7,<4",
+]
+
+EXTRAS_REQUIRE = {
+    # Same TF version with the CUDA libraries; not in the lock (no GPU where the lock is resolved and tested).
+    "gpu": ["tensorflow[and-cuda]>=2.16.1,<2.17"],
+    "orchestration": [
+        "kfp>=2.5,<2.6",
+        "kfp-pipeline-spec>=0.2.2,<0.3",
+        "apache-airflow>=2.10,<3",
+    ],
+    "dev": [
+        "pytest>=8,<9",
+        "pytest-timeout>=2.3",
+        "scikit-learn>=1.3,<1.6",
+    ],
+}
+
+setup(
+    name="mtin-tf",
+    version="0.1.0",
+    description="MTIN (Jiang et al., ACM MM 2020) as tf_keras layers, a TFX pipeline and TF Serving deployment",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9,<3.11",
+    packages=find_packages(include=["mtin_tf", "mtin_tf.*", "pipeline", "pipeline.*", "serving", "serving.*"]),
+    package_data={"serving": ["*.config", "*.txt", "*.yml", "k8s/*.yaml"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["mtin=mtin_tf.cli:main"]},
+)
