@@ -1,0 +1,44 @@
+"""Aggregation of item-level and group-level interests into c_p (paper eq. 10–11 and Table 3)."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+from mtin_tf.config import AGGREGATIONS
+
+
+@tf_keras.saving.register_keras_serializable(package="mtin")
+class InterestAggregation(tf_keras.layers.Layer):
+    """c_p from the item-level r_p and the group-level h_p, for every memory row p.
+
+    ``sum``: c_p = r_p + h_p (the paper's sum pooling); ``concat``: c_p = W_c [r_p, h_p] + b_c;
+    ``concat_pool``: c_p = W_c [r_p, h_p] + b_c + r_p + h_p (their combination, the paper's best in Table 3).
+    Inputs: [r float [B, s, d], h float [B, s, d]]. Output: c float [B, s, d].
+    """
+
+    def __init__(self, method="concat_pool", kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if method not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {method!r}")
+        self.method = method
+        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        d = int(input_shape[0][-1])
+        if self.method != "sum":
+            self.combine = tf_keras.layers.Dense(d, name="combine", kernel_regularizer=self.kernel_regularizer)
+            self.combine.build((None, 2 * d))
+        super().build(input_shape)
+
+    def call(self, inputs):
+        r, h = inputs
+        if self.method == "sum":
+            return r + h
+        c = self.combine(tf.concat([r, h], axis=-1))
+        return c + r + h if self.method == "concat_pool" else c
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(method=self.method,
+                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+        return config

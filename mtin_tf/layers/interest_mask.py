@@ -1,0 +1,65 @@
+"""Group-level interest mask network (paper section 4.3, eq. 8–10).
+
+Shapes: B batch, s memory rows (= interest groups), d embedding size.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+
+def masked_softmax(logits, mask):
+    """Softmax over the last axis restricted to mask; rows with no True entry give all zeros (never NaN)."""
+    mask = tf.cast(mask, tf.bool)
+    neg = tf.fill(tf.shape(logits), tf.constant(logits.dtype.min, logits.dtype))
+    weights = tf.nn.softmax(tf.where(mask, logits, neg), axis=-1)
+    return weights * tf.cast(mask, logits.dtype)
+
+
+@tf_keras.saving.register_keras_serializable(package="mtin")
+class InterestMask(tf_keras.layers.Layer):
+    """Attention of each memory row over the group representations, a hard interest mask, and the masked sum.
+
+      eq. 8:   w_{p,g} = softmax_g(c_p^T W_h r_g)                         [B, s, s]
+      eq. 9:   ŵ_{p,g} = 1[w_{p,g} > τ]                                    (0/1 interest mask)
+      eq. 10:  h_p = Σ_g ŵ_{p,g} r_g                                        [B, s, d]
+
+    The step function of eq. 9 has zero gradient, which would leave W_h untrained. With ``straight_through=True``
+    (default) the forward value is exactly the 0/1 mask and the backward pass treats ŵ as w (straight-through
+    estimator: ŵ + w − stop_gradient(w)). With False, no gradient reaches W_h through ŵ.
+
+    Inputs: [memory c, float [B, s, d]; groups r, float [B, s, d]]; optional group_mask bool [B, s] (False for empty
+    groups, which then get w = 0). Output: (h [B, s, d], w [B, s, s]).
+    """
+
+    def __init__(self, tau=0.1, straight_through=True, kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.tau = float(tau)
+        self.straight_through = bool(straight_through)
+        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        d_c, d_r = int(input_shape[0][-1]), int(input_shape[1][-1])
+        self.w_h = self.add_weight("w_h", shape=[d_c, d_r], initializer="glorot_uniform",
+                                   regularizer=self.kernel_regularizer)
+        super().build(input_shape)
+
+    def call(self, inputs, group_mask=None):
+        memory, groups = inputs
+        logits = tf.einsum("bpd,de,bge->bpg", memory, self.w_h, groups)  # c_p^T W_h r_g
+        if group_mask is None:
+            weights = tf.nn.softmax(logits, axis=-1)
+        else:
+            weights = masked_softmax(logits, tf.broadcast_to(tf.cast(group_mask, tf.bool)[:, None, :],
+                                                             tf.shape(logits)))
+        hard = tf.cast(weights > self.tau, weights.dtype)
+        if self.straight_through:
+            hard = hard + weights - tf.stop_gradient(weights)
+        h = tf.einsum("bpg,bgd->bpd", hard, groups)
+        return h, weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(tau=self.tau, straight_through=self.straight_through,
+                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+        return config
