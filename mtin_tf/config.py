@@ -23,9 +23,10 @@ class MTINConfig:
     optimizer: str = "adam"
     epochs: int = 5
     seed: int = 0
-    # Algorithm 1: iterations, threshold ε, discount base b; parallel_routing is the approximate data-parallel variant.
+    # Algorithm 1 on the matching probabilities σ(p): iterations, threshold ε, discount base b;
+    # parallel_routing is the approximate data-parallel variant.
     routing_iterations: int = 3
-    routing_epsilon: float = 0.0
+    routing_epsilon: float = 0.1
     routing_base: float = 2.0
     parallel_routing: bool = False
     # Eq. 5–7: ω_k log-spaced over [omega_min, omega_max]; learnable or fixed; position or real time gaps.

@@ -27,7 +27,6 @@ class InterestAggregation(tf_keras.layers.Layer):
         d = int(input_shape[0][-1])
         if self.method != "sum":
             self.combine = tf_keras.layers.Dense(d, name="combine", kernel_regularizer=self.kernel_regularizer)
-            self.combine.build((None, 2 * d))
         super().build(input_shape)
 
     def call(self, inputs):

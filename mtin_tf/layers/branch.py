@@ -34,7 +34,7 @@ class InterestBranch(tf_keras.layers.Layer):
     An empty history is valid: every group is empty, r = h = 0, and q comes from the memory alone.
     """
 
-    def __init__(self, num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.0,
+    def __init__(self, num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.1,
                  routing_base=2.0, parallel_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
                  use_time_gaps=False, time_scale=86400.0, tau=0.1, straight_through=True, aggregation="concat_pool",
                  activation="relu", kernel_regularizer=None, **kwargs):
@@ -68,8 +68,6 @@ class InterestBranch(tf_keras.layers.Layer):
         self.predict_hidden = tf_keras.layers.Dense(d, activation=self.activation, name="predict_hidden",
                                                     kernel_regularizer=self.kernel_regularizer)
         self.predict_out = tf_keras.layers.Dense(1, name="predict_out", kernel_regularizer=self.kernel_regularizer)
-        self.predict_hidden.build((None, 2 * d))
-        self.predict_out.build((None, d))
         super().build(input_shape)
 
     def call(self, inputs):

@@ -25,8 +25,9 @@ def _discounted_scores(p_j, assign, scores, live, base):
     for _ in range(rank_extra):
         avg, count = avg[:, None], count[:, None]
     log_b = tf.math.log(tf.cast(base, scores.dtype))
-    xi = tf.math.log(base + tf.maximum(avg - p_j, 0.0)) / log_b
-    xi = tf.where(count > 0, xi, tf.ones_like(xi))
+    excess = tf.maximum(avg - p_j, 0.0)
+    # log_b(b + 0) is exactly 1; computing it would give 1 ± ulp (vectorised log), which can break exact ties.
+    xi = tf.where((count > 0) & (excess > 0), tf.math.log(base + excess) / log_b, tf.ones_like(excess))
     return p_j / xi
 
 
@@ -126,17 +127,21 @@ class InterestGroupRouting(tf_keras.layers.Layer):
     Eq. 2: s_{j,g} = W_s σ(W_v x_j + b_v + W_u c_g + b_u) + b_s                 → [B, L, s, d]
     Eq. 3: x̂_j = s_{j,g} ⊙ x_j,  ĉ_g = s_{j,g} ⊙ c_g                           → [B, L, s, d] each
     Eq. 4: p_{g←j} = W_p^h σ(W_p^l [x̂_j, ĉ_g] + b_p^l) + b_p^h                  → [B, L, s]
-    Algorithm 1 on stop_gradient(p) → S [B, L].
+    Algorithm 1 on stop_gradient(σ(p)) → S [B, L].
 
+    Eq. 4 ends in a linear layer, so p can be negative, and dividing a negative score by the discount ξ_g ≥ 1 would
+    *raise* it, the opposite of the paper's intent. Routing therefore runs on the matching probability σ(p) ∈ (0, 1),
+    which keeps Algorithm 1's discount a penalty and makes ε a threshold on a probability-like score.
     Routing is discrete, so no gradient reaches the co-attention through S. To let W_s, W_v, W_u, W_p learn, each
-    item entering its group is scaled by the gate σ(p_{S_j←j}), a differentiable function of its matching score with
-    its assigned group; items never assigned are dropped (the paper's false-positive filter).
+    item entering its group is scaled by its gate σ(p_{S_j←j}); items never assigned are dropped (the paper's
+    false-positive filter).
 
-    Returns a dict: "assignment" int32 [B, L]; "scores" p [B, L, s]; "grouped" [B, s, L, d] (gated items per group,
-    time order, packed to the front); "group_mask" bool [B, s, L]; "grouped_ages" [B, s, L] (zeros if no ages).
+    Returns a dict: "assignment" int32 [B, L]; "scores" p [B, L, s] (eq. 4); "matching" σ(p) [B, L, s] (what is
+    routed); "grouped" [B, s, L, d] (gated items per group, time order, packed to the front); "group_mask" bool
+    [B, s, L]; "grouped_ages" [B, s, L] (zeros if no ages).
     """
 
-    def __init__(self, num_groups, iterations=3, epsilon=0.0, base=2.0, parallel_routing=False,
+    def __init__(self, num_groups, iterations=3, epsilon=0.1, base=2.0, parallel_routing=False,
                  activation="relu", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_groups = int(num_groups)
@@ -157,8 +162,6 @@ class InterestGroupRouting(tf_keras.layers.Layer):
         # W_p^l [x̂, ĉ] is split into its x̂ and ĉ halves (same product, no [B, L, s, 2d] concat).
         self.w_pl_x, self.w_pl_c = dense(d, "w_pl_x"), dense(d, "w_pl_c", bias=False)
         self.w_ph = dense(1, "w_ph")
-        self.w_v.build((None, d)); self.w_u.build((None, d)); self.w_s.build((None, d))
-        self.w_pl_x.build((None, d)); self.w_pl_c.build((None, d)); self.w_ph.build((None, d))
         super().build(input_shape)
 
     def matching_scores(self, items, memory):
@@ -176,16 +179,17 @@ class InterestGroupRouting(tf_keras.layers.Layer):
             raise ValueError("InterestGroupRouting needs mask (bool [B, L], True for real history items)")
         mask = tf.cast(mask, tf.bool)
         scores = self.matching_scores(items, memory)
+        matching = tf.sigmoid(scores)
         assignment = route_interest_groups(
-            tf.stop_gradient(scores), mask, iterations=self.iterations, epsilon=self.epsilon, base=self.base,
+            tf.stop_gradient(matching), mask, iterations=self.iterations, epsilon=self.epsilon, base=self.base,
             parallel=self.parallel_routing)
         member = tf.one_hot(assignment, self.num_groups, dtype=scores.dtype)  # zeros where unassigned
-        gate = tf.sigmoid(tf.reduce_sum(member * scores, axis=-1)) * tf.reduce_sum(member, axis=-1)  # [B, L]
+        gate = tf.reduce_sum(member * matching, axis=-1)  # σ(p_{S_j←j}), 0 where unassigned, [B, L]
         if ages is None:
             ages = tf.zeros_like(gate)
         (grouped, grouped_ages), group_mask = group_sequences(
             assignment, self.num_groups, [items * gate[..., None], tf.cast(ages, items.dtype)])
-        return {"assignment": assignment, "scores": scores, "grouped": grouped, "group_mask": group_mask,
+        return {"assignment": assignment, "scores": scores, "matching": matching, "grouped": grouped, "group_mask": group_mask,
                 "grouped_ages": grouped_ages}
 
     def get_config(self):

@@ -79,7 +79,6 @@ class ItemEmbedding(tf_keras.layers.Layer):
                                      trainable=False, initializer=const(self._init_table, "zeros"))
         self.projection = tf_keras.layers.Dense(self.embedding_dim, name="feature_projection",
                                                 kernel_regularizer=self.kernel_regularizer)
-        self.projection.build((None, self.feature_dim))
         if self.use_id_embedding:
             self.id_embedding = self.add_weight("id_embedding", shape=[self.num_items + 1, self.embedding_dim],
                                                 initializer=tf_keras.initializers.RandomNormal(stddev=0.01))

@@ -63,8 +63,6 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
         self.mlp_hidden = tf_keras.layers.Dense(d, activation=self.activation, name="mlp_hidden",
                                                 kernel_regularizer=self.kernel_regularizer)
         self.mlp_out = tf_keras.layers.Dense(d, name="mlp_out", kernel_regularizer=self.kernel_regularizer)
-        self.mlp_hidden.build((None, self.num_masks * d))
-        self.mlp_out.build((None, d))
         super().build(input_shape)
 
     @property

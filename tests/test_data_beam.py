@@ -1,0 +1,48 @@
+"""The Beam transform (real apache_beam, TestPipeline on the DirectRunner) emits the in-memory path's examples."""
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that
+
+from mtin_tf import features as F
+from mtin_tf.data import history as H
+from mtin_tf.data.beam_history import BuildExamples
+from mtin_tf.data.canonical import IS_TEST
+
+
+def _canon(examples):
+    """Order-free, comparable form of example dicts."""
+    return sorted(tuple((k, tuple(np.asarray(v).reshape(-1).tolist())) for k, v in sorted(ex.items()))
+                  for ex in examples)
+
+
+def _equal_to(expected):
+    def check(actual):
+        got = _canon(actual)
+        if got != expected:
+            raise AssertionError(f"Beam gave {len(got)} examples, in-memory {len(expected)}; first differing: "
+                                 f"{next((a, b) for a, b in zip(got, expected) if a != b) if got and expected else ''}")
+    return check
+
+
+@pytest.mark.parametrize("options", [
+    dict(max_history=3, test_fraction=0.3, split="fraction"),
+    dict(max_history=50, time_cut=40, min_history=1, split="time"),
+    dict(max_history=5, split="given", history_from="train"),
+])
+def test_beam_matches_in_memory(options):
+    rng = np.random.default_rng(11)
+    n = 300
+    df = pd.DataFrame({F.USER_ID: rng.integers(1, 9, n), F.ITEM_ID: rng.integers(1, 40, n),
+                       F.TIMESTAMP: rng.integers(0, 60, n), F.CLICK: rng.integers(0, 2, n),
+                       IS_TEST: (rng.random(n) < 0.2).astype(np.int8)})
+    df = df.drop_duplicates([F.USER_ID, F.ITEM_ID, F.TIMESTAMP]).reset_index(drop=True)
+    train, test, _ = H.build_examples(df, **options)
+    assert train and test
+    with BeamTestPipeline() as p:
+        rows = p | beam.Create(df.sample(frac=1.0, random_state=1).to_dict("records"))  # any input order
+        result = rows | BuildExamples(**options)
+        assert_that(result.train, _equal_to(_canon(train)), label="train")
+        assert_that(result.test, _equal_to(_canon(test)), label="test")

@@ -1,0 +1,173 @@
+"""The assembled MTIN model: outputs, variants, gradients, padding, empty histories, save/load, learning."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
+from mtin_tf.model import build_mtin
+
+L = 8
+
+
+def small_config(**overrides):
+    values = dict(embedding_dim=8, num_masks=2, num_groups=3, max_history=L, l2=1e-4, tau=0.2)
+    values.update(overrides)
+    return MTINConfig(**values)
+
+
+def random_batch(rng, batch=16, num_items=40, num_users=10, empty_rows=2):
+    ids = lambda shape: rng.integers(1, num_items + 1, size=shape)  # noqa: E731
+    lengths = rng.integers(0, L + 1, size=(2, batch))
+    lengths[:, :empty_rows] = 0
+    x = {F.USER_ID: rng.integers(1, num_users + 3, size=batch),  # some unknown users
+         F.ITEM_ID: ids(batch), F.TIMESTAMP: np.full(batch, 10_000)}
+    for (items_key, times_key), n in zip(F.HISTORY_PAIRS, lengths):
+        pad = np.arange(L)[None, :] >= n[:, None]
+        x[items_key] = np.where(pad, 0, ids((batch, L)))
+        x[times_key] = np.where(pad, 0, np.sort(rng.integers(0, 10_000, size=(batch, L)), axis=1))
+    return {k: v.astype(np.int64) for k, v in x.items()}
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(0)
+    item_ids = rng.permutation(np.arange(1, 41)) * 1000  # raw ids need not be dense or sorted
+    return item_ids, rng.normal(size=(40, 6)).astype(np.float32), np.arange(1, 11) * 7
+
+
+def raw_batch(rng, table):
+    x = random_batch(rng)
+    item_ids = np.sort(table[0])
+    for key in (F.ITEM_ID, F.CLICKED_ITEMS, F.BROWSED_ITEMS):  # map 1..40 to the raw ids, keep 0 as padding
+        x[key] = np.where(x[key] > 0, item_ids[np.maximum(x[key] - 1, 0)], 0)
+    x[F.USER_ID] = x[F.USER_ID] * 7
+    return x
+
+
+def test_outputs_shapes_and_ranges(table):
+    config = small_config()
+    model = build_mtin(config, *table)
+    out = model(raw_batch(np.random.default_rng(1), table))
+    assert set(out) == {F.OUTPUT_LOGIT, F.OUTPUT_PROBABILITY, F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT}
+    assert out[F.OUTPUT_LOGIT].shape == (16,)
+    prob = out[F.OUTPUT_PROBABILITY].numpy()
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-out[F.OUTPUT_LOGIT].numpy())), atol=1e-6)
+    assert out[F.OUTPUT_GROUP_WEIGHTS].shape == (16, 3, 3)
+    assert out[F.OUTPUT_GROUP_ASSIGNMENT].dtype == tf.int32 and out[F.OUTPUT_GROUP_ASSIGNMENT].shape == (16, L)
+
+
+def test_empty_histories_and_unknown_ids_give_valid_scores(table):
+    model = build_mtin(small_config(), *table)
+    x = raw_batch(np.random.default_rng(2), table)
+    x[F.USER_ID][:3] = 999_999  # unknown users
+    x[F.ITEM_ID][:2] = 123_456_789  # unknown candidate
+    out = model(x)
+    assert np.isfinite(out[F.OUTPUT_LOGIT].numpy()).all()
+    assert (out[F.OUTPUT_GROUP_ASSIGNMENT].numpy()[:2] == -1).all()  # the empty rows
+    assert (out[F.OUTPUT_GROUP_WEIGHTS].numpy()[:2] == 0).all()
+
+
+def test_padding_values_never_change_outputs(table):
+    model = build_mtin(small_config(use_time_gaps=True, time_scale=100.0), *table)
+    x = raw_batch(np.random.default_rng(3), table)
+    y = {k: v.copy() for k, v in x.items()}
+    rng = np.random.default_rng(4)
+    for items_key, times_key in F.HISTORY_PAIRS:
+        pad = x[items_key] == 0
+        y[times_key] = np.where(pad, rng.integers(0, 10**9, size=pad.shape), x[times_key])
+    a, b = model(x), model(y)
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-6)
+
+
+def test_history_items_unknown_to_the_table_are_ignored_like_padding(table):
+    model = build_mtin(small_config(), *table)
+    x = raw_batch(np.random.default_rng(5), table)
+    # Append an unknown item after the last real clicked item of row 5: same output as without it.
+    row = 5
+    n = int((x[F.CLICKED_ITEMS][row] > 0).sum())
+    if n == L:
+        x[F.CLICKED_ITEMS][row, -1] = 0
+        n = L - 1
+    y = {k: v.copy() for k, v in x.items()}
+    y[F.CLICKED_ITEMS][row, n] = 987_654_321
+    y[F.CLICKED_TIMES][row, n] = 9_999
+    a, b = model(x), model(y)
+    np.testing.assert_allclose(a[F.OUTPUT_LOGIT].numpy(), b[F.OUTPUT_LOGIT].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["MTIN", "MTIN-I", "MTIN-P"])
+def test_every_trainable_variable_gets_a_finite_nonzero_gradient(table, variant):
+    config = MTINConfig.variant(variant, embedding_dim=8, num_masks=2, max_history=L, tau=0.2,
+                                num_groups=3 if variant != "MTIN-I" else 1, use_id_embedding=True)
+    model = build_mtin(config, *table)
+    x = raw_batch(np.random.default_rng(6), table)
+    labels = tf.constant(np.random.default_rng(7).integers(0, 2, size=16), tf.float32)
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = tf_keras.losses.BinaryCrossentropy(from_logits=True)(labels, out[F.OUTPUT_LOGIT]) + tf.add_n(
+            model.losses)
+    grads = tape.gradient(loss, model.trainable_variables)
+    names = [v.name for v in model.trainable_variables]
+    if variant == "MTIN-I":
+        assert not any("routing" in n for n in names)
+    else:
+        assert any("routing" in n and "w_s" in n for n in names)
+    for var, grad in zip(model.trainable_variables, grads):
+        assert grad is not None, f"no gradient reaches {var.name}"
+        g = tf.convert_to_tensor(grad).numpy()
+        assert np.isfinite(g).all(), var.name
+        assert np.abs(g).sum() > 0, f"zero gradient for {var.name}"
+
+
+def test_item_and_user_tables_are_frozen_and_memory_is_trainable(table):
+    model = build_mtin(small_config(), *table)
+    trainable = {v.name for v in model.trainable_variables}
+    assert not any("item_feature_table" in n or "keys" in n for n in trainable)
+    assert any("positive_memory" in n for n in trainable) and any("negative_memory" in n for n in trainable)
+
+
+def test_saved_model_round_trip_gives_identical_outputs(table, tmp_path):
+    model = build_mtin(small_config(use_time_gaps=True), *table)
+    x = raw_batch(np.random.default_rng(8), table)
+    before = model(x)
+    model.save(tmp_path / "mtin", save_format="tf")
+    loaded = tf_keras.models.load_model(tmp_path / "mtin")
+    after = loaded(x)
+    for key in before:
+        np.testing.assert_array_equal(before[key].numpy(), after[key].numpy())
+    # The reloaded object is the Keras model with its custom layers, not a bare SavedModel (TFMA relies on this).
+    assert any(type(layer).__name__ == "InterestBranch" for layer in loaded.layers)
+
+
+def test_keras_v3_file_round_trip(table, tmp_path):
+    model = build_mtin(small_config(), *table)
+    x = raw_batch(np.random.default_rng(9), table)
+    model.save(tmp_path / "mtin.keras")
+    loaded = tf_keras.models.load_model(tmp_path / "mtin.keras")
+    np.testing.assert_array_equal(model(x)[F.OUTPUT_LOGIT].numpy(), loaded(x)[F.OUTPUT_LOGIT].numpy())
+
+
+def test_config_validation_and_variants():
+    assert MTINConfig.variant("MTIN-I").num_groups == 1
+    assert MTINConfig.variant("MTIN-P").pretrain_memory is False
+    paper = MTINConfig()
+    assert (paper.embedding_dim, paper.num_masks, paper.num_groups, paper.batch_size) == (128, 8, 6, 32)
+    assert (paper.learning_rate, paper.l2, paper.max_history, paper.optimizer) == (1e-3, 1e-4, 50, "adam")
+    with pytest.raises(ValueError, match="aggregation"):
+        MTINConfig(aggregation="mean")
+    with pytest.raises(ValueError, match="unknown MTINConfig fields"):
+        MTINConfig.from_dict({"embeding_dim": 3})
+    with pytest.raises(ValueError, match="variant"):
+        MTINConfig.variant("MTIN-X")
+
+
+def test_bad_tables_are_rejected():
+    with pytest.raises(ValueError, match="positive"):
+        build_mtin(small_config(), np.array([0, 1]), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="unique"):
+        build_mtin(small_config(), np.array([2, 2]), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        build_mtin(small_config(), np.array([1, 2]), np.array([[0.0, np.nan], [1.0, 2.0]]))
