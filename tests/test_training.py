@@ -1,0 +1,126 @@
+"""Training: memory pretraining, learning a planted signal, and the distributed path on two logical CPU devices."""
+import numpy as np
+import tensorflow as tf
+
+from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
+from mtin_tf.metrics import auc
+from mtin_tf.model import POSITIVE_MEMORY, build_mtin
+from mtin_tf.pretrain import kmeans, pretrain_memory, user_histories_from_arrays
+from mtin_tf.train import make_dataset, select_strategy, train_mtin
+
+L = 10
+
+
+def two_cluster_users(seed=0, num_users=6, clusters=4, items_per_cluster=15, dim=8, per_user=40):
+    """A few users, each interested in two of `clusters` item clusters; clicks are items of their clusters.
+
+    Returns (arrays with labels, item ids, item features).
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)) * 3
+    item_cluster = np.repeat(np.arange(clusters), items_per_cluster)
+    feats = (centres[item_cluster] + rng.normal(size=(len(item_cluster), dim))).astype(np.float32)
+    item_ids = np.arange(1, len(item_cluster) + 1) * 11
+    rows = []
+    for u in range(num_users):
+        liked = rng.choice(clusters, 2, replace=False)
+        liked_items = item_ids[np.isin(item_cluster, liked)]
+        other_items = item_ids[~np.isin(item_cluster, liked)]
+        history = list(rng.choice(liked_items, L))
+        for t in range(per_user):
+            label = int(rng.random() < 0.5)
+            cand = rng.choice(liked_items if label else other_items)
+            rows.append((u + 1, cand, 1000 + t, label, history[-L:], list(rng.choice(other_items, L))))
+            if label:
+                history.append(cand)
+    arrays = {F.USER_ID: np.array([r[0] for r in rows]), F.ITEM_ID: np.array([r[1] for r in rows]),
+              F.TIMESTAMP: np.array([r[2] for r in rows]), F.LABEL: np.array([r[3] for r in rows]),
+              F.CLICKED_ITEMS: np.array([r[4] for r in rows]), F.BROWSED_ITEMS: np.array([r[5] for r in rows])}
+    arrays[F.CLICKED_TIMES] = np.tile(np.arange(1, L + 1), (len(rows), 1)) * 10
+    arrays[F.BROWSED_TIMES] = arrays[F.CLICKED_TIMES].copy()
+    return {k: np.asarray(v, np.int64) for k, v in arrays.items()}, item_ids, feats
+
+
+def test_kmeans_recovers_separated_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = np.concatenate([c + rng.normal(size=(30, 2)) * 0.3 for c in centres])
+    got = kmeans(points, 3, rng=rng)
+    dist = np.linalg.norm(got[:, None] - centres[None], axis=-1)
+    assert np.all(dist.min(0) < 0.5)
+    assert kmeans(points[:2], 3).shape == (3, 2)  # fewer points than groups
+
+
+def test_pretrain_memory_sets_rows_to_centroids_of_history_embeddings():
+    arrays, item_ids, feats = two_cluster_users()
+    model = build_mtin(MTINConfig(embedding_dim=8, num_masks=2, num_groups=2, max_history=L), item_ids, feats,
+                       np.unique(arrays[F.USER_ID]))
+    histories = user_histories_from_arrays(arrays)
+    assert set(histories) == set(np.unique(arrays[F.USER_ID]).tolist())
+    before = model.get_layer(POSITIVE_MEMORY).memory.numpy().copy()
+    assert pretrain_memory(model, histories, memory_layer=POSITIVE_MEMORY) == len(histories)
+    after = model.get_layer(POSITIVE_MEMORY).memory.numpy()
+    np.testing.assert_array_equal(after[0], before[0])  # OOV row untouched
+    x, _ = model.get_layer("item_embedding")(tf.constant(histories[1]))
+    # Each centroid is the mean of some of the user's item embeddings: it lies inside their bounding box.
+    row = model.get_layer(POSITIVE_MEMORY).rows(tf.constant([1])).numpy()[0]
+    assert np.all(after[row] >= x.numpy().min(0) - 1e-5) and np.all(after[row] <= x.numpy().max(0) + 1e-5)
+    assert not np.allclose(after[row], before[row])
+
+
+def test_mtin_overfits_a_small_planted_dataset():
+    arrays, item_ids, feats = two_cluster_users()
+    config = MTINConfig(embedding_dim=16, num_masks=2, num_groups=2, max_history=L, batch_size=16, epochs=40,
+                        learning_rate=3e-3, l2=0.0, seed=1)
+    model, _ = train_mtin(config, arrays, item_ids, feats, verbose=0)
+    scores = model.predict(make_dataset(arrays, 64), verbose=0)[F.OUTPUT_PROBABILITY]
+    assert auc(arrays[F.LABEL], scores) > 0.95
+
+
+def test_select_strategy_mirrors_over_visible_gpus_else_default():
+    gpus = tf.config.list_logical_devices("GPU")
+    strategy = select_strategy()
+    assert strategy.num_replicas_in_sync == max(1, len(gpus))
+    assert isinstance(strategy, tf.distribute.MirroredStrategy) == bool(gpus)
+
+
+DISTRIBUTED = r"""
+import sys, json
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+from test_training import two_cluster_users, L
+from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
+from mtin_tf.train import select_strategy, train_mtin, make_dataset
+devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+strategy = select_strategy(devices)
+arrays, item_ids, feats = two_cluster_users()
+config = MTINConfig(embedding_dim=8, num_masks=2, num_groups=2, max_history=L, batch_size=8, epochs=2)
+model, history = train_mtin(config, arrays, item_ids, feats, eval_arrays=arrays, strategy=strategy, verbose=0)
+out = model.predict(make_dataset(arrays, 32), verbose=0)[F.OUTPUT_PROBABILITY]
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "devices": devices,
+                  "mirrored": type(model.trainable_variables[0]).__name__,
+                  "loss": history.history["loss"], "finite": bool(np.isfinite(out).all()), "n": int(out.shape[0])}))
+"""
+
+
+def test_training_loop_runs_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "distributed.py"
+    script.write_text(DISTRIBUTED)
+    out = subprocess.run([sys.executable, str(script), os.path.dirname(__file__)], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2 and len(result["devices"]) == 2
+    assert result["mirrored"] == "MirroredVariable"
+    assert len(result["loss"]) == 2 and all(np.isfinite(result["loss"]))
+    assert result["finite"] and result["n"] == 240
