@@ -55,11 +55,12 @@ def fit_mtin(model, config: MTINConfig, train_ds, eval_ds=None, *, epochs=None, 
 
 
 def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eval_arrays=None, user_ids=None,
-               strategy=None, log_dir=None, verbose=1, patience=2):
-    """Build MTIN under the strategy, pretrain its memories (unless MTIN-P), and fit. Returns (model, history).
+               strategy=None, log_dir=None, verbose=1, patience=2, builder=build_mtin):
+    """Build the model under the strategy, pretrain MTIN's memories (unless MTIN-P), and fit. Returns (model, history).
 
     train_arrays / eval_arrays: model-input arrays with the label (features.LABEL). user_ids defaults to the users
-    of the training data (every other user shares the out-of-vocabulary memory).
+    of the training data (every other user shares the out-of-vocabulary memory). builder: build_mtin, or a baseline
+    builder with the same signature (its memories are pretrained only if it has MTIN's memory layers).
     """
     if config.mixed_precision:
         if tf.config.list_logical_devices("GPU"):
@@ -71,8 +72,8 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
     if user_ids is None:
         user_ids = np.unique(np.asarray(train_arrays[F.USER_ID]))
     with strategy.scope():
-        model = build_mtin(config, item_ids, item_features, user_ids)
-    if config.pretrain_memory:
+        model = builder(config, item_ids, item_features, user_ids)
+    if config.pretrain_memory and builder is build_mtin:
         for layer, key in ((POSITIVE_MEMORY, F.CLICKED_ITEMS), (NEGATIVE_MEMORY, F.BROWSED_ITEMS)):
             n = pretrain_memory(model, user_histories_from_arrays(train_arrays, key), memory_layer=layer,
                                 seed=config.seed)
@@ -82,3 +83,9 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
     eval_ds = make_dataset(eval_arrays, global_batch) if eval_arrays is not None else None
     history = fit_mtin(model, config, train_ds, eval_ds, log_dir=log_dir, verbose=verbose, patience=patience)
     return model, history
+
+
+def predict_probabilities(model, arrays, batch_size: int = 1024) -> np.ndarray:
+    """Click probabilities [N] for model-input arrays."""
+    out = model.predict(make_dataset(arrays, batch_size), verbose=0)
+    return np.asarray(out[F.OUTPUT_PROBABILITY]).reshape(-1)

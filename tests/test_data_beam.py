@@ -46,3 +46,23 @@ def test_beam_matches_in_memory(options):
         result = rows | BuildExamples(**options)
         assert_that(result.train, _equal_to(_canon(train)), label="train")
         assert_that(result.test, _equal_to(_canon(test)), label="test")
+
+
+def test_cli_generate_then_build_with_both_engines(tmp_path, capsys):
+    from mtin_tf.cli import main
+    from mtin_tf.data import examples as E
+
+    raw = tmp_path / "raw"
+    assert main(["data", "generate", "--out", str(raw), "--num-users", "30", "--num-items", "300",
+                 "--interactions-per-user", "10", "--seed", "3"]) == 0
+    outs = {}
+    for engine in ("memory", "beam"):
+        outs[engine] = tmp_path / engine
+        assert main(["data", "build", "--interactions", str(raw / "interactions.parquet"), "--items",
+                     str(raw / "item_features.npz"), "--out", str(outs[engine]), "--max-history", "4",
+                     "--engine", engine]) == 0
+    for name in (E.TRAIN_FILE, E.TEST_FILE):
+        memory, beam_ = (E.read_tfrecords(str(outs[k] / name)) for k in ("memory", "beam"))
+        assert memory and _canon(memory) == _canon(beam_)
+    printed = capsys.readouterr().out
+    assert printed.count("train_examples=") == 2 and "build_report.json" in printed

@@ -11,6 +11,7 @@ from mtin_tf.data import canonical as C
 from mtin_tf.data import examples as E
 from mtin_tf.data import history as H
 from mtin_tf.data import planted as P
+from mtin_tf.metrics import auc
 
 SMALL = dict(num_users=400, num_items=3000, num_clusters=12, feature_dim=16, interactions_per_user=60, seed=7,
              false_positive_rate=0.15, chunk_users=150)
@@ -52,7 +53,7 @@ def test_false_positive_share_and_oracle_auc(planted):
     np.testing.assert_array_equal(outside, ~truth[P.IN_INTEREST].to_numpy())
     assert outside[clicked].mean() == pytest.approx(0.15, abs=0.03)
     assert 0.75 < planted.oracle_auc < 0.92
-    assert planted.oracle_auc == pytest.approx(P.auc(df[F.CLICK], truth[P.P_CLICK]))
+    assert planted.oracle_auc == pytest.approx(auc(df[F.CLICK], truth[P.P_CLICK]))
 
 
 def test_clusters_recoverable_from_clicked_items(planted):
@@ -89,4 +90,4 @@ def test_signal_learnable_from_clicked_history_and_candidate_features(planted):
     mask = (arrays[F.CLICKED_ITEMS] > 0)[..., None]
     profile = (hist * mask).sum(1) / np.maximum(mask.sum(1), 1)
     score = (profile * table[arrays[F.ITEM_ID]]).sum(1)  # no training: mean clicked history . candidate
-    assert P.auc(arrays[F.LABEL], score) > 0.7
+    assert auc(arrays[F.LABEL], score) > 0.7
