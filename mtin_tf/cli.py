@@ -1,7 +1,8 @@
 """The ``mtin`` command. Each subcommand lives beside the mechanism it drives and registers itself here.
 
-A subcommand module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking
-the parsed arguments and returning an exit code. Modules are imported lazily only when needed, so ``mtin --help``
+Each entry names ``module`` or ``module:function``; that function (default ``register``) takes the argparse
+subparsers, adds the subcommand's parser and sets ``func`` to a callable taking the parsed arguments and returning
+an exit code. Modules are imported lazily only when needed, so ``mtin --help``
 stays fast and a missing optional dependency only affects its own subcommand.
 """
 from __future__ import annotations
@@ -16,6 +17,9 @@ SUBCOMMANDS = (
     ("data", "mtin_tf.data.cli", "convert, fetch, generate and build training examples from click logs"),
     ("train", "mtin_tf.train_cli", "train MTIN (or a baseline) on built examples without TFX"),
     ("demo", "mtin_tf.demo", "the README's main job: build data, train, export and score end to end"),
+    ("serve", "serving.cli:register_serve", "serve a versioned SavedModel directory over TF Serving's gRPC API"),
+    ("predict", "serving.cli:register_predict", "score one user's candidates through a TF Serving gRPC endpoint"),
+    ("recommend", "serving.cli:register_recommend", "top-k candidates for one user through a gRPC endpoint"),
 )
 
 
@@ -30,7 +34,8 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, help_text in SUBCOMMANDS:
         if name == load:
-            importlib.import_module(module).register(sub)
+            module_name, _, function = module.partition(":")
+            getattr(importlib.import_module(module_name), function or "register")(sub)
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser

@@ -11,7 +11,11 @@ import time
 
 
 def export_saved_model(model, base_dir: str, version: int | None = None) -> str:
-    """Save ``model`` (tf_keras) to ``base_dir/<version>`` (default: unix seconds, bumped past existing versions)."""
+    """Save ``model`` (tf_keras) to ``base_dir/<version>`` (default: unix seconds, bumped past existing versions)
+    with the serving signatures of mtin_tf.signatures (tf.Example ``serving_default`` and raw-tensor
+    ``predict_raw``). The directory also reloads as the Keras model (tf_keras.models.load_model)."""
+    from mtin_tf.signatures import serving_signatures
+
     os.makedirs(base_dir, exist_ok=True)
     existing = [int(d) for d in os.listdir(base_dir) if d.isdigit()]
     version = version if version is not None else max([int(time.time())] + [v + 1 for v in existing])
@@ -20,9 +24,17 @@ def export_saved_model(model, base_dir: str, version: int | None = None) -> str:
         raise FileExistsError(f"model version {final} already exists")
     staging = os.path.join(base_dir, f".tmp-{version}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save(staging, save_format="tf", include_optimizer=False)
+    max_history = _max_history(model)
+    model.save(staging, save_format="tf", include_optimizer=False,
+               signatures=serving_signatures(model, max_history))
     os.replace(staging, final)
     return final
+
+
+def _max_history(model) -> int:
+    from mtin_tf import features as F
+
+    return int(model.input[F.CLICKED_ITEMS].shape[-1])
 
 
 def latest_version(base_dir: str) -> str:

@@ -1,0 +1,64 @@
+"""Versioned SavedModel export with the tf.Example and raw-tensor serving signatures."""
+import os
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from mtin_tf import features as F
+from mtin_tf.data.examples import serialize_example
+from mtin_tf.export import export_saved_model, latest_version
+from mtin_tf.model import build_mtin
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
+from test_model import L, raw_batch, small_config
+
+
+def _table():
+    rng = np.random.default_rng(0)
+    return rng.permutation(np.arange(1, 41)) * 1000, rng.normal(size=(40, 6)).astype(np.float32), np.arange(1, 11) * 7
+
+
+def test_export_writes_numeric_versions_with_both_signatures(tmp_path):
+    table = _table()
+    model = build_mtin(small_config(), *table)
+    x = raw_batch(np.random.default_rng(1), table)
+    want = model(x)
+    base = str(tmp_path / "mtin")
+    first = export_saved_model(model, base, version=1)
+    second = export_saved_model(model, base)
+    assert os.path.basename(first) == "1" and int(os.path.basename(second)) > 1
+    assert latest_version(base) == second
+    assert sorted(os.listdir(base)) == sorted(["1", os.path.basename(second)])  # no staging directory left behind
+
+    loaded = tf.saved_model.load(second)
+    assert set(loaded.signatures) == {DEFAULT_SIGNATURE, RAW_SIGNATURE}
+    raw = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
+    for key in (F.OUTPUT_PROBABILITY, F.OUTPUT_LOGIT, F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT):
+        np.testing.assert_allclose(raw[key].numpy(), want[key].numpy(), atol=1e-5)
+
+    # tf.Example: unpadded histories, one longer than L (the most recent L are kept), no label.
+    examples = []
+    for row in range(len(x[F.USER_ID])):
+        ex = {spec.name: x[spec.name][row] for spec in F.MODEL_INPUTS}
+        for items_key, times_key in F.HISTORY_PAIRS:
+            keep = x[items_key][row] != 0
+            ex[items_key], ex[times_key] = x[items_key][row][keep], x[times_key][row][keep]
+        ex[F.LABEL] = 0
+        examples.append(ex)
+    # One more example whose clicked history is L + 3 long: the signature keeps the most recent L.
+    long = dict(examples[0])
+    long[F.CLICKED_ITEMS] = np.sort(table[0])[: L + 3]
+    long[F.CLICKED_TIMES] = np.arange(1, L + 4) * 100
+    expected = {k: v[:1].copy() for k, v in x.items()}
+    expected[F.CLICKED_ITEMS] = long[F.CLICKED_ITEMS][None, -L:]
+    expected[F.CLICKED_TIMES] = long[F.CLICKED_TIMES][None, -L:]
+    serialized = tf.constant([serialize_example(e) for e in examples + [long]])
+    by_example = loaded.signatures[DEFAULT_SIGNATURE](**{EXAMPLES_INPUT: serialized})
+    np.testing.assert_allclose(by_example[F.OUTPUT_PROBABILITY].numpy()[:-1], want[F.OUTPUT_PROBABILITY].numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(by_example[F.OUTPUT_PROBABILITY].numpy()[-1],
+                               model(expected)[F.OUTPUT_PROBABILITY].numpy()[0], atol=1e-5)
+
+    # The same directory reloads as the Keras model with its layers (what TFMA needs).
+    keras_model = tf_keras.models.load_model(second)
+    np.testing.assert_allclose(keras_model(x)[F.OUTPUT_LOGIT].numpy(), want[F.OUTPUT_LOGIT].numpy(), atol=1e-6)
