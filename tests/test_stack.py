@@ -49,5 +49,5 @@ def test_pip_inside_environment():
 
 def test_cli_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "mtin_tf.cli", "--help"], capture_output=True, text=True, check=True)
-    for name in ("data", "train", "demo", "serve", "predict", "recommend"):
+    for name in ("data", "train", "evaluate", "experiment", "pipeline", "demo", "serve", "predict", "recommend"):
         assert name in out.stdout
