@@ -48,7 +48,8 @@ if ! "${UV[@]}" pip sync -q --python "$VENV/bin/python" "$LOCK" >"$LOG" 2>&1; th
   grep -iE 'error|because|failed|no solution|not found' "$LOG" | head -5 >&2 || true
   die "installing $LOCK failed (full log: $LOG). If the lock is broken or out of date, regenerate it with 'make lock'."
 fi
-if ! "${UV[@]}" pip install -q --python "$VENV/bin/python" --no-deps -e . >>"$LOG" 2>&1; then
+# compat mode puts the project root on sys.path, so packages added to the repo later import without a reinstall.
+if ! "${UV[@]}" pip install -q --python "$VENV/bin/python" --no-deps -C editable_mode=compat -e . >>"$LOG" 2>&1; then
   tail -5 "$LOG" >&2
   die "installing mtin-tf itself in editable mode failed (full log: $LOG)."
 fi

@@ -1,0 +1,122 @@
+"""``mtin serve``, ``mtin predict`` and ``mtin recommend`` (registered by mtin_tf.cli).
+
+- ``mtin serve --model-base-path DIR [--port 8500] [--model-name mtin]``: the local TF Serving-compatible gRPC server
+  (:mod:`serving.server`) over a versioned SavedModel directory; runs until SIGTERM/SIGINT.
+- ``mtin predict --target localhost:8500 --user U --candidates 1,2,3 --timestamp T [--clicked ... --clicked-times ...
+  --browsed ... --browsed-times ...]``: scores every candidate; prints JSON.
+- ``mtin recommend ... --top-k 10``: the same query, the k most probable candidates best first.
+
+Both query commands talk to TF Serving or ``mtin serve`` alike (:class:`serving.client.MTINClient`) and exit 1 on an
+RPC error (its status code and message on stderr), 2 on invalid arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from serving import DEFAULT_MODEL_NAME, GRPC_PORT
+
+
+def _ids(text: str) -> list[int]:
+    """"1,2,3" -> [1, 2, 3]; "" -> []."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _labels(text: str) -> dict[str, int]:
+    """"stable=3,canary=4" -> {"stable": 3, "canary": 4}."""
+    try:
+        return {k.strip(): int(v) for k, v in (pair.split("=") for pair in text.split(",") if pair.strip())}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected label=version pairs, got {text!r}") from None
+
+
+def register_serve(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="serve a versioned SavedModel directory over TF Serving's gRPC API",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-base-path", required=True, help="directory of numeric version directories")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--port", type=int, default=GRPC_PORT, help="gRPC port (0: any free port, printed at start)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 to accept remote clients)")
+    p.add_argument("--num-versions", type=int, default=1, help="serve the newest N versions (TF Serving's latest)")
+    p.add_argument("--version-labels", type=_labels, default={}, help="label=version pairs, e.g. stable=3,canary=4")
+    p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    p.add_argument("--max-workers", type=int, default=16, help="RPC handler threads")
+    p.add_argument("--grace-seconds", type=float, default=10.0, help="time in-flight RPCs get after SIGTERM")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    from serving.model_store import ModelStore
+    from serving.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = ModelStore(args.model_name, args.model_base_path, num_versions=args.num_versions,
+                       poll_seconds=args.poll_seconds, version_labels=args.version_labels)
+    return serve(store, args.host, args.port, max_workers=args.max_workers, grace_seconds=args.grace_seconds)
+
+
+def _query_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--target", default=f"localhost:{GRPC_PORT}", help="host:port of TF Serving or `mtin serve`")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
+    p.add_argument("--version", type=int, default=None, help="model version (default: the newest served)")
+    p.add_argument("--version-label", default=None)
+    p.add_argument("--user", type=int, required=True, help="user id")
+    p.add_argument("--candidates", type=_ids, required=True, help="candidate item ids, e.g. 1,2,3")
+    p.add_argument("--timestamp", type=int, required=True, help="time of the impression (unix seconds)")
+    p.add_argument("--clicked", type=_ids, default=[], help="clicked item ids, oldest first")
+    p.add_argument("--clicked-times", type=_ids, default=[], help="their timestamps")
+    p.add_argument("--browsed", type=_ids, default=[], help="browsed-not-clicked item ids, oldest first")
+    p.add_argument("--browsed-times", type=_ids, default=[], help="their timestamps")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC attempt")
+    return p
+
+
+def register_predict(subparsers) -> None:
+    p = _query_parser(subparsers, "predict", "score one user's candidates through a TF Serving gRPC endpoint")
+    p.set_defaults(func=lambda args: _query(args, top_k=None))
+
+
+def register_recommend(subparsers) -> None:
+    p = _query_parser(subparsers, "recommend", "top-k candidates for one user through a gRPC endpoint")
+    p.add_argument("--top-k", type=int, default=10)
+    p.set_defaults(func=lambda args: _query(args, top_k=args.top_k))
+
+
+def _query(args, top_k: int | None) -> int:
+    import grpc
+
+    from serving.client import MTINClient
+
+    try:
+        with MTINClient(args.target, args.model_name, args.timeout, version=args.version,
+                        version_label=args.version_label) as client:
+            prediction = client.predict(args.user, args.candidates, args.timestamp, clicked=args.clicked,
+                                        clicked_times=args.clicked_times, browsed=args.browsed,
+                                        browsed_times=args.browsed_times)
+    except grpc.RpcError as exc:
+        print(f"mtin {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"mtin {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if top_k is not None:
+        prediction = prediction.top(top_k)
+    print(json.dumps(prediction_json(prediction, args.model_name, args.user, args.timestamp)))
+    return 0
+
+
+def prediction_json(prediction, model_name: str, user_id: int, timestamp: int) -> dict:
+    """The JSON document ``mtin predict`` / ``mtin recommend`` print: one entry per candidate, in the prediction's
+    order, with its click probability, logit and s x s group weights."""
+    return {"model": model_name, "model_version": prediction.model_version, "user_id": user_id,
+            "timestamp": timestamp,
+            "candidates": [{"item_id": int(item), "click_probability": float(p), "logit": float(z),
+                            "group_weights": w.tolist()}
+                           for item, p, z, w in zip(prediction.item_ids, prediction.click_probability,
+                                                    prediction.logit, prediction.group_weights)]}

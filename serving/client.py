@@ -1,0 +1,230 @@
+"""gRPC client of an MTIN model behind TF Serving (or the local server of :mod:`serving.server`).
+
+:class:`MTINClient` scores one user's candidates:
+
+- :meth:`MTINClient.predict` sends raw ids through the ``predict_raw`` signature: the user's histories (oldest first)
+  are cut to the most recent L and right-padded with 0, then repeated once per candidate; L is read once from
+  GetModelMetadata (the signature's ``clicked_item_ids`` shape [-1, L]) and cached.
+- :meth:`MTINClient.predict_examples` sends serialized tf.Example through ``serving_default``.
+
+Both return a :class:`Prediction`. Calls failing with UNAVAILABLE (server starting, restarting or briefly
+unreachable) are retried with exponential backoff, at most ``max_attempts`` times; other errors raise
+``grpc.RpcError`` at once. Requests are ``PredictRequest`` protos built with ``tf.make_tensor_proto``; the module-level
+builders (:func:`raw_inputs`, :func:`predict_request`) are what the contract tests check against the SavedModel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Mapping, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+from mtin_tf import features as F
+from mtin_tf.data.examples import to_model_arrays
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
+from serving import DEFAULT_MODEL_NAME, GRPC_OPTIONS, METADATA_FIELD
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """Scores of N candidates from one Predict call.
+
+    click_probability: float32 [N]; logit: float32 [N]; group_weights: float32 [N, s, s], the per-group interest
+    weights w_{p,g} = softmax_g(c_p^T W_h r_g) of the clicked-history branch (eq. 8; row p: memory row, column g:
+    interest group);
+    group_assignment: int32 [N, L], the interest group of each clicked-history item (-1: padding / no group);
+    item_ids: int64 [N] the candidates (None for tf.Example requests); model_version: the version that answered.
+    """
+    click_probability: np.ndarray
+    logit: np.ndarray
+    group_weights: np.ndarray
+    group_assignment: np.ndarray
+    item_ids: np.ndarray | None
+    model_version: int
+
+    def top(self, k: int) -> "Prediction":
+        """The ``k`` most probable candidates, best first (ties keep request order)."""
+        order = np.argsort(-self.click_probability, kind="stable")[:k]
+        pick = lambda a: None if a is None else a[order]  # noqa: E731
+        return dataclasses.replace(self, click_probability=pick(self.click_probability), logit=pick(self.logit),
+                                   group_weights=pick(self.group_weights),
+                                   group_assignment=pick(self.group_assignment), item_ids=pick(self.item_ids))
+
+
+def raw_inputs(user_id: int, candidates: Sequence[int], timestamp, max_history: int, *,
+               clicked: Sequence[int] = (), clicked_times: Sequence[int] = (),
+               browsed: Sequence[int] = (), browsed_times: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """``predict_raw`` inputs for one user and N candidates: int64 [N] user_id, item_id, timestamp (a scalar
+    ``timestamp`` is used for every candidate) and int64 [N, L] histories (the user's, repeated per candidate).
+
+    Histories are oldest first; each items list must be as long as its times list."""
+    candidates = np.asarray(candidates, np.int64).reshape(-1)
+    n = candidates.shape[0]
+    history = {F.CLICKED_ITEMS: clicked, F.CLICKED_TIMES: clicked_times,
+               F.BROWSED_ITEMS: browsed, F.BROWSED_TIMES: browsed_times}
+    for items_key, times_key in F.HISTORY_PAIRS:
+        if len(history[items_key]) != len(history[times_key]):
+            raise ValueError(f"{items_key} has {len(history[items_key])} entries but {times_key} has "
+                             f"{len(history[times_key])}")
+    # One example row (candidate and label are placeholders) gives the padded, truncated histories [1, L].
+    row = to_model_arrays([{**history, F.USER_ID: user_id, F.ITEM_ID: F.PADDING_ID, F.TIMESTAMP: 0, F.LABEL: 0}],
+                          max_history)
+    inputs = {F.USER_ID: np.full(n, user_id, np.int64), F.ITEM_ID: candidates,
+              F.TIMESTAMP: np.broadcast_to(np.asarray(timestamp, np.int64), (n,)).copy()}
+    for items_key, times_key in F.HISTORY_PAIRS:
+        for key in (items_key, times_key):
+            inputs[key] = np.repeat(row[key], n, axis=0)
+    return inputs
+
+
+def set_model_spec(model_spec, model_name: str, *, version: int | None = None, version_label: str | None = None,
+                   signature_name: str | None = None) -> None:
+    """Fill a ModelSpec proto in place."""
+    model_spec.name = model_name
+    if version is not None:
+        model_spec.version.value = int(version)
+    elif version_label:
+        model_spec.version_label = version_label
+    if signature_name:
+        model_spec.signature_name = signature_name
+
+
+def predict_request(model_name: str, signature_name: str, inputs: Mapping[str, np.ndarray], *,
+                    version: int | None = None, version_label: str | None = None) -> predict_pb2.PredictRequest:
+    """A PredictRequest with one TensorProto (``tf.make_tensor_proto``) per input array."""
+    request = predict_pb2.PredictRequest()
+    set_model_spec(request.model_spec, model_name, version=version, version_label=version_label,
+                   signature_name=signature_name)
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def prediction_from_response(response, item_ids=None) -> Prediction:
+    out = {key: tf.make_ndarray(response.outputs[key]) for key in response.outputs}
+    return Prediction(out[F.OUTPUT_PROBABILITY], out[F.OUTPUT_LOGIT], out[F.OUTPUT_GROUP_WEIGHTS],
+                      out[F.OUTPUT_GROUP_ASSIGNMENT], item_ids, int(response.model_spec.version.value))
+
+
+class MTINClient:
+    """Client of model ``model_name`` at ``target`` ("host:port").
+
+    Args:
+      timeout: seconds per RPC attempt.
+      version / version_label: pin requests to a model version (default: the newest the server has).
+      max_attempts, initial_backoff, max_backoff: retries on UNAVAILABLE, sleeping initial_backoff·2^k seconds
+        (capped at max_backoff) between attempts.
+    Attributes ``channel``, ``stub`` (PredictionService) and ``model_stub`` (ModelService) are there for calls this
+    class has no method for.
+    """
+
+    def __init__(self, target: str, model_name: str = DEFAULT_MODEL_NAME, timeout: float = 10.0, *,
+                 version: int | None = None, version_label: str | None = None, max_attempts: int = 5,
+                 initial_backoff: float = 0.05, max_backoff: float = 2.0):
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.target, self.model_name, self.timeout = target, model_name, timeout
+        self.version, self.version_label = version, version_label
+        self.max_attempts, self.initial_backoff, self.max_backoff = max_attempts, initial_backoff, max_backoff
+        self.channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self._max_history: int | None = None
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "MTINClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, method: str, request):
+        """``stub.<method>(request)`` with the timeout and the bounded retries on UNAVAILABLE."""
+        rpc = getattr(self.stub, method)
+        for attempt in range(self.max_attempts):
+            try:
+                return rpc(request, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.max_attempts - 1:
+                    raise
+                time.sleep(min(self.max_backoff, self.initial_backoff * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    def model_status(self, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+        """ModelService.GetModelStatus of the model (one version, or every version the server knows); no retries."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        set_model_spec(request.model_spec, self.model_name, version=version)
+        return self.model_stub.GetModelStatus(request, timeout=self.timeout)
+
+    def wait_until_available(self, version: int | None = None, timeout: float = 120.0, poll: float = 0.3) -> int:
+        """Poll GetModelStatus until ``version`` (default: any version) is AVAILABLE; returns that version.
+        Raises TimeoutError with the last status or error after ``timeout`` seconds."""
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        end = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            try:
+                statuses = self.model_status(version).model_version_status
+                ready = [s.version for s in statuses if s.state == available]
+                if ready:
+                    return max(ready)
+                last = str(list(statuses))
+            except grpc.RpcError as exc:
+                last = f"{exc.code().name}: {exc.details()}"
+            if time.monotonic() >= end:
+                raise TimeoutError(f"model {self.model_name!r} version {version if version is not None else 'any'} "
+                                   f"at {self.target} not available after {timeout} s; last: {last}")
+            time.sleep(poll)
+
+    def metadata(self) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[METADATA_FIELD])
+        set_model_spec(request.model_spec, self.model_name, version=self.version, version_label=self.version_label)
+        return self.call("GetModelMetadata", request)
+
+    def signature_defs(self) -> dict:
+        """{signature name: SignatureDef} of the served version."""
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        self.metadata().metadata[METADATA_FIELD].Unpack(signature_map)
+        return dict(signature_map.signature_def)
+
+    @property
+    def max_history(self) -> int:
+        """L of the served model: dimension 1 of ``predict_raw``'s clicked_item_ids (fetched once, then cached)."""
+        if self._max_history is None:
+            defs = self.signature_defs()
+            if RAW_SIGNATURE not in defs or F.CLICKED_ITEMS not in defs[RAW_SIGNATURE].inputs:
+                raise RuntimeError(f"model {self.model_name!r} at {self.target} has no {RAW_SIGNATURE!r} signature "
+                                   f"with input {F.CLICKED_ITEMS!r}; its signatures: {sorted(defs)}")
+            dims = defs[RAW_SIGNATURE].inputs[F.CLICKED_ITEMS].tensor_shape.dim
+            self._max_history = int(dims[1].size)
+        return self._max_history
+
+    def predict(self, user_id: int, candidates: Sequence[int], timestamp, *, clicked: Sequence[int] = (),
+                clicked_times: Sequence[int] = (), browsed: Sequence[int] = (),
+                browsed_times: Sequence[int] = ()) -> Prediction:
+        """Click probabilities of ``candidates`` (N item ids) for ``user_id`` at ``timestamp``, given the user's
+        clicked and browsed-not-clicked histories (item ids and their timestamps, oldest first)."""
+        candidates = np.asarray(candidates, np.int64).reshape(-1)
+        if candidates.size == 0:
+            raise ValueError("no candidates to score")
+        inputs = raw_inputs(user_id, candidates, timestamp, self.max_history, clicked=clicked,
+                            clicked_times=clicked_times, browsed=browsed, browsed_times=browsed_times)
+        request = predict_request(self.model_name, RAW_SIGNATURE, inputs, version=self.version,
+                                  version_label=self.version_label)
+        return prediction_from_response(self.call("Predict", request), candidates)
+
+    def predict_examples(self, serialized: Sequence[bytes]) -> Prediction:
+        """Scores of serialized tf.Example (``mtin_tf.data.examples.serialize_example``) via ``serving_default``."""
+        if len(serialized) == 0:
+            raise ValueError("no examples to score")
+        request = predict_request(self.model_name, DEFAULT_SIGNATURE,
+                                  {EXAMPLES_INPUT: np.asarray(list(serialized), dtype=object)},
+                                  version=self.version, version_label=self.version_label)
+        return prediction_from_response(self.call("Predict", request))

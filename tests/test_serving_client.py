@@ -1,0 +1,191 @@
+"""The client's requests against the real SavedModel signatures (what TF Serving checks), its history padding, its
+retries, and the server-side request checks and version store in process (no gRPC server)."""
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtin_tf import features as F
+from mtin_tf.data.examples import serialize_example, to_model_arrays
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
+from serving.client import MTINClient, predict_request, raw_inputs
+from serving.errors import ServingError
+from serving.model_store import AVAILABLE, END, LoadedVersion, ModelStore
+from serving.validation import check_inputs, input_specs
+from test_serving_support import L, exported
+
+USER = 14
+HISTORIES = {  # one longer than L (the most recent L count), one shorter, clicked and browsed of different lengths
+    "long": dict(clicked=[1000 * i for i in range(1, L + 4)], clicked_times=list(range(100, 100 + L + 3)),
+                 browsed=[5000, 6000], browsed_times=[50, 60]),
+    "empty": dict(),
+    "short": dict(clicked=[3000], clicked_times=[7], browsed=[], browsed_times=[]),
+}
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    model, path = exported(1)
+    return model, tf.saved_model.load(path)
+
+
+def _assert_matches_signature(request, signature):
+    """What TF Serving checks before running a signature: the same input names, dtypes, ranks and fixed dims."""
+    args, specs = signature.structured_input_signature
+    assert args == ()
+    assert set(request.inputs) == set(specs)
+    for name, spec in specs.items():
+        proto = request.inputs[name]
+        assert tf.dtypes.as_dtype(proto.dtype) == spec.dtype, name
+        dims = [d.size for d in proto.tensor_shape.dim]
+        assert len(dims) == spec.shape.rank, name
+        assert all(want is None or want == got for want, got in zip(spec.shape.as_list(), dims)), (name, dims)
+
+
+@pytest.mark.parametrize("history", sorted(HISTORIES))
+def test_raw_request_matches_predict_raw_signature_and_scores_like_the_model(loaded, history):
+    model, saved = loaded
+    candidates = [2000, 7000, 40000]
+    inputs = raw_inputs(USER, candidates, 10_000, L, **HISTORIES[history])
+    request = predict_request("mtin", RAW_SIGNATURE, inputs, version=1)
+    _assert_matches_signature(request, saved.signatures[RAW_SIGNATURE])
+    assert request.model_spec.signature_name == RAW_SIGNATURE and request.model_spec.version.value == 1
+
+    # The same rows as one tf.Example per candidate through the data pipeline's own padding (most recent L kept).
+    h = HISTORIES[history]
+    examples = [{F.USER_ID: USER, F.ITEM_ID: c, F.TIMESTAMP: 10_000, F.LABEL: 0,
+                 F.CLICKED_ITEMS: h.get("clicked", []), F.CLICKED_TIMES: h.get("clicked_times", []),
+                 F.BROWSED_ITEMS: h.get("browsed", []), F.BROWSED_TIMES: h.get("browsed_times", [])}
+                for c in candidates]
+    want = to_model_arrays(examples, L)
+    for name in F.MODEL_INPUT_NAMES:
+        np.testing.assert_array_equal(inputs[name], want[name], err_msg=name)
+    decoded = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    served = saved.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in decoded.items()})
+    keras = model({k: want[k] for k in F.MODEL_INPUT_NAMES})
+    np.testing.assert_allclose(served[F.OUTPUT_PROBABILITY].numpy(), keras[F.OUTPUT_PROBABILITY].numpy(), atol=1e-5)
+    if history == "long":
+        assert inputs[F.CLICKED_ITEMS][0, -1] == 1000 * (L + 3)  # the newest item survives truncation
+
+
+def test_examples_request_matches_serving_default_signature(loaded):
+    _, saved = loaded
+    ex = {F.USER_ID: USER, F.ITEM_ID: 2000, F.TIMESTAMP: 5, F.LABEL: 0, F.CLICKED_ITEMS: [1000], F.CLICKED_TIMES: [1],
+          F.BROWSED_ITEMS: [], F.BROWSED_TIMES: []}
+    request = predict_request("mtin", DEFAULT_SIGNATURE, {EXAMPLES_INPUT: np.array([serialize_example(ex)] * 2,
+                                                                                    dtype=object)})
+    _assert_matches_signature(request, saved.signatures[DEFAULT_SIGNATURE])
+
+
+def test_raw_inputs_rejects_mismatched_history_lengths():
+    with pytest.raises(ValueError, match="clicked_timestamps"):
+        raw_inputs(USER, [1], 0, L, clicked=[1, 2], clicked_times=[1])
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "connection refused"
+
+
+class _FlakyStub:
+    """Fails ``failures`` times with UNAVAILABLE, then answers."""
+
+    def __init__(self, failures):
+        self.failures, self.calls = failures, 0
+
+    def Predict(self, request, timeout):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise _Unavailable()
+        return "response"
+
+
+def test_client_retries_unavailable_a_bounded_number_of_times():
+    client = MTINClient("127.0.0.1:1", max_attempts=3, initial_backoff=0.001)
+    client.stub = _FlakyStub(failures=2)
+    assert client.call("Predict", None) == "response" and client.stub.calls == 3
+    client.stub = _FlakyStub(failures=5)
+    with pytest.raises(grpc.RpcError) as info:
+        client.call("Predict", None)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and client.stub.calls == 3
+    with pytest.raises(ValueError, match="no candidates"):
+        client.predict(USER, [], 0)
+    client.close()
+
+
+# -- request checks of the server (serving.validation), on the real signature ------------------------------------
+def _raw_protos(n=3, **changes):
+    inputs = raw_inputs(USER, list(range(1000, 1000 * (n + 1), 1000)), 10, L, **HISTORIES["short"])
+    inputs.update(changes)
+    return predict_request("mtin", RAW_SIGNATURE, {k: v for k, v in inputs.items() if v is not None}).inputs
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({F.BROWSED_TIMES: None}, ["missing input 'browsed_timestamps'", "int64 [-1, 8]"]),
+    ({"surprise": np.zeros(3, np.int64)}, ["'surprise' is not an input", "predict_raw"]),
+    ({F.USER_ID: np.zeros(3, np.int32)}, ["'user_id'", "expected dtype int64, got int32"]),
+    ({F.CLICKED_ITEMS: np.zeros(3, np.int64)}, ["'clicked_item_ids'", "expected shape [-1, 8] (rank 2)",
+                                                "got [3] (rank 1)"]),
+    ({F.BROWSED_ITEMS: np.zeros((3, L + 1), np.int64)}, ["'browsed_item_ids'", "got [3, 9]"]),
+    ({F.ITEM_ID: np.zeros(4, np.int64)}, ["disagree on the batch size", "item_id has 4", "user_id has 3"]),
+])
+def test_validation_names_the_input_and_the_expected_and_received(loaded, changes, words):
+    specs = input_specs(loaded[1].signatures[RAW_SIGNATURE])
+    with pytest.raises(ServingError) as info:
+        check_inputs(_raw_protos(**changes), specs, RAW_SIGNATURE)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    for word in words:
+        assert word in info.value.message
+
+
+def test_validation_rejects_an_empty_batch_and_accepts_a_good_one(loaded):
+    specs = input_specs(loaded[1].signatures[RAW_SIGNATURE])
+    with pytest.raises(ServingError, match="empty batch"):
+        check_inputs(_raw_protos(n=0), specs, RAW_SIGNATURE)
+    arrays = check_inputs(_raw_protos(n=3), specs, RAW_SIGNATURE)
+    assert arrays[F.CLICKED_ITEMS].shape == (3, L) and arrays[F.USER_ID].dtype == np.int64
+
+
+# -- the version store (serving.model_store), with a stand-in loader --------------------------------------------
+def _make_version(base, version, complete=True):
+    path = base / str(version)
+    path.mkdir()
+    if complete:
+        (path / "saved_model.pb").write_bytes(b"")
+
+
+def test_model_store_serves_newest_versions_swaps_and_survives_a_broken_version(tmp_path):
+    def loader(path, version):
+        if version == 4:
+            raise OSError("corrupt")
+        return LoadedVersion(version, path, {}, {})
+
+    store = ModelStore("mtin", str(tmp_path), num_versions=2, version_labels={"stable": 1, "gone": 9}, loader=loader)
+    with pytest.raises(ServingError) as info:
+        store.get("mtin")
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    _make_version(tmp_path, 1)
+    _make_version(tmp_path, 2, complete=False)  # Pusher still copying: not ready
+    (tmp_path / "notaversion").mkdir()
+    assert store.poll() and store.loaded_versions() == [1]
+    held = store.get("mtin", label="stable")  # a request in flight keeps its version through the swap
+    (tmp_path / "2" / "saved_model.pb").write_bytes(b"")
+    _make_version(tmp_path, 3)
+    assert store.poll() and store.loaded_versions() == [2, 3] and store.get("mtin").version == 3
+    assert held.version == 1 and held.path == str(tmp_path / "1")
+    for name, kwargs in [("mtin", dict(version=1)), ("mtin", dict(label="stable")), ("mtin", dict(label="nope")),
+                         ("mtin", dict(label="gone")), ("other", {})]:
+        with pytest.raises(ServingError) as info:
+            store.get(name, **kwargs)
+        assert info.value.code == grpc.StatusCode.NOT_FOUND, (name, kwargs)
+    assert store.get("mtin", version=2).version == 2
+
+    _make_version(tmp_path, 4)  # fails to load: 2 and 3 keep serving, 4 is reported and not retried
+    assert not store.poll() and store.loaded_versions() == [2, 3]
+    states = {s.version: (s.state, s.error) for s in store.statuses()}
+    assert states[1] == (END, "") and states[3] == (AVAILABLE, "") and states[4][0] == END
+    assert "corrupt" in states[4][1]
+    assert not store.poll()

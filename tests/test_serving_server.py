@@ -1,0 +1,287 @@
+"""End to end through a real `mtin serve` subprocess: scores equal the Keras model's for both signatures, the CLI,
+bad requests get TF Serving's status codes and the server keeps serving, version / label selection, a new version
+rolls over under 32 concurrent clients without a failed request, and SIGTERM stops the process with exit code 0
+after the request in flight."""
+import json
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     prediction_service_pb2_grpc)
+
+from mtin_tf import features as F
+from mtin_tf.cli import main as mtin
+from mtin_tf.data.examples import serialize_example
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
+from serving.client import MTINClient, predict_request, raw_inputs
+from test_serving_support import L, exported, install_version, start_server
+
+USER = 21
+HISTORY = dict(clicked=[3000, 9000, 12000, 5000], clicked_times=[100, 200, 300, 400],
+               browsed=[1000 * i for i in range(10, 10 + L + 2)], browsed_times=list(range(10, 10 + L + 2)))
+CANDIDATES = [2000, 4000, 17000, 33000, 40000, 8000]
+NOW = 1_000
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """Two `mtin serve` processes, started together while the test process exports the models:
+    "main" over versions 1 (model seed 1) and 2 (seed 2), serving both, labels stable=1 and canary=2;
+    "rollover" over version 1 with the default policy (newest version only); its test installs version 2."""
+    bases = {name: str(tmp_path_factory.mktemp(name)) for name in ("main", "rollover")}
+    procs = {"main": start_server(bases["main"], "--num-versions", "2", "--version-labels", "stable=1,canary=2"),
+             "rollover": start_server(bases["rollover"])}
+    try:
+        for name, versions in (("main", (1, 2)), ("rollover", (1,))):
+            for version in versions:
+                install_version(version, bases[name], version)
+            procs[name].base = bases[name]
+        for name, version in (("main", 2), ("main", 1), ("rollover", 1)):
+            procs[name].wait_available(version)
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers["main"]
+
+
+def _keras(seed, inputs):
+    model, _ = exported(seed)
+    return {k: v.numpy() for k, v in model(inputs).items()}
+
+
+def _assert_close(prediction, want):
+    np.testing.assert_allclose(prediction.click_probability, want[F.OUTPUT_PROBABILITY], atol=1e-5)
+    np.testing.assert_allclose(prediction.logit, want[F.OUTPUT_LOGIT], atol=1e-5)
+    np.testing.assert_allclose(prediction.group_weights, want[F.OUTPUT_GROUP_WEIGHTS], atol=1e-5)
+    np.testing.assert_array_equal(prediction.group_assignment, want[F.OUTPUT_GROUP_ASSIGNMENT])
+
+
+def test_both_signatures_score_like_the_in_process_keras_model(server):
+    inputs = raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY)
+    want = _keras(1, inputs)
+    with MTINClient(server.target, version=1) as client:
+        assert client.max_history == L
+        prediction = client.predict(USER, CANDIDATES, NOW, **HISTORY)
+        assert prediction.model_version == 1
+        np.testing.assert_array_equal(prediction.item_ids, CANDIDATES)
+        _assert_close(prediction, want)
+        assert prediction.group_weights.shape == (len(CANDIDATES), 3, 3)
+
+        examples = [serialize_example({F.USER_ID: USER, F.ITEM_ID: c, F.TIMESTAMP: NOW, F.LABEL: 0,
+                                       F.CLICKED_ITEMS: HISTORY["clicked"], F.CLICKED_TIMES: HISTORY["clicked_times"],
+                                       F.BROWSED_ITEMS: HISTORY["browsed"], F.BROWSED_TIMES: HISTORY["browsed_times"]})
+                    for c in CANDIDATES]
+        by_example = client.predict_examples(examples)
+        assert by_example.model_version == 1 and by_example.item_ids is None
+        _assert_close(by_example, want)
+
+
+def test_cli_predict_and_recommend(server, capsys):
+    query = ["--target", server.target, "--version", "1", "--user", str(USER), "--timestamp", str(NOW),
+             "--candidates", ",".join(map(str, CANDIDATES)),
+             "--clicked", ",".join(map(str, HISTORY["clicked"])),
+             "--clicked-times", ",".join(map(str, HISTORY["clicked_times"])),
+             "--browsed", ",".join(map(str, HISTORY["browsed"])),
+             "--browsed-times", ",".join(map(str, HISTORY["browsed_times"]))]
+    want = _keras(1, raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY))[F.OUTPUT_PROBABILITY]
+
+    assert mtin(["predict", *query]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model_version"] == 1 and doc["user_id"] == USER
+    assert [c["item_id"] for c in doc["candidates"]] == CANDIDATES
+    np.testing.assert_allclose([c["click_probability"] for c in doc["candidates"]], want, atol=1e-5)
+    assert np.shape(doc["candidates"][0]["group_weights"]) == (3, 3)
+
+    assert mtin(["recommend", *query, "--top-k", "3"]) == 0
+    top = json.loads(capsys.readouterr().out)["candidates"]
+    assert [c["item_id"] for c in top] == [CANDIDATES[i] for i in np.argsort(-want, kind="stable")[:3]]
+
+    assert mtin(["predict", *query[:2], "--model-name", "nope", *query[4:]]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def _good_request(**spec):
+    return predict_request("mtin", RAW_SIGNATURE, raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY), **spec)
+
+
+def _without(request, name):
+    del request.inputs[name]
+    return request
+
+
+def _replace(request, name, value):
+    import tensorflow as tf
+
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def _renamed(request, name):
+    request.model_spec.name = name
+    return request
+
+
+def _signature(request, name):
+    request.model_spec.signature_name = name
+    return request
+
+
+BAD_REQUESTS = {
+    "missing input": (lambda: _without(_good_request(), F.CLICKED_TIMES), grpc.StatusCode.INVALID_ARGUMENT,
+                      ["missing input 'clicked_timestamps'"]),
+    "wrong dtype": (lambda: _replace(_good_request(), F.ITEM_ID, np.array(CANDIDATES, np.float32)),
+                    grpc.StatusCode.INVALID_ARGUMENT, ["'item_id'", "expected dtype int64, got float32"]),
+    "wrong rank": (lambda: _replace(_good_request(), F.BROWSED_ITEMS, np.zeros(len(CANDIDATES), np.int64)),
+                   grpc.StatusCode.INVALID_ARGUMENT, ["'browsed_item_ids'", "expected shape [-1, 8]", "(rank 1)"]),
+    "wrong L": (lambda: _replace(_good_request(), F.CLICKED_ITEMS, np.zeros((len(CANDIDATES), L + 2), np.int64)),
+                grpc.StatusCode.INVALID_ARGUMENT, ["'clicked_item_ids'", "got [6, 10]"]),
+    "unknown model": (lambda: _renamed(_good_request(), "other"), grpc.StatusCode.NOT_FOUND, ["'other'"]),
+    "unknown version": (lambda: _good_request(version=999), grpc.StatusCode.NOT_FOUND, ["version 999"]),
+    "unknown label": (lambda: _good_request(version_label="beta"), grpc.StatusCode.NOT_FOUND, ["'beta'"]),
+    "empty candidates": (lambda: predict_request("mtin", RAW_SIGNATURE, raw_inputs(USER, [], NOW, L, **HISTORY)),
+                         grpc.StatusCode.INVALID_ARGUMENT, ["empty batch"]),
+    "unknown signature": (lambda: _signature(_good_request(), "classify"), grpc.StatusCode.INVALID_ARGUMENT,
+                          ["'classify' not found"]),
+    "malformed tf.Example": (lambda: predict_request("mtin", DEFAULT_SIGNATURE,
+                                                     {EXAMPLES_INPUT: np.array([b"\xff not a proto"], dtype=object)}),
+                             grpc.StatusCode.INVALID_ARGUMENT, []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_request_gets_its_status_code_and_the_server_keeps_serving(server, case):
+    build, code, words = BAD_REQUESTS[case]
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(server.client.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(build(), timeout=10)
+    assert info.value.code() == code, info.value.details()
+    for word in words:
+        assert word in info.value.details()
+    response = stub.Predict(_good_request(version=1), timeout=10)
+    assert response.model_spec.version.value == 1
+    assert response.outputs[F.OUTPUT_PROBABILITY].tensor_shape.dim[0].size == len(CANDIDATES)
+
+
+def test_other_methods_answer_like_tf_serving(server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(server.client.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(classification_pb2.ClassificationRequest(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["nope"])
+    request.model_spec.name = "mtin"
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetModelMetadata(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as info:
+        server.client.model_status(version=12345)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _load(target, stop_when, results, max_requests=150, deadline=120.0):
+    """One client thread: requests until ``stop_when(count, versions)`` or the bounds; records versions / errors."""
+    # No retries: every failure counts. The deadline is generous: a shared 2-core machine can stall a request for
+    # seconds while the server loads the new version, and latency is not what this test measures.
+    with MTINClient(target, max_attempts=1, timeout=60) as client:
+        end = time.monotonic() + deadline
+        count = 0
+        while count < max_requests and time.monotonic() < end and not stop_when(count, results["versions"]):
+            start = time.monotonic()
+            try:
+                results["versions"].append(client.predict(USER, CANDIDATES, NOW, **HISTORY).model_version)
+            except Exception as exc:  # noqa: BLE001 - any failure is a test failure, reported below
+                results["errors"].append(repr(exc))
+            results["seconds"].append(time.monotonic() - start)
+            count += 1
+
+
+def test_version_and_label_pick_the_version(server):
+    inputs = raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY)
+    for spec, version in ((dict(), 2), (dict(version=1), 1), (dict(version_label="stable"), 1),
+                          (dict(version_label="canary"), 2)):
+        with MTINClient(server.target, **spec) as client:
+            prediction = client.predict(USER, CANDIDATES, NOW, **HISTORY)
+            assert prediction.model_version == version, spec
+            _assert_close(prediction, _keras(version, inputs))  # version v holds the model of seed v
+    states = {s.version: s.state for s in server.client.model_status().model_version_status}
+    assert states == {1: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+                      2: get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+
+
+def test_new_version_rolls_over_under_32_concurrent_clients_without_a_failed_request(servers):
+    server = servers["rollover"]
+    threads, results = [], [{"versions": [], "errors": [], "seconds": []} for _ in range(32)]
+    # Each client sends at least 20 requests and keeps going (bounded) until it has been answered by version 2.
+    stop_when = lambda count, versions: count >= 20 and 2 in versions  # noqa: E731
+    for r in results:
+        threads.append(threading.Thread(target=_load, args=(server.target, stop_when, r)))
+        threads[-1].start()
+    while sum(len(r["versions"]) + len(r["errors"]) for r in results) < 64:  # load is on
+        time.sleep(0.05)
+    install_version(2, server.base, 2)  # the export's last step: an atomic rename into the base dir
+    for thread in threads:
+        thread.join(180)
+    errors = [e for r in results for e in r["errors"]]
+    slowest = max(t for r in results for t in r["seconds"])
+    assert errors == [], f"{len(errors)} failed requests, e.g. {errors[:3]}\n{server.log()[-3000:]}"
+    print(f"rollover under load: {sum(len(r['seconds']) for r in results)} requests, slowest {slowest:.2f} s")
+    versions = [v for r in results for v in r["versions"]]
+    assert set(versions) == {1, 2} and all(2 in r["versions"] for r in results)
+    assert sum(v == 1 for v in versions) >= 64  # version 1 served under load before the swap
+
+    # The new version answers; the old one is unloaded (latest-1 policy) and reported so.
+    with MTINClient(server.target) as client:
+        assert client.metadata().model_spec.version.value == 2
+        latest = client.predict(USER, CANDIDATES, NOW, **HISTORY)
+        assert latest.model_version == 2
+        _assert_close(latest, _keras(2, raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY)))
+    with MTINClient(server.target, version=1) as client, pytest.raises(grpc.RpcError) as info:
+        client.predict(USER, CANDIDATES, NOW, **HISTORY)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    states = {s.version: s.state for s in server.client.model_status().model_version_status}
+    assert states == {1: get_model_status_pb2.ModelVersionStatus.END,
+                      2: get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+
+
+def test_unavailable_until_a_version_appears_and_sigterm_exits_0_after_in_flight_requests(tmp_path):
+    proc = start_server(str(tmp_path))
+    try:
+        end = time.monotonic() + 120
+        while True:  # up, but no version yet: GetModelStatus says NOT_FOUND, Predict UNAVAILABLE
+            try:
+                proc.client.model_status()
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    break
+                assert time.monotonic() < end and proc.proc.poll() is None, proc.log()
+                time.sleep(0.3)
+        with MTINClient(proc.target, max_attempts=1) as client, pytest.raises(grpc.RpcError) as info:
+            client.predict(USER, CANDIDATES, NOW)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        install_version(1, str(tmp_path), 7)
+        proc.wait_available(7)
+
+        # A large request (20k candidates) is in flight when SIGTERM arrives: it completes, then the process exits 0.
+        many = np.arange(20_000) % 40 * 1000 + 1000
+        with MTINClient(proc.target, max_attempts=1, timeout=60) as client:
+            assert client.predict(USER, CANDIDATES, NOW).model_version == 7
+            future = client.stub.Predict.future(
+                predict_request("mtin", RAW_SIGNATURE, raw_inputs(USER, many, NOW, L, **HISTORY)), timeout=60)
+            time.sleep(0.3)
+            assert not future.done()  # else this test would not show that in-flight requests finish
+            start = time.monotonic()
+            code = proc.terminate(timeout=30)
+            response = future.result()
+        assert code == 0, proc.log()
+        assert time.monotonic() - start < 30
+        assert response.outputs[F.OUTPUT_PROBABILITY].tensor_shape.dim[0].size == len(many)
+        assert "SIGTERM received" in proc.log()
+    finally:
+        proc.kill()
