@@ -1,10 +1,13 @@
 """``mtin demo``: the README's main job, end to end on this machine.
 
-Runs the same steps a user runs by hand — `mtin data generate` (planted-interest data with ground truth),
-`mtin data build` (time-ordered histories, time-based split, TFRecords), `mtin train` (MTIN, early stopping on test
-AUC, evaluation, versioned SavedModel export) — then reloads the exported SavedModel and checks that it scores the
-test examples exactly as the trained model did. Until the TFX pipeline (issue #7) lands, this standalone path is the
-main job; it says so when it runs.
+Default (the TFX pipeline): generate a small planted-interest dataset (:mod:`mtin_tf.data.planted`), run the whole
+pipeline locally (`mtin pipeline run`: ExampleGen → validation → history building → Transform → Trainer → Evaluator →
+Pusher, LocalDagRunner with SQLite ML Metadata), print the evaluation metrics and the pushed model's path, then reload
+the pushed SavedModel and check that its tf.Example signature (Transform graph inside) scores the eval examples exactly
+as the reloaded Keras model does on the dense inputs mtin_tf builds itself.
+
+``--standalone``: the quick check without TFX — `mtin data generate`, `mtin data build`, `mtin train` (MTIN, early
+stopping on test AUC, evaluation, versioned SavedModel export), then reload the export and compare its scores.
 """
 from __future__ import annotations
 
@@ -23,10 +26,74 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="run directory (data, examples, model, metrics)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--standalone", action="store_true", help="the quick path without TFX (data build + mtin train)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    return run_standalone(args) if args.standalone else run_pipeline(args)
+
+
+def run_pipeline(args) -> int:
+    """generate → the TFX pipeline (local) → metrics, pushed model, and the pushed model's score check."""
+    import numpy as np
+
+    from mtin_tf.data import planted
+    from pipeline.cli import print_run_summary
+    from pipeline.runners.local import run_local
+
+    out = os.path.abspath(args.out)
+    data_dir, run_dir = os.path.join(out, "data"), os.path.join(out, "pipeline")
+    print("mtin demo: planted data -> TFX pipeline (LocalDagRunner) -> blessed model pushed to a serving directory",
+          flush=True)
+    start = time.perf_counter()
+    planted.generate(data_dir, seed=args.seed, **DEMO_DATA)
+    generate_s = time.perf_counter() - start
+    config = {k: v for k, v in DEMO_MODEL.items() if k != "max_history"}
+    start = time.perf_counter()
+    dirs = run_local(data_dir, run_dir, max_history=DEMO_MODEL["max_history"], mtin_config=dict(config, seed=args.seed))
+    pipeline_s = time.perf_counter() - start
+    result = print_run_summary(dirs)
+    with open(os.path.join(data_dir, planted.SUMMARY_FILE)) as f:
+        oracle = json.load(f)["oracle_auc"]
+    print(f"  oracle AUC (true click probabilities): {oracle:.4f}")
+    print(f"  wall time: generate {generate_s:.0f}s, pipeline {pipeline_s:.0f}s")
+    if not result["pushed"]:
+        print("mtin demo: the model was not blessed, so nothing was pushed")
+        return 1
+    served, keras = score_pushed_model(result["pushed"], result["outputs"]["HistoryGen"]["examples"][0],
+                                       DEMO_MODEL["max_history"])
+    gap = float(np.max(np.abs(served - keras)))
+    print(f"  pushed model: serving_default (tf.Example) vs reloaded Keras model on {len(served)} eval examples: "
+          f"max |diff| = {gap:.2e}")
+    if gap > 1e-5:
+        print("mtin demo: the pushed model scores differently from the trained model")
+        return 1
+    return 0
+
+
+def score_pushed_model(model_dir: str, examples_uri: str, max_history: int):
+    """(serving_default scores of the raw eval tf.Examples, reloaded Keras model's scores of mtin_tf's dense arrays)."""
+    import glob
+
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    from mtin_tf import features as F
+    from mtin_tf.data.examples import parse_example, to_model_arrays
+    from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT
+    from mtin_tf.train import predict_probabilities
+
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
+    model = tf_keras.models.load_model(model_dir)
+    served = model.signatures[DEFAULT_SIGNATURE](**{EXAMPLES_INPUT: tf.constant(records)})[F.OUTPUT_PROBABILITY]
+    keras = predict_probabilities(model, to_model_arrays([parse_example(r) for r in records], max_history))
+    return np.asarray(served).reshape(-1), keras
+
+
+def run_standalone(args) -> int:
     import numpy as np
     import tf_keras
 
@@ -37,8 +104,8 @@ def run(args) -> int:
     from mtin_tf.train import predict_probabilities
     from mtin_tf.train_cli import train_and_evaluate
 
-    print("mtin demo: standalone path (generate -> build -> train -> evaluate -> export -> reload and score); "
-          "the TFX pipeline run replaces it when issue #7 lands.", flush=True)
+    print("mtin demo --standalone: generate -> build -> train -> evaluate -> export -> reload and score (no TFX)",
+          flush=True)
     out = os.path.abspath(args.out)
     data_dir, examples_dir, run_dir = (os.path.join(out, d) for d in ("data", "examples", "train"))
     timings = {}

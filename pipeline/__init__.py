@@ -1,0 +1,17 @@
+"""The MTIN TFX pipeline: raw click logs in, a blessed MTIN SavedModel pushed to a TF Serving directory out.
+
+Modules, one per mechanism:
+
+- :mod:`pipeline.inputs` — stage canonical data (interactions parquet/CSV + item-feature .npz) as ExampleGen inputs.
+- :mod:`pipeline.validation` — read ExampleValidator anomalies and stop the run above a threshold.
+- :mod:`pipeline.components.history` — the HistoryGen component (Beam): mtin_tf's history building, time split.
+- :mod:`pipeline.transform` — Transform's ``preprocessing_fn`` (vocabularies, dense padded histories).
+- :mod:`pipeline.trainer` — Trainer's ``run_fn`` (the shared mtin_tf training loop) and the serving signatures.
+- :mod:`pipeline.evaluation` — TFMA EvalConfig and the per-user ranking metrics (gAUC, Precision/Recall@K).
+- :mod:`pipeline.pipeline` — ``create_pipeline``.
+- :mod:`pipeline.metadata` — what ML Metadata recorded about the latest run (component states, timings, outputs).
+- :mod:`pipeline.runners` — local (LocalDagRunner), Kubeflow (KubeflowV2DagRunner) and Airflow (AirflowDagRunner).
+- :mod:`pipeline.cli` — ``mtin pipeline run | compile-kubeflow | airflow-dag``.
+
+Importing this package imports nothing heavy; TensorFlow/TFX load when a submodule needs them.
+"""

@@ -1,0 +1,153 @@
+"""HistoryGen: raw interactions (ExampleGen output) → MTIN training examples with train/eval splits (Beam).
+
+The component runs mtin_tf's one history-building implementation, the Beam PTransform
+:class:`mtin_tf.data.beam_history.BuildExamples` (group by user, sort by time, prior clicked / browsed-not-clicked
+histories of at most ``max_history`` items, split by time: per user the last ``test_fraction`` of interactions, or
+globally every interaction at or after ``time_cut`` when ``time_cut`` > 0).
+
+Before building, it reads ExampleValidator's anomalies for the raw interactions and stops the run with a readable
+report when more than ``max_anomalous_features`` features are anomalous (:mod:`pipeline.validation`). Rows that still
+cannot be read (a missing or non-integer field, id <= 0, negative timestamp, click outside {0, 1}) are dropped and
+counted (Beam counters, namespace ``mtin_pipeline``); their count is recorded on the output artifact (custom property
+``bad_rows``), and the run stops when their share exceeds ``max_bad_row_fraction``.
+
+Outputs
+- ``examples`` (Examples, splits ``train`` and ``eval``, gzipped TFRecord of tf.Example): the features of
+  ``mtin_tf.features.EXAMPLE_FEATURES`` plus ``history_bucket`` (bytes; the clicked-history length bucket, for
+  TFMA slices — not a model input, not in the schema, so Transform ignores it).
+- ``training_inputs`` (HyperParameters, one JSON file): run-time inputs of the Trainer's run_fn that TFX's Trainer has
+  no input channel for — the file pattern of the item-feature examples (the item table the model owns) and the
+  history length. The Trainer reads it as ``fn_args.hyperparameters``.
+"""
+# No `from __future__ import annotations`: TFX reads the component signature's type hints at run time.
+
+import json
+import os
+
+import apache_beam as beam
+from tfx import v1 as tfx
+from tfx.types import artifact_utils
+
+from mtin_tf import features as F
+
+SLICE_FEATURE = "history_bucket"
+HISTORY_BUCKETS = (0, 1, 5, 20, 50)  # lower bounds of the clicked-history length buckets
+TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
+TRAINING_INPUTS_FILE = "training_inputs.json"
+COUNTER_NAMESPACE = "mtin_pipeline"
+REQUIRED = {F.USER_ID: 1, F.ITEM_ID: 1, F.TIMESTAMP: 0, F.CLICK: 0}  # minimum value of each raw field
+
+
+def history_bucket(length: int) -> str:
+    """Bucket label of a clicked-history length, e.g. ``"01-04"``, ``"50+"``."""
+    bounds = HISTORY_BUCKETS
+    for lo, hi in zip(bounds, bounds[1:]):
+        if length < hi:
+            return f"{lo:02d}" if hi - lo == 1 else f"{lo:02d}-{hi - 1:02d}"
+    return f"{bounds[-1]}+"
+
+
+def parse_interaction(record: bytes):
+    """A raw interaction tf.Example → (dict, None) or (None, reason) when a field is missing or out of range."""
+    import tensorflow as tf
+
+    feature = tf.train.Example.FromString(record).features.feature
+    row = {}
+    for name, minimum in REQUIRED.items():
+        values = feature[name].int64_list.value if name in feature else ()
+        if len(values) != 1:
+            kind = feature[name].WhichOneof("kind") if name in feature else None
+            return None, f"{name} missing" if not values and kind in (None, "int64_list") else f"{name} not an integer"
+        if values[0] < minimum or (name == F.CLICK and values[0] > 1):
+            return None, f"{name} out of range"
+        row[name] = int(values[0])
+    return row, None
+
+
+class _ParseFn(beam.DoFn):
+    BAD = "bad"
+
+    def __init__(self):
+        self._rows = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "rows_read")
+        self._bad = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "bad_rows")
+
+    def process(self, record):
+        self._rows.inc()
+        row, reason = parse_interaction(record)
+        if row is None:
+            self._bad.inc()
+            yield beam.pvalue.TaggedOutput(self.BAD, reason)
+        else:
+            yield row
+
+
+def _serialize(ex: dict) -> bytes:
+    import tensorflow as tf
+
+    from mtin_tf.data.examples import serialize_example
+
+    msg = tf.train.Example.FromString(serialize_example(ex))
+    msg.features.feature[SLICE_FEATURE].bytes_list.value.append(
+        history_bucket(len(ex[F.CLICKED_ITEMS])).encode())
+    return msg.SerializeToString()
+
+
+def _split_patterns(artifact) -> list:
+    return [os.path.join(artifact_utils.get_split_uri([artifact], split), "*")
+            for split in artifact_utils.decode_split_names(artifact.split_names)]
+
+
+def _counter(result, name: str) -> int:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    found = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE).with_name(name))["counters"]
+    return int(sum(c.committed or c.attempted or 0 for c in found))
+
+
+@tfx.dsl.components.component(use_beam=True)
+def HistoryGen(  # noqa: N802  (TFX component names are classes)
+        interactions: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+        items: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+        anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+        examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
+        training_inputs: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.HyperParameters],
+        max_history: tfx.dsl.components.Parameter[int] = F.DEFAULT_MAX_HISTORY,
+        test_fraction: tfx.dsl.components.Parameter[float] = 0.2,
+        time_cut: tfx.dsl.components.Parameter[int] = 0,
+        min_history: tfx.dsl.components.Parameter[int] = 0,
+        max_anomalous_features: tfx.dsl.components.Parameter[int] = 0,
+        max_bad_row_fraction: tfx.dsl.components.Parameter[float] = 0.0,
+        beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None):
+    """Validate, then build MTIN examples from raw interactions with mtin_tf's Beam history building."""
+    from mtin_tf.data.beam_history import BuildExamples, TEST, TRAIN
+    from pipeline.validation import DataValidationError, check_anomalies, load_anomalies
+
+    check_anomalies(load_anomalies(anomalies.uri), max_anomalous_features, what="interactions")
+    split = "time" if time_cut > 0 else "fraction"
+    with_splits = {TRAIN: TRAIN_SPLIT, TEST: EVAL_SPLIT}
+    examples.split_names = artifact_utils.encode_split_names([TRAIN_SPLIT, EVAL_SPLIT])
+    p = beam_pipeline
+    records = [p | f"Read[{i}]" >> beam.io.ReadFromTFRecord(pattern)
+               for i, pattern in enumerate(_split_patterns(interactions))]
+    parsed = (records | "Flatten" >> beam.Flatten()
+              | "Parse" >> beam.ParDo(_ParseFn()).with_outputs(_ParseFn.BAD, main="rows"))
+    built = parsed.rows | "BuildExamples" >> BuildExamples(
+        max_history=max_history, test_fraction=test_fraction, time_cut=time_cut if time_cut > 0 else None,
+        min_history=min_history, split=split)
+    for tag, split_name in with_splits.items():
+        out_dir = artifact_utils.get_split_uri([examples], split_name)
+        _ = (getattr(built, tag) | f"Serialize[{split_name}]" >> beam.Map(_serialize)
+             | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "data_tfrecord"),
+                                                                  file_name_suffix=".gz"))
+    result = p.run()
+    result.wait_until_finish()
+
+    rows, bad = _counter(result, "rows_read"), _counter(result, "bad_rows")
+    examples.set_int_custom_property("rows_read", rows)
+    examples.set_int_custom_property("bad_rows", bad)
+    if rows and bad / rows > max_bad_row_fraction:
+        raise DataValidationError(
+            f"{bad} of {rows} interaction rows ({bad / rows:.2%}) are unreadable (missing or non-integer fields, ids "
+            f"<= 0, negative timestamps or clicks outside 0/1); allowed: {max_bad_row_fraction:.2%}")
+    with open(os.path.join(training_inputs.uri, TRAINING_INPUTS_FILE), "w") as f:
+        json.dump({"item_examples": _split_patterns(items), "max_history": int(max_history)}, f)

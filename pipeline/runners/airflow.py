@@ -1,0 +1,56 @@
+"""Airflow: the pipeline as an Airflow DAG built with TFX's AirflowDagRunner (Airflow 2.x).
+
+Settings (JSON) name the run directory, whose ``inputs/`` was staged by ``mtin pipeline airflow-dag --data DIR``
+(:func:`pipeline.inputs.stage_inputs`), plus any :func:`pipeline.pipeline.create_pipeline` keyword. The DAG file
+Airflow loads is :mod:`pipeline.airflow_dag`; ``mtin pipeline airflow-dag`` writes a two-line DAG file into the dags
+folder that points it at the settings. Airflow workers need ``TF_USE_LEGACY_KERAS=1`` (set by the DAG file) and
+``AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT`` of a few minutes (importing TensorFlow alone exceeds the 30 s default).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+DAG_ID = "mtin"
+SETTINGS_ENV = "MTIN_AIRFLOW_SETTINGS"
+DEFAULT_RUN_DIR = os.path.join(os.path.expanduser("~"), "mtin-pipeline")
+
+
+def create_dag(run_dir: str = DEFAULT_RUN_DIR, dag_id: str = DAG_ID, schedule_interval=None, **pipeline_kwargs):
+    """An Airflow DAG of the MTIN pipeline with its artifacts, MLMD and pushed models under ``run_dir``."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
+
+    from pipeline.pipeline import create_pipeline
+    from pipeline.runners.local import RunDirs
+
+    dirs = RunDirs.at(run_dir)
+    pipe = create_pipeline(pipeline_name=dag_id, pipeline_root=dirs.root, inputs_dir=dirs.inputs,
+                           serving_model_dir=dirs.serving, metadata_path=dirs.metadata, **pipeline_kwargs)
+    config = {"schedule_interval": schedule_interval, "start_date": datetime.datetime(2024, 1, 1), "catchup": False}
+    return AirflowDagRunner(AirflowPipelineConfig(config)).run(pipe)
+
+
+def load_settings(path: str | None = None) -> dict:
+    """create_dag keywords from the JSON file at ``path`` (default: $MTIN_AIRFLOW_SETTINGS; none: defaults)."""
+    path = path or os.environ.get(SETTINGS_ENV)
+    if not path:
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_dag_file(dags_folder: str, settings: dict, name: str = "mtin_pipeline_dag.py") -> str:
+    """Write ``settings`` (JSON beside the DAG file) and a DAG file that loads :mod:`pipeline.airflow_dag`."""
+    os.makedirs(dags_folder, exist_ok=True)
+    settings_path = os.path.join(os.path.abspath(dags_folder), name.replace(".py", ".json"))
+    with open(settings_path, "w") as f:
+        json.dump(settings, f, indent=2)
+    dag_path = os.path.join(dags_folder, name)
+    with open(dag_path, "w") as f:
+        f.write('"""Airflow DAG of the MTIN TFX pipeline (written by `mtin pipeline airflow-dag`)."""\n'
+                "import os\n\n"
+                f"os.environ.setdefault({SETTINGS_ENV!r}, {settings_path!r})\n"
+                "from pipeline.airflow_dag import mtin_dag  # noqa: E402,F401  (Airflow collects DAG objects)\n")
+    return dag_path

@@ -1,0 +1,49 @@
+"""Kubeflow: compile the pipeline to a KFP v2 pipeline spec (JSON) with KubeflowV2DagRunner, offline.
+
+Every component runs in ``image`` (built from this repository's Dockerfile, or Dockerfile.gpu for the Trainer's GPU
+nodes); paths (pipeline root, inputs, serving directory) are as the cluster sees them, e.g. ``gs://`` URIs or a shared
+volume. The Trainer requests ``gpu_count`` accelerators of ``gpu_type`` (platform config → the KFP task's resource
+spec) when ``gpu_count`` > 0. Upload the spec with the KFP client or the Kubeflow UI.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+DEFAULT_IMAGE = "mtin-tf:0.1.0"
+IMAGE_SCHEMAS_DIR = "/app/schemas"  # WORKDIR /app in the Dockerfile
+
+
+def compile_kubeflow(output: str, *, image: str = DEFAULT_IMAGE, pipeline_root: str, inputs_dir: str,
+                     serving_model_dir: str, gpu_type: str = "NVIDIA_TESLA_T4", gpu_count: int = 0,
+                     beam_pipeline_args: Sequence[str] = (), schemas_dir: str = IMAGE_SCHEMAS_DIR,
+                     **pipeline_kwargs) -> str:
+    """Write the KFP v2 pipeline spec of the MTIN pipeline to ``output``; returns its path."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+
+    pipe = create_pipeline(pipeline_root=pipeline_root, inputs_dir=inputs_dir, serving_model_dir=serving_model_dir,
+                           metadata_path=None, beam_pipeline_args=beam_pipeline_args, schemas_dir=schemas_dir,
+                           gpu_request={"type": gpu_type, "count": gpu_count} if gpu_count > 0 else None,
+                           **pipeline_kwargs)
+    output = os.path.abspath(output)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(output), output_filename=os.path.basename(output))
+    runner.run(pipe, write_out=True)
+    return output
+
+
+def spec_task_names(path: str) -> list:
+    """Task names of a compiled pipeline (the PipelineJob JSON TFX writes), read back with kfp's loader."""
+    import json
+
+    from kfp.components import load_component_from_text
+
+    with open(path) as f:
+        job = json.load(f)
+    component = load_component_from_text(json.dumps(job.get("pipelineSpec", job)))
+    return sorted(component.pipeline_spec.root.dag.tasks)
