@@ -1,11 +1,15 @@
 """``mtin train``: train MTIN (or a baseline) on examples built by ``mtin data build``, evaluate, export.
 
-  mtin train --examples DIR --items item_features.npz --out DIR [--model mtin|din] [--variant MTIN|MTIN-I|MTIN-P]
-             [--config config.json] [--set key=value ...]
+  mtin train --examples DIR --items item_features.npz --out DIR [--model mtin|bpr|lstm|cnn|ncf|atrank|din|mind]
+             [--variant MTIN|MTIN-I|MTIN-P] [--config config.json] [--set key=value ...]
+  mtin evaluate --model-dir OUT/model/<version> --examples DIR [--split test] [--signature keras|predict_raw]
+             [--out metrics.json]
 
 Reads DIR/train.tfrecord and DIR/test.tfrecord, trains with early stopping on test AUC, writes OUT/metrics.json
 (AUC, gAUC, Precision/Recall/F1@10,50 with the protocol of docs/EVALUATION.md), OUT/config.json, TensorBoard logs in
-OUT/logs and the SavedModel in OUT/model/<version>/.
+OUT/logs and the SavedModel in OUT/model/<version>/. Baselines (mtin_tf.baselines) read the same MTINConfig fields
+(embedding_dim, max_history, num_groups for MIND's interests, training settings) and ignore the rest.
+`mtin evaluate` scores an exported SavedModel on built examples with the same metrics.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import dataclasses
 import json
 import os
 
-MODELS = ("mtin", "din")
+MODELS = ("mtin", "bpr", "lstm", "cnn", "ncf", "atrank", "din", "mind")
+VARIANTS = ("MTIN", "MTIN-I", "MTIN-P")
+SIGNATURES = ("keras", "predict_raw")
 
 
 def register(subparsers) -> None:
@@ -24,11 +30,24 @@ def register(subparsers) -> None:
     p.add_argument("--items", required=True, help="item features (.npz from mtin data convert/generate)")
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="mtin", choices=MODELS)
-    p.add_argument("--variant", default="MTIN", choices=("MTIN", "MTIN-I", "MTIN-P"))
+    p.add_argument("--variant", default="MTIN", choices=VARIANTS)
     p.add_argument("--config", help="JSON file of MTINConfig fields")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="MTINConfig overrides (JSON values)")
     p.add_argument("--verbose", type=int, default=2)
     p.set_defaults(func=run)
+
+
+def register_evaluate(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="score an exported model on built examples: AUC, gAUC, P/R/F1@K",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", required=True, help="an exported SavedModel version directory (OUT/model/<version>)")
+    p.add_argument("--examples", required=True, help="directory with train.tfrecord / test.tfrecord")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--signature", default="keras", choices=SIGNATURES,
+                   help="keras: tf_keras.models.load_model; predict_raw: the raw-tensor serving signature")
+    p.add_argument("--ks", type=int, nargs="+", default=[10, 50], help="K of Precision/Recall/F1@K")
+    p.add_argument("--out", help="write the metrics JSON here too")
+    p.set_defaults(func=run_evaluate)
 
 
 def parse_overrides(config_file: str | None, pairs) -> dict:
@@ -52,7 +71,7 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     """The whole standalone run; returns the metrics dict (also written to out_dir/metrics.json)."""
     from mtin_tf import features as F
     from mtin_tf import metrics
-    from mtin_tf.baselines import build_din
+    from mtin_tf.baselines import BUILDERS
     from mtin_tf.config import MTINConfig
     from mtin_tf.data.canonical import read_item_features
     from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE, read_tfrecords, to_model_arrays
@@ -67,7 +86,9 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     if len(train[F.LABEL]) == 0 or len(test[F.LABEL]) == 0:
         raise SystemExit(f"mtin train: {examples_dir} has {len(train[F.LABEL])} train and {len(test[F.LABEL])} test "
                          "examples; both must be non-empty")
-    builder = {"mtin": build_mtin, "din": build_din}[model_name]
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model {model_name!r}; known: {MODELS}")
+    builder = build_mtin if model_name == "mtin" else BUILDERS[model_name]
     os.makedirs(out_dir, exist_ok=True)
     model, history = train_mtin(config, train, items.item_ids, items.features, eval_arrays=test, builder=builder,
                                 log_dir=os.path.join(out_dir, "logs"), verbose=verbose)
@@ -87,5 +108,76 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
 def run(args) -> int:
     result = train_and_evaluate(args.examples, args.items, args.out, model_name=args.model, variant=args.variant,
                                 overrides=parse_overrides(args.config, args.set), verbose=args.verbose)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def score_saved_model(model_dir: str, arrays, *, signature: str = "keras", batch_size: int = 1024):
+    """Click probabilities [N] of an exported SavedModel on model-input arrays.
+
+    signature "keras" reloads the Keras model (tf_keras.models.load_model, needs the registered layers);
+    "predict_raw" calls the raw-tensor serving signature, as a server would (max_history from its input spec).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from mtin_tf import features as F
+    from mtin_tf.signatures import RAW_SIGNATURE
+
+    if signature == "keras":
+        import tf_keras
+
+        from mtin_tf.train import predict_probabilities
+
+        return predict_probabilities(tf_keras.models.load_model(model_dir), arrays, batch_size)
+    if signature != "predict_raw":
+        raise ValueError(f"signature must be one of {SIGNATURES}, got {signature!r}")
+    fn = tf.saved_model.load(model_dir).signatures[RAW_SIGNATURE]
+    n = len(arrays[F.LABEL])
+    scores = [fn(**{k: tf.constant(np.asarray(arrays[k][i:i + batch_size], np.int64)) for k in F.MODEL_INPUT_NAMES})
+              [F.OUTPUT_PROBABILITY].numpy().reshape(-1) for i in range(0, n, batch_size)]
+    return np.concatenate(scores) if scores else np.zeros([0], np.float32)
+
+
+def saved_model_max_history(model_dir: str) -> int:
+    """L of an exported model, read from its raw-tensor signature (no Keras reload)."""
+    import tensorflow as tf
+
+    from mtin_tf import features as F
+    from mtin_tf.signatures import RAW_SIGNATURE
+
+    spec = tf.saved_model.load(model_dir).signatures[RAW_SIGNATURE].structured_input_signature[1]
+    return int(spec[F.CLICKED_ITEMS].shape[-1])
+
+
+def evaluate_saved_model(model_dir: str, examples_dir: str, *, split: str = "test", signature: str = "keras",
+                         ks=(10, 50)) -> dict:
+    """Metrics (docs/EVALUATION.md protocol) of an exported model on DIR/<split>.tfrecord."""
+    from mtin_tf import features as F
+    from mtin_tf import metrics
+    from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE, read_tfrecords, to_model_arrays
+
+    if not os.path.isdir(model_dir):
+        raise SystemExit(f"mtin evaluate: no SavedModel directory at {model_dir}")
+    path = os.path.join(examples_dir, TEST_FILE if split == "test" else TRAIN_FILE)
+    if not os.path.exists(path):
+        raise SystemExit(f"mtin evaluate: {path} does not exist (run mtin data build first)")
+    arrays = to_model_arrays(read_tfrecords(path), saved_model_max_history(model_dir))
+    if len(arrays[F.LABEL]) == 0:
+        raise SystemExit(f"mtin evaluate: {path} holds no examples")
+    scores = score_saved_model(model_dir, arrays, signature=signature)
+    result = metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], scores, ks=tuple(ks))
+    result.update(model_path=os.path.abspath(model_dir), examples=path, signature=signature,
+                  num_examples=int(len(scores)))
+    return result
+
+
+def run_evaluate(args) -> int:
+    result = evaluate_saved_model(args.model_dir, args.examples, split=args.split, signature=args.signature,
+                                  ks=args.ks)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
     print(json.dumps(result, indent=2))
     return 0

@@ -1,0 +1,94 @@
+"""Pieces every baseline shares: the item table, user embeddings, masked pooling, MLP heads and the output dict.
+
+All baselines take MTIN's inputs (mtin_tf.features.MODEL_INPUTS via mtin_tf.model.model_inputs), look items up in the
+frozen feature table (mtin_tf.layers.tables.ItemEmbedding, so new items are scored from their features), and return
+{logit [B], click_probability [B]}. They train with mtin_tf.train.train_mtin(builder=...).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
+from mtin_tf.layers.tables import ItemEmbedding, UserMemory
+from mtin_tf.model import compile_model, model_inputs
+
+ITEM_EMBEDDING = "item_embedding"
+USER_EMBEDDING = "user_embedding"
+
+
+@tf_keras.saving.register_keras_serializable(package="mtin")
+class MaskedPooling(tf_keras.layers.Layer):
+    """[values [B, L, d], mask bool [B, L]] → [B, d]: mean or max over the True positions (zeros if none)."""
+
+    def __init__(self, mode="mean", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("mean", "max"):
+            raise ValueError(f"MaskedPooling mode must be 'mean' or 'max', got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        values, mask = inputs
+        m = tf.cast(mask, values.dtype)[..., None]
+        if self.mode == "mean":
+            return tf.math.divide_no_nan(tf.reduce_sum(values * m, 1), tf.reduce_sum(m, 1))
+        lowest = tf.fill(tf.shape(values), tf.constant(values.dtype.min, values.dtype))
+        pooled = tf.reduce_max(tf.where(m > 0, values, lowest), 1)
+        return tf.where(tf.reduce_any(mask, 1)[:, None], pooled, tf.zeros_like(pooled))
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def inputs_and_items(config: MTINConfig, item_ids, item_features):
+    """(model inputs dict, ItemEmbedding layer) for ``config``: the frozen feature table (+ optional id embedding)."""
+    item_features = np.asarray(item_features, np.float32)
+    reg = tf_keras.regularizers.L2(config.l2) if config.l2 else None
+    embed = ItemEmbedding(len(item_ids), item_features.shape[1], config.embedding_dim, item_ids=item_ids,
+                          item_features=item_features, use_id_embedding=config.use_id_embedding,
+                          kernel_regularizer=reg, name=ITEM_EMBEDDING)
+    return model_inputs(config.max_history), embed
+
+
+def user_vector(config: MTINConfig, user_ids, user_input):
+    """Trainable user embedding [B, d] keyed by raw user id (UserMemory with one row; unknown users share row 0)."""
+    user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)
+    memory = UserMemory(len(user_ids), 1, config.embedding_dim, user_ids=user_ids, row_l2=config.l2,
+                        name=USER_EMBEDDING)(user_input)
+    return tf_keras.layers.Reshape((config.embedding_dim,), name="user_vector")(memory)
+
+
+def mlp_logit(x, units, prefix="mlp"):
+    """Dense ReLU layers of ``units`` then Dense(1): [B, k] → logit [B] (named features.OUTPUT_LOGIT)."""
+    for i, n in enumerate(units):
+        x = tf_keras.layers.Dense(n, activation="relu", name=f"{prefix}_{i}")(x)
+    return tf_keras.layers.Reshape((), name=F.OUTPUT_LOGIT)(tf_keras.layers.Dense(1, name=f"{prefix}_out")(x))
+
+
+def finish(inputs, logit, name: str, config: MTINConfig, *, compile: bool = True, compile_fn=compile_model):
+    """The model {logit, click_probability = σ(logit)} named ``name``; compiled with ``compile_fn(model, config)``."""
+    prob = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)(logit)
+    model = tf_keras.Model(inputs, {F.OUTPUT_LOGIT: logit, F.OUTPUT_PROBABILITY: prob}, name=name)
+    if compile:
+        compile_fn(model, config)
+    return model
+
+
+def history_model(name: str, encode, config: MTINConfig, item_ids, item_features, *, compile: bool = True):
+    """A baseline that differs from the others only in how it encodes the histories.
+
+    ``encode(clicked [B, L, d], clicked_known [B, L], browsed [B, L, d], browsed_known [B, L], candidate [B, d])``
+    returns the user interest h [B, d']. The shared head: n = mean of browsed items [B, d];
+    logit = MLP([h, n, x_e, h ⊙ x_e]) with one hidden layer of config.embedding_dim units (needs d' = d for ⊙).
+    """
+    inputs, embed = inputs_and_items(config, item_ids, item_features)
+    candidate, _ = embed(inputs[F.ITEM_ID])
+    clicked, clicked_known = embed(inputs[F.CLICKED_ITEMS])
+    browsed, browsed_known = embed(inputs[F.BROWSED_ITEMS])
+    interest = encode(clicked, clicked_known, browsed, browsed_known, candidate)
+    negative = MaskedPooling("mean", name="browsed_mean")([browsed, browsed_known])
+    cross = tf_keras.layers.Multiply(name="interest_x_candidate")([interest, candidate])
+    head_input = tf_keras.layers.Concatenate(name="mlp_input")([interest, negative, candidate, cross])
+    return finish(inputs, mlp_logit(head_input, (config.embedding_dim,)), name, config, compile=compile)
