@@ -55,12 +55,13 @@ def fit_mtin(model, config: MTINConfig, train_ds, eval_ds=None, *, epochs=None, 
 
 
 def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eval_arrays=None, user_ids=None,
-               strategy=None, log_dir=None, verbose=1, patience=2, builder=build_mtin):
+               strategy=None, log_dir=None, verbose=1, patience=2, builder=build_mtin, callbacks=()):
     """Build the model under the strategy, pretrain MTIN's memories (unless MTIN-P), and fit. Returns (model, history).
 
     train_arrays / eval_arrays: model-input arrays with the label (features.LABEL). user_ids defaults to the users
     of the training data (every other user shares the out-of-vocabulary memory). builder: build_mtin, or a baseline
     builder with the same signature (its memories are pretrained only if it has MTIN's memory layers).
+    callbacks: extra tf_keras callbacks for fit (e.g. progress reporting).
     """
     if config.mixed_precision:
         if tf.config.list_logical_devices("GPU"):
@@ -81,7 +82,8 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(train_arrays, global_batch, shuffle=True, seed=config.seed)
     eval_ds = make_dataset(eval_arrays, global_batch) if eval_arrays is not None else None
-    history = fit_mtin(model, config, train_ds, eval_ds, log_dir=log_dir, verbose=verbose, patience=patience)
+    history = fit_mtin(model, config, train_ds, eval_ds, log_dir=log_dir, verbose=verbose, patience=patience,
+                       callbacks=callbacks)
     return model, history
 
 

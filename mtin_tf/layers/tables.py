@@ -108,7 +108,8 @@ class UserMemory(tf_keras.layers.Layer):
     """The user interest memory M_u ∈ R^{s×d} (section 4.1.1), one trainable matrix per known user.
 
     Row 0 is the out-of-vocabulary user: unknown users share it (it learns an average user). ``row_l2`` adds
-    λ·‖M_u‖² for the users in the batch (regularising the whole table every step would cost O(users)).
+    λ·mean_batch ‖M_u‖², averaged over the batch like the loss (regularising the whole table every step would cost
+    O(users); summing over the batch would decay memories B times harder than the loss is weighted).
     Call: user ids int64 [B] → memory float [B, s, d].
     """
 
@@ -138,7 +139,7 @@ class UserMemory(tf_keras.layers.Layer):
     def call(self, ids):
         memory = tf.gather(self.memory, self.rows(ids))
         if self.row_l2:
-            self.add_loss(self.row_l2 * tf.reduce_sum(tf.square(memory)))
+            self.add_loss(self.row_l2 * tf.reduce_mean(tf.reduce_sum(tf.square(memory), axis=[1, 2])))
         return memory
 
     def get_config(self):
