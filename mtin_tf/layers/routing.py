@@ -13,6 +13,9 @@ UNASSIGNED = -1
 def _discounted_scores(p_j, assign, scores, live, base):
     """Lines 6–7 of Algorithm 1 for one item (or, vectorised, for every item of a pass).
 
+    Group means are recomputed from the assignment at every step (O(L·s), small next to eq. 2–7) rather than kept as
+    running sums, which would drift by rounding and could flip exact ties against Algorithm 1.
+
     p_j: [B, ..., s] scores p_{g←j} of the item(s) being routed; assign: [B, L] current S; scores: [B, L, s];
     live: [B, L] bool, items that may belong to a group. Returns p^(d): same shape as p_j.
     avg_g is the mean of p_{g←i} over the items i currently in group g; ξ_g = 1 when the group is empty.
@@ -60,7 +63,7 @@ def route_interest_groups(scores, mask, *, iterations=3, epsilon=0.0, base=2.0, 
     if not scores.dtype.is_floating:
         raise TypeError(f"scores must be floating point, got {scores.dtype}")
     mask = tf.cast(mask, tf.bool)
-    batch, length, groups = tf.shape(scores)[0], tf.shape(scores)[1], tf.shape(scores)[2]
+    batch, length = tf.shape(scores)[0], tf.shape(scores)[1]
     assign0 = tf.fill([batch, length], tf.constant(UNASSIGNED, tf.int32))
     base = tf.cast(base, scores.dtype)
     epsilon = tf.cast(epsilon, scores.dtype)
@@ -89,7 +92,6 @@ def route_interest_groups(scores, mask, *, iterations=3, epsilon=0.0, base=2.0, 
         at_j = (positions == j)[None, :] & move[:, None]
         return t + 1, tf.where(at_j, g_star[:, None], assign)
 
-    del groups
     _, assign = tf.while_loop(lambda t, _: t < iterations * length, step, (tf.constant(0), assign0))
     return assign
 
