@@ -51,3 +51,19 @@ def test_cli_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "mtin_tf.cli", "--help"], capture_output=True, text=True, check=True)
     for name in ("data", "train", "evaluate", "experiment", "pipeline", "demo", "serve", "predict", "recommend"):
         assert name in out.stdout
+
+
+@pytest.mark.parametrize("name", ["data", "train", "evaluate", "experiment", "pipeline", "demo", "serve", "predict",
+                                  "recommend"])
+def test_every_subcommand_registers_a_runnable_parser(name):
+    from mtin_tf.cli import build_parser
+
+    parser = build_parser(load=name)
+    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command")
+    registered = sub.choices[name]
+    # The placeholder parser has no func; the registered one has func directly or on its sub-subcommands.
+    funcs = [registered.get_default("func")]
+    if registered._subparsers:
+        funcs += [p.get_default("func") for a in registered._subparsers._group_actions if hasattr(a, "choices")
+                  for p in a.choices.values()]
+    assert any(callable(f) for f in funcs), f"`mtin {name}` has no command to run"
