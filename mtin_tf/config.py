@@ -24,11 +24,13 @@ class MTINConfig:
     epochs: int = 5
     seed: int = 0
     # Algorithm 1 on the matching probabilities σ(p): iterations, threshold ε, discount base b;
-    # parallel_routing is the approximate data-parallel variant.
+    # parallel_routing is the approximate data-parallel variant; jit_routing runs the routing loop under XLA when
+    # training and scoring in process (exported models route without XLA unless asked: see mtin_tf.export).
     routing_iterations: int = 3
     routing_epsilon: float = 0.1
     routing_base: float = 2.0
     parallel_routing: bool = False
+    jit_routing: bool = True
     # Eq. 5–7: ω_k log-spaced over [omega_min, omega_max]; learnable or fixed; position or real time gaps.
     omega_min: float = 0.05
     omega_max: float = 2.0

@@ -47,7 +47,8 @@ def _branch(config: MTINConfig, name: str, regularizer) -> InterestBranch:
     return InterestBranch(
         num_groups=config.num_groups, num_masks=config.num_masks, use_routing=config.use_routing,
         routing_iterations=config.routing_iterations, routing_epsilon=config.routing_epsilon,
-        routing_base=config.routing_base, parallel_routing=config.parallel_routing, omega_min=config.omega_min,
+        routing_base=config.routing_base, parallel_routing=config.parallel_routing, jit_routing=config.jit_routing,
+        omega_min=config.omega_min,
         omega_max=config.omega_max, learnable_decay=config.learnable_decay, use_time_gaps=config.use_time_gaps,
         time_scale=config.time_scale, tau=config.tau, straight_through=config.straight_through,
         aggregation=config.aggregation, activation=config.activation, kernel_regularizer=regularizer, name=name)

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import reference as ref
-from mtin_tf.layers import InterestGroupRouting, group_sequences, route_interest_groups
+from mtin_tf.layers import InterestGroupRouting, grouped_matmul, route_interest_groups
 
 
 def _random_case(seed, batch=12, length=9, groups=4, ties=True):
@@ -21,19 +21,35 @@ def _random_case(seed, batch=12, length=9, groups=4, ties=True):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("iterations,epsilon,base", [(1, 0.0, 2.0), (3, 0.0, 2.0), (4, 0.5, 3.0), (2, -1.0, 1.5)])
-def test_sequential_routing_matches_algorithm_1(seed, iterations, epsilon, base):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_sequential_routing_matches_algorithm_1(seed, iterations, epsilon, base, jit_compile):
     p, mask = _random_case(seed)
     want = ref.route(p, mask, iterations, epsilon, base)
-    got = route_interest_groups(tf.constant(p), tf.constant(mask), iterations=iterations, epsilon=epsilon, base=base)
+    got = route_interest_groups(tf.constant(p), tf.constant(mask), iterations=iterations, epsilon=epsilon, base=base,
+                                jit_compile=jit_compile)
     assert got.dtype == tf.int32
     np.testing.assert_array_equal(got.numpy(), want)
 
 
-def test_sequential_routing_float32_continuous_scores():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_sequential_routing_float32_continuous_scores(jit_compile):
     p, mask = _random_case(7, batch=16, length=20, groups=6, ties=False)
-    want = ref.route(p.astype(np.float32).astype(np.float64), mask, 3, 0.0, 2.0)
-    got = route_interest_groups(tf.constant(p, tf.float32), mask, iterations=3, epsilon=0.0, base=2.0)
+    p = 1 / (1 + np.exp(-p))  # what the layer routes: matching probabilities
+    want = ref.route(p.astype(np.float32).astype(np.float64), mask, 3, 0.1, 2.0)
+    got = route_interest_groups(tf.constant(p, tf.float32), mask, iterations=3, epsilon=0.1, base=2.0,
+                                jit_compile=jit_compile)
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_routing_stops_after_a_pass_that_moves_nothing_and_at_the_longest_history():
+    # Interleaved padding (unknown items) and a long padded tail: the tail is never visited, results unchanged.
+    p, mask = _random_case(4, batch=8, length=12, groups=3)
+    mask[:, 9:] = False
+    mask[2, 3] = False
+    for iterations in (1, 2, 10, 50):
+        want = ref.route(p, mask, iterations, 0.0, 2.0)
+        got = route_interest_groups(tf.constant(p), mask, iterations=iterations, epsilon=0.0, base=2.0)
+        np.testing.assert_array_equal(got.numpy(), want)
 
 
 def test_padding_is_never_assigned_and_all_below_epsilon_stays_unassigned():
@@ -77,14 +93,33 @@ def test_routing_rejects_bad_arguments():
         InterestGroupRouting(3, base=1.0)
 
 
-def test_group_sequences_packs_groups_in_time_order():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_grouped_matmul_multiplies_each_row_by_its_own_group(jit_compile):
     rng = np.random.default_rng(0)
-    assign = rng.integers(-1, 3, size=(5, 7))
-    values = rng.normal(size=(5, 7, 4))
-    (got,), mask = group_sequences(tf.constant(assign, tf.int32), 3, [tf.constant(values)])
-    want, want_mask = ref.group_items(assign, values, 3)
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
-    np.testing.assert_array_equal(mask.numpy(), want_mask)
+    for rows, groups, block in [(0, 2, 4), (1, 3, 4), (37, 3, 4), (100, 6, 8), (5, 2, 128)]:
+        x, w = rng.normal(size=(rows, 5)), rng.normal(size=(groups, 5, 7))
+        g = rng.integers(-1, groups, size=rows)
+        g[:1] = groups - 1  # a row in the last group, whose blocks end the buffer
+        want = np.stack([x[n] @ w[g[n]] if g[n] >= 0 else np.zeros(7) for n in range(rows)] or [np.zeros([0, 7])])
+        fn = tf.function(lambda a, b, c: grouped_matmul(a, b, c, block=block), jit_compile=jit_compile)
+        got = fn(tf.constant(x), tf.constant(g, tf.int32), tf.constant(w)).numpy()
+        np.testing.assert_allclose(got, want.reshape(rows, 7), atol=1e-10)
+    skipped = grouped_matmul(tf.ones([3, 5]), tf.constant([-1, -1, -1]), tf.ones([2, 5, 7]), block=4)
+    np.testing.assert_array_equal(skipped.numpy(), np.zeros([3, 7]))  # no row in any group
+
+
+def test_grouped_matmul_gradients_equal_the_dense_product():
+    rng = np.random.default_rng(1)
+    x, w = tf.constant(rng.normal(size=(50, 5))), tf.constant(rng.normal(size=(3, 5, 7)))
+    g = tf.constant(rng.integers(-1, 3, size=50), tf.int32)
+    upstream = tf.constant(rng.normal(size=(50, 7)))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, w])
+        grouped = tf.reduce_sum(grouped_matmul(x, g, w, block=8) * upstream)
+        every = tf.einsum("nk,skm->nsm", x, w) * tf.one_hot(g, 3, dtype=x.dtype)[..., None]  # all groups, keep own
+        dense = tf.reduce_sum(tf.reduce_sum(every, 1) * upstream)
+    for a, b in zip(tape.gradient(grouped, [x, w]), tape.gradient(dense, [x, w])):
+        np.testing.assert_allclose(tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy(), atol=1e-10)
 
 
 def _routing_layer_case(seed=0, batch=4, length=8, groups=3, d=6):
@@ -100,11 +135,20 @@ def test_coattention_matching_scores_eq_2_to_4():
     layer, items, memory, mask = _routing_layer_case()
     out = layer([items, memory], mask=mask)
     want = ref.matching_scores(layer, items.astype(np.float64), memory.astype(np.float64))
-    np.testing.assert_allclose(out["scores"].numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(layer.matching_scores(items, memory).numpy(), want, atol=1e-5)  # every slot
+    # In the layer only real items are scored (padding slots are 0), inside a graph and under XLA alike.
+    for fn in (tf.function(lambda x, m, k: layer([x, m], mask=k)),
+               tf.function(lambda x, m, k: layer([x, m], mask=k), jit_compile=True)):
+        scores = fn(items, memory, mask)["scores"].numpy()
+        np.testing.assert_allclose(scores[mask], want[mask], atol=1e-5)
+    np.testing.assert_allclose(out["scores"].numpy()[mask], want[mask], atol=1e-5)
+    assert (out["scores"].numpy()[~mask] == 0).all()
 
 
-def test_routing_layer_assigns_by_algorithm_1_and_groups_gated_items():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_routing_layer_assigns_by_algorithm_1_and_gates_each_item_by_its_own_group(jit_compile):
     layer, items, memory, mask = _routing_layer_case()
+    layer.jit_compile = jit_compile
     first = layer([items, memory], mask=mask)["matching"].numpy()
     layer.epsilon = float(np.median(first.max(-1)[mask]))  # a threshold that filters some items and keeps others
     out = layer([items, memory], mask=mask)
@@ -114,10 +158,27 @@ def test_routing_layer_assigns_by_algorithm_1_and_groups_gated_items():
     np.testing.assert_array_equal(assign, ref.route(matching, mask, 3, layer.epsilon, 2.0))
     assert (assign[mask] == -1).any() and (assign[mask] >= 0).any()
     chosen = np.take_along_axis(matching, np.maximum(assign, 0)[..., None], -1)[..., 0]
-    gate = np.where(assign >= 0, chosen, 0.0)
-    want, want_mask = ref.group_items(assign, items * gate[..., None], 3)
-    np.testing.assert_allclose(out["grouped"].numpy(), want, atol=1e-5)
-    np.testing.assert_array_equal(out["group_mask"].numpy(), want_mask)
+    np.testing.assert_allclose(out["gate"].numpy(), np.where(assign >= 0, chosen, 0.0), atol=1e-6)
+
+
+def test_only_the_gate_of_the_own_group_carries_gradient():
+    layer, items, memory, mask = _routing_layer_case()
+    items, memory = tf.constant(items), tf.constant(memory)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([items, memory])
+        out = layer([items, memory], mask=mask)
+        gate_loss = tf.reduce_sum(out["gate"] ** 2)
+        scores_loss = tf.reduce_sum(out["scores"])
+    grads = tape.gradient(gate_loss, [items, memory] + layer.trainable_weights)
+    assert all(g is not None and np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
+    assert tape.gradient(scores_loss, memory) is None  # the full co-attention runs forward only
+    # The gate's gradient equals the one through the full [B, L, s] co-attention, gathered at the own group.
+    with tf.GradientTape() as full_tape:
+        full_tape.watch(memory)
+        full = tf.sigmoid(layer.matching_scores(items, memory))
+        own = tf.gather(full, tf.maximum(out["assignment"], 0), batch_dims=2)
+        want = tf.reduce_sum((own * tf.cast(out["assignment"] >= 0, own.dtype)) ** 2)
+    np.testing.assert_allclose(full_tape.gradient(want, memory).numpy(), grads[1].numpy(), atol=1e-5)
 
 
 def test_routing_layer_padding_never_changes_outputs():
@@ -126,7 +187,7 @@ def test_routing_layer_padding_never_changes_outputs():
     noisy = np.where(mask[..., None], items, 100.0 * np.random.default_rng(1).normal(size=items.shape))
     b = layer([noisy.astype(np.float32), memory], mask=mask)
     np.testing.assert_array_equal(a["assignment"].numpy(), b["assignment"].numpy())
-    np.testing.assert_allclose(a["grouped"].numpy(), b["grouped"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(a["gate"].numpy(), b["gate"].numpy(), atol=1e-6)
 
 
 def test_routing_runs_under_xla():
@@ -134,10 +195,11 @@ def test_routing_runs_under_xla():
     eager = layer([items, memory], mask=mask)
     compiled = tf.function(lambda x, m, k: layer([x, m], mask=k), jit_compile=True)(items, memory, mask)
     np.testing.assert_array_equal(eager["assignment"].numpy(), compiled["assignment"].numpy())
-    np.testing.assert_allclose(eager["grouped"].numpy(), compiled["grouped"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(eager["gate"].numpy(), compiled["gate"].numpy(), atol=1e-5)
 
 
 def test_routing_layer_serializes():
-    layer = InterestGroupRouting(5, iterations=2, epsilon=0.1, base=3.0, parallel_routing=True, activation="tanh")
+    layer = InterestGroupRouting(5, iterations=2, epsilon=0.1, base=3.0, parallel_routing=True, jit_compile=True,
+                                 activation="tanh")
     clone = InterestGroupRouting.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

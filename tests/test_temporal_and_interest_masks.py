@@ -8,52 +8,69 @@ import reference as ref
 from mtin_tf.layers import InterestAggregation, InterestMask, ParallelTemporalMask
 
 
-def _grouped_case(seed=0, batch=3, groups=3, length=6, d=5):
+def _history_case(seed=0, batch=4, length=9, groups=3, d=5):
+    """Histories with every kind of group: empty, one item, several; unassigned items (−1) interleaved."""
     rng = np.random.default_rng(seed)
-    grouped = rng.normal(size=(batch, groups, length, d)).astype(np.float32)
-    counts = np.array([[0, 1, 6], [3, 2, 0], [6, 6, 4]])[:batch, :groups]
-    mask = np.arange(length)[None, None, :] < counts[..., None]
-    grouped = grouped * mask[..., None]
-    ages = np.sort(rng.uniform(0, 10, size=(batch, groups, length)), axis=-1)[..., ::-1].astype(np.float32)
-    return grouped, mask, ages.copy()
+    items = rng.normal(size=(batch, length, d)).astype(np.float32)
+    assignment = rng.integers(-1, groups, size=(batch, length)).astype(np.int32)
+    assignment[0] = -1  # nothing routed
+    assignment[1, :] = -1
+    assignment[1, :6] = [0, -1, 1, 1, -1, 1]  # a one-item group, a three-item group, an empty group
+    assignment[2, :] = 2  # one group holds everything
+    ages = np.sort(rng.uniform(0, 10, size=(batch, length)), axis=-1)[:, ::-1].astype(np.float32)
+    return items, assignment, ages.copy()
+
+
+def _reference(layer, items, assignment, ages, groups):
+    grouped, mask = ref.group_items(assignment, items.astype(np.float64), groups)
+    grouped_ages, _ = ref.group_items(assignment, ages.astype(np.float64), groups)
+    return ref.temporal_mask(layer, grouped, mask, grouped_ages if layer.use_time_gaps else None), mask
 
 
 @pytest.mark.parametrize("use_time_gaps", [False, True])
 def test_temporal_mask_matches_eq_5_to_7(use_time_gaps):
-    grouped, mask, ages = _grouped_case()
-    layer = ParallelTemporalMask(num_masks=3, omega_min=0.1, omega_max=1.5, use_time_gaps=use_time_gaps)
-    got = layer(grouped, mask=mask, ages=ages).numpy()
-    want = ref.temporal_mask(layer, grouped.astype(np.float64), mask, ages.astype(np.float64) if use_time_gaps
-                             else None)
+    items, assignment, ages = _history_case()
+    layer = ParallelTemporalMask(3, num_masks=3, omega_min=0.1, omega_max=1.5, use_time_gaps=use_time_gaps)
+    got = layer(items, assignment=assignment, ages=ages).numpy()
+    want, mask = _reference(layer, items, assignment, ages, 3)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.all(got[~mask.any(-1)] == 0)  # empty groups give r_g = 0
 
 
+def test_temporal_mask_at_scale_matches_eq_5_to_7():
+    # Enough items for several blocks of the grouped matmul per group.
+    items, assignment, ages = _history_case(3, batch=40, length=12, groups=4, d=6)
+    layer = ParallelTemporalMask(4, num_masks=2, use_time_gaps=True)
+    got = layer(items, assignment=assignment, ages=ages).numpy()
+    np.testing.assert_allclose(got, _reference(layer, items, assignment, ages, 4)[0], atol=1e-5)
+
+
 def test_temporal_mask_initial_scales_are_log_spaced_and_positive():
-    layer = ParallelTemporalMask(num_masks=4, omega_min=0.01, omega_max=1.0)
-    layer.build((None, 2, 5, 3))
+    layer = ParallelTemporalMask(2, num_masks=4, omega_min=0.01, omega_max=1.0)
+    layer.build((None, 5, 3))
     np.testing.assert_allclose(layer.omega.numpy(), [0.01, 0.01 ** (2 / 3), 0.01 ** (1 / 3), 1.0], rtol=1e-5)
-    fixed = ParallelTemporalMask(num_masks=2, learnable_decay=False)
-    fixed.build((None, 2, 5, 3))
+    fixed = ParallelTemporalMask(2, num_masks=2, learnable_decay=False)
+    fixed.build((None, 5, 3))
     assert fixed.log_omega not in fixed.trainable_weights
 
 
-def test_temporal_mask_padding_never_changes_outputs():
-    grouped, mask, ages = _grouped_case(1)
-    layer = ParallelTemporalMask(num_masks=2, use_time_gaps=True)
-    a = layer(grouped, mask=mask, ages=ages).numpy()
+def test_temporal_mask_items_in_no_group_never_change_outputs():
+    items, assignment, ages = _history_case(1)
+    layer = ParallelTemporalMask(3, num_masks=2, use_time_gaps=True)
+    a = layer(items, assignment=assignment, ages=ages).numpy()
     rng = np.random.default_rng(5)
-    noisy = np.where(mask[..., None], grouped, rng.normal(size=grouped.shape) * 50).astype(np.float32)
-    noisy_ages = np.where(mask, ages, rng.uniform(-100, 100, size=ages.shape)).astype(np.float32)
-    b = layer(noisy, mask=mask, ages=noisy_ages).numpy()
+    out = assignment < 0
+    noisy = np.where(out[..., None], rng.normal(size=items.shape) * 50, items).astype(np.float32)
+    noisy_ages = np.where(out, rng.uniform(-100, 100, size=ages.shape), ages).astype(np.float32)
+    b = layer(noisy, assignment=assignment, ages=noisy_ages).numpy()
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_temporal_mask_runs_under_xla_and_serializes():
-    grouped, mask, ages = _grouped_case(2)
-    layer = ParallelTemporalMask(num_masks=2, use_time_gaps=True)
-    eager = layer(grouped, mask=mask, ages=ages)
-    compiled = tf.function(lambda g, m, a: layer(g, mask=m, ages=a), jit_compile=True)(grouped, mask, ages)
+    items, assignment, ages = _history_case(2)
+    layer = ParallelTemporalMask(3, num_masks=2, use_time_gaps=True)
+    eager = layer(items, assignment=assignment, ages=ages)
+    compiled = tf.function(lambda x, g, a: layer(x, assignment=g, ages=a), jit_compile=True)(items, assignment, ages)
     np.testing.assert_allclose(eager.numpy(), compiled.numpy(), atol=1e-5)
     clone = ParallelTemporalMask.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

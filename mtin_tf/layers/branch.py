@@ -9,7 +9,7 @@ import tf_keras
 
 from mtin_tf.layers.aggregation import InterestAggregation
 from mtin_tf.layers.interest_mask import InterestMask
-from mtin_tf.layers.routing import InterestGroupRouting, group_sequences
+from mtin_tf.layers.routing import InterestGroupRouting
 from mtin_tf.layers.temporal_mask import ParallelTemporalMask
 
 
@@ -35,8 +35,8 @@ class InterestBranch(tf_keras.layers.Layer):
     """
 
     def __init__(self, num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.1,
-                 routing_base=2.0, parallel_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
-                 use_time_gaps=False, time_scale=86400.0, tau=0.1, straight_through=True, aggregation="concat_pool",
+                 routing_base=2.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0,
+                 learnable_decay=True, use_time_gaps=False, time_scale=86400.0, tau=0.1, straight_through=True, aggregation="concat_pool",
                  activation="relu", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_groups, self.use_routing = int(num_groups), bool(use_routing)
@@ -49,14 +49,14 @@ class InterestBranch(tf_keras.layers.Layer):
         self._config = dict(
             num_groups=num_groups, num_masks=num_masks, use_routing=use_routing,
             routing_iterations=routing_iterations, routing_epsilon=routing_epsilon, routing_base=routing_base,
-            parallel_routing=parallel_routing, omega_min=omega_min, omega_max=omega_max,
+            parallel_routing=parallel_routing, jit_routing=jit_routing, omega_min=omega_min, omega_max=omega_max,
             learnable_decay=learnable_decay, use_time_gaps=use_time_gaps, time_scale=time_scale, tau=tau,
             straight_through=straight_through, aggregation=aggregation)
         self.routing = InterestGroupRouting(
             num_groups, iterations=routing_iterations, epsilon=routing_epsilon, base=routing_base,
-            parallel_routing=parallel_routing, activation=activation, kernel_regularizer=reg,
-            name="routing") if self.use_routing else None
-        self.temporal = ParallelTemporalMask(num_masks, omega_min=omega_min, omega_max=omega_max,
+            parallel_routing=parallel_routing, jit_compile=jit_routing, activation=activation,
+            kernel_regularizer=reg, name="routing") if self.use_routing else None
+        self.temporal = ParallelTemporalMask(num_groups, num_masks, omega_min=omega_min, omega_max=omega_max,
                                              learnable_decay=learnable_decay, use_time_gaps=use_time_gaps,
                                              activation=activation, kernel_regularizer=reg, name="temporal_mask")
         self.interest = InterestMask(tau=tau, straight_through=straight_through, kernel_regularizer=reg,
@@ -75,14 +75,14 @@ class InterestBranch(tf_keras.layers.Layer):
         known = tf.cast(known, tf.bool)
         ages = history_ages(history_times, candidate_time, self.time_scale)
         if self.use_routing:
-            routed = self.routing([items, memory], mask=known, ages=ages)
-            assignment, grouped = routed["assignment"], routed["grouped"]
-            group_mask, grouped_ages = routed["group_mask"], routed["grouped_ages"]
+            routed = self.routing([items, memory], mask=known)
+            assignment = routed["assignment"]
+            items = items * routed["gate"][..., None]
         else:
             assignment = tf.where(known, 0, -1)
-            (grouped, grouped_ages), group_mask = group_sequences(assignment, 1, [items, ages])
-        r = self.temporal(grouped, mask=group_mask, ages=grouped_ages)  # eq. 5–7
-        h, weights = self.interest([memory, r], group_mask=tf.reduce_any(group_mask, axis=-1))  # eq. 8–10
+        r = self.temporal(items, assignment=assignment, ages=ages)  # eq. 5–7
+        nonempty = tf.reduce_any(assignment[:, :, None] == tf.range(self.num_groups)[None, None, :], axis=1)
+        h, weights = self.interest([memory, r], group_mask=nonempty)  # eq. 8–10
         c = self.aggregate([r, h])
         q = tf.reduce_sum(memory + c, axis=1)  # eq. 11: memory rows updated by c_p, then sum pooling
         score = self.predict_out(self.predict_hidden(tf.concat([q, candidate], axis=-1)))[:, 0]
