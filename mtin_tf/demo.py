@@ -3,11 +3,12 @@
 Default (the TFX pipeline): generate a small planted-interest dataset (:mod:`mtin_tf.data.planted`), run the whole
 pipeline locally (`mtin pipeline run`: ExampleGen → validation → history building → Transform → Trainer → Evaluator →
 Pusher, LocalDagRunner with SQLite ML Metadata), print the evaluation metrics and the pushed model's path, then reload
-the pushed SavedModel and check that its tf.Example signature (Transform graph inside) scores the eval examples exactly
-as the reloaded Keras model does on the dense inputs mtin_tf builds itself.
+the pushed SavedModel and check that its tf.Example signature (Transform graph inside) scores the test examples exactly
+as the reloaded Keras model does on the dense inputs mtin_tf builds itself (on the test split).
 
 ``--standalone``: the quick check without TFX — `mtin data generate`, `mtin data build`, `mtin train` (MTIN, early
-stopping on test AUC, evaluation, versioned SavedModel export), then reload the export and compare its scores.
+stopping on validation AUC, one evaluation on test next to the popularity floors, versioned SavedModel export), then
+reload the export and compare its scores.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def run_pipeline(args) -> int:
     served, keras = score_pushed_model(result["pushed"], result["outputs"]["HistoryGen"]["examples"][0],
                                        DEMO_MODEL["max_history"])
     gap = float(np.max(np.abs(served - keras)))
-    print(f"  pushed model: serving_default (tf.Example) vs reloaded Keras model on {len(served)} eval examples: "
+    print(f"  pushed model: serving_default (tf.Example) vs reloaded Keras model on {len(served)} test examples: "
           f"max |diff| = {gap:.2e}")
     if gap > 1e-5:
         print("mtin demo: the pushed model scores differently from the trained model")
@@ -73,7 +74,7 @@ def run_pipeline(args) -> int:
 
 
 def score_pushed_model(model_dir: str, examples_uri: str, max_history: int):
-    """(serving_default scores of the raw eval tf.Examples, reloaded Keras model's scores of mtin_tf's dense arrays)."""
+    """(serving_default scores of the raw test tf.Examples, reloaded Keras model's scores of mtin_tf's dense arrays)."""
     import glob
 
     import numpy as np
@@ -84,8 +85,9 @@ def score_pushed_model(model_dir: str, examples_uri: str, max_history: int):
     from mtin_tf.data.examples import parse_example, to_model_arrays
     from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT
     from mtin_tf.train import predict_probabilities
+    from pipeline.components.history import TEST_SPLIT
 
-    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{TEST_SPLIT}", "*")))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
     model = tf_keras.models.load_model(model_dir)
     served = model.signatures[DEFAULT_SIGNATURE](**{EXAMPLES_INPUT: tf.constant(records)})[F.OUTPUT_PROBABILITY]
@@ -102,7 +104,7 @@ def run_standalone(args) -> int:
     from mtin_tf.data.examples import TEST_FILE, read_tfrecords, to_model_arrays
     from mtin_tf.metrics import auc
     from mtin_tf.train import predict_probabilities
-    from mtin_tf.train_cli import train_and_evaluate
+    from mtin_tf.train_cli import floor_report, train_and_evaluate
 
     print("mtin demo --standalone: generate -> build -> train -> evaluate -> export -> reload and score (no TFX)",
           flush=True)
@@ -137,13 +139,14 @@ def run_standalone(args) -> int:
     reloaded_auc = auc(test[F.LABEL], served)
     print("\n== mtin demo results (test split) ==")
     for key in ("auc", "gauc", "precision@50", "recall@50", "f1@50"):
-        print(f"  {key:>13}: {result[key]:.4f}")
+        print(f"  {key:>13}: {result['test'][key]:.4f}")
+    print(floor_report(result))
     print(f"  {'oracle AUC':>13}: {oracle:.4f}  (AUC of the true click probabilities; MTIN/oracle = "
-          f"{result['auc'] / oracle:.3f})")
+          f"{result['test']['auc'] / oracle:.3f})")
     print(f"  exported model: {result['model_path']}")
-    print(f"  reloaded SavedModel AUC {reloaded_auc:.6f} vs in-process {result['auc']:.6f}")
+    print(f"  reloaded SavedModel AUC {reloaded_auc:.6f} vs in-process {result['test']['auc']:.6f}")
     print("  wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
-    if abs(reloaded_auc - result["auc"]) > 1e-6:
+    if abs(reloaded_auc - result["test"]["auc"]) > 1e-6:
         print("mtin demo: the reloaded model scores differently from the trained model")
         return 1
     return 0

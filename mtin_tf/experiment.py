@@ -19,10 +19,16 @@ A run is {"name", "model" (default mtin), "variant" (default MTIN), "set" (MTINC
 runs named "<label>=<value>". Identical (model, variant, overrides, dataset, seed) runs are trained once and shared
 between tables, and each finished run is cached as OUT/runs/<key>.json, so an interrupted experiment resumes.
 
-Outputs in OUT: results.csv (one row per run × dataset × seed), results.json (rows + per-table mean/std),
-results.md (a Markdown table per config table, mean ± std over seeds; the oracle AUC on planted data), and PNG plots:
-curves_<table>_<dataset>.png (train loss and test AUC per epoch, first seed), sweep_<table>.png (AUC against the swept
-value), heatmap_<dataset>.png (Fig. 6: per-user mean group attention of MTIN's positive branch).
+Protocol (docs/EVALUATION.md): every run trains on the train split and early-stops on the validation split (the
+restored epoch is the best on validation AUC); the tables report the test split, scored once per run. Each dataset's
+popularity floors (:mod:`mtin_tf.floors`, fitted on its training rows, cached in OUT/floors/<dataset>.json) get rows
+of their own, and a run whose mean test AUC is under the best floor's is marked "▽ below floor".
+
+Outputs in OUT: results.csv (one row per run × dataset × seed), results.json (rows + per-table mean/std + floors),
+results.md (a Markdown table per config table, mean ± std over seeds; floor rows; the oracle AUC on planted data), and
+PNG plots: curves_<table>_<dataset>.png (train loss and validation AUC per epoch, first seed), sweep_<table>.png (test
+AUC against the swept value), heatmap_<dataset>.png (Fig. 6: per-user mean group attention of MTIN's positive
+branch).
 On planted data each MTIN run with routing also reports ``ari``: the adjusted Rand index between the routed groups of
 each user's clicked history (group_assignment) and the true item clusters, averaged over users, and ``ari_shuffled``,
 the same with the assignments permuted inside each user (chance level).
@@ -42,6 +48,8 @@ import numpy as np
 METRIC_KEYS = ("auc", "gauc", "precision@10", "recall@10", "f1@10", "precision@50", "recall@50", "f1@50")
 TABLE_METRICS = (("auc", "AUC"), ("gauc", "gAUC"), ("precision@10", "P@10"), ("recall@10", "R@10"), ("f1@10", "F1@10"),
                  ("precision@50", "P@50"), ("recall@50", "R@50"), ("f1@50", "F1@50"))
+PROTOCOL = "train/validation/test"  # part of every run's cache key: runs early-stopped on test are never reused
+BELOW_FLOOR = "▽ below floor"
 
 
 def register(subparsers) -> None:
@@ -71,7 +79,8 @@ class RunSpec:
 
     def key(self, base: dict, dataset: str, seed: int) -> str:
         """Stable id of (model, full config, dataset): runs that train the same thing share one training."""
-        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset], sort_keys=True)
+        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset, PROTOCOL],
+                             sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
@@ -124,6 +133,7 @@ def load_config(path: str, out: str | None = None) -> dict:
 class Dataset:
     name: str
     train: dict
+    validation: dict
     test: dict
     item_ids: np.ndarray
     item_features: np.ndarray
@@ -153,18 +163,19 @@ def truth_click_probabilities(planted_dir: str, test: dict) -> np.ndarray:
 
 
 def load_dataset(name: str, spec: dict, max_history: int) -> Dataset:
-    """Train/test model arrays of a built dataset (+ ground truth and oracle AUC when ``planted`` is given)."""
+    """Train/validation/test model arrays of a built dataset (+ ground truth and oracle AUC when ``planted`` is
+    given)."""
     from mtin_tf import features as F
     from mtin_tf.data.canonical import read_item_features
-    from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE, read_tfrecords, to_model_arrays
+    from mtin_tf.data.examples import read_split_arrays
     from mtin_tf.metrics import auc
 
-    arrays = [to_model_arrays(read_tfrecords(os.path.join(spec["examples"], f)), max_history)
-              for f in (TRAIN_FILE, TEST_FILE)]
-    if any(len(a[F.LABEL]) == 0 for a in arrays):
-        raise ValueError(f"dataset {name!r}: {spec['examples']} needs non-empty train and test examples")
+    try:
+        arrays = read_split_arrays(spec["examples"], max_history)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"dataset {name!r}: {e}") from None
     items = read_item_features(spec["items"])
-    ds = Dataset(name, arrays[0], arrays[1], items.item_ids, items.features)
+    ds = Dataset(name, arrays["train"], arrays["validation"], arrays["test"], items.item_ids, items.features)
     if spec.get("planted"):
         from mtin_tf.data.planted import GROUND_TRUTH_FILE
 
@@ -233,27 +244,31 @@ def user_group_attention(user_ids, group_weights) -> tuple[np.ndarray, np.ndarra
 
 # ----------------------------------------------------------------------------- training one run
 def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: int = 2) -> dict:
-    """Train one model on one dataset with one seed; returns a result row (metrics, curves, timings, ARI)."""
+    """Train one model on one dataset with one seed (early stopping on validation); returns a result row (test
+    metrics, ``validation`` metrics, validation-AUC curve and chosen epoch, timings, ARI)."""
     from mtin_tf import features as F
     from mtin_tf import metrics
     from mtin_tf.baselines import BUILDERS
     from mtin_tf.model import build_mtin
-    from mtin_tf.train import EVAL_AUC, make_dataset, train_mtin
+    from mtin_tf.train import EVAL_AUC, make_dataset, predict_probabilities, train_mtin
 
     config = spec.config(base, seed)
     builder = build_mtin if spec.model == "mtin" else BUILDERS[spec.model]
     start = time.perf_counter()
-    model, history = train_mtin(config, ds.train, ds.item_ids, ds.item_features, eval_arrays=ds.test,
+    model, history = train_mtin(config, ds.train, ds.item_ids, ds.item_features, eval_arrays=ds.validation,
                                 builder=builder, verbose=0, patience=patience)
     seconds = time.perf_counter() - start
+    curve = [float(v) for v in history.history.get(EVAL_AUC, [])]
+    validation = predict_probabilities(model, ds.validation)
     out = model.predict(make_dataset(ds.test, 1024), verbose=0)
     scores = np.asarray(out[F.OUTPUT_PROBABILITY]).reshape(-1)
     row = {"run": spec.name, "model": spec.model, "variant": spec.variant if spec.model == "mtin" else spec.model,
            "overrides": dict(spec.overrides), "dataset": ds.name, "seed": seed,
            **metrics.summary(ds.test[F.USER_ID], ds.test[F.LABEL], scores, ks=(10, 50)),
-           "epochs_run": len(history.history["loss"]), "train_seconds": round(seconds, 1),
-           "curves": {"loss": [float(v) for v in history.history["loss"]],
-                      "test_auc": [float(v) for v in history.history.get(EVAL_AUC, [])]}}
+           "validation": metrics.summary(ds.validation[F.USER_ID], ds.validation[F.LABEL], validation, ks=(10, 50)),
+           "epochs_run": len(history.history["loss"]), "best_epoch": int(np.argmax(curve)) + 1 if curve else None,
+           "train_seconds": round(seconds, 1),
+           "curves": {"loss": [float(v) for v in history.history["loss"]], "validation_auc": curve}}
     if ds.oracle_auc is not None:
         row["oracle_auc"] = ds.oracle_auc
     if F.OUTPUT_GROUP_ASSIGNMENT in out and ds.item_cluster is not None and config.use_routing:
@@ -298,6 +313,9 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
     loaded: dict[str, Dataset] = {}
     rows = []
     cells = planned_runs(config, only, datasets)
+    floors = {}
+    for dataset in dict.fromkeys(cell[2] for cell in cells):
+        floors[dataset] = dataset_floors(config, dataset, loaded, max_history)
     bar = tqdm(cells, desc="mtin experiment", unit="run")
     for table, spec, dataset, seed in bar:
         key = spec.key(base, dataset, seed)
@@ -315,8 +333,30 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
             bar.write(f"{spec.name:>12} | {dataset} | seed {seed}: AUC {result['auc']:.4f} "
                       f"gAUC {result['gauc']:.4f} ({result['epochs_run']} epochs, {result['train_seconds']:.0f} s)")
         rows.append({**result, "run": spec.name, "table": table["name"], "key": key})
-    write_results(config, rows)
+    write_results(config, rows, floors)
     return rows
+
+
+def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int) -> dict:
+    """{floor name: test metrics} of one dataset's popularity floors (fitted on its training rows), cached in
+    OUT/floors/<dataset>.json for the same examples directory; loads the dataset into ``loaded`` when needed."""
+    from mtin_tf.floors import floor_metrics
+
+    spec = config["datasets"][dataset]
+    path = os.path.join(config["out"], "floors", f"{dataset}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if cached["examples"] == os.path.abspath(spec["examples"]):
+            return cached["floors"]
+    if dataset not in loaded:
+        loaded[dataset] = load_dataset(dataset, spec, max_history)
+    ds = loaded[dataset]
+    result = floor_metrics(ds.train, ds.test, ks=(10, 50))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"examples": os.path.abspath(spec["examples"]), "floors": result}, f, indent=1)
+    return result
 
 
 # ----------------------------------------------------------------------------- tables
@@ -346,9 +386,14 @@ def _cell(stat, metric: str = "auc") -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
-def markdown_tables(config: dict, rows: list[dict]) -> str:
-    """Per config table and dataset, a Markdown table: rows = runs, columns = metrics (mean ± std over seeds), the
-    ARI columns when a run routes on planted data, epochs run and training seconds; an oracle row on planted data."""
+def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) -> str:
+    """Per config table and dataset, a Markdown table: rows = runs, columns = test metrics (mean ± std over seeds), the
+    ARI columns when a run routes on planted data, epochs run and training seconds; the popularity floors' rows
+    (``floors``: {dataset: {floor: metrics}}), with runs under the best floor's AUC marked; an oracle row on planted
+    data."""
+    from mtin_tf.floors import LABELS, best_floor_auc
+
+    floors = floors or {}
     summary = aggregate(rows)
     parts = []
     for table in config["tables"]:
@@ -367,25 +412,41 @@ def markdown_tables(config: dict, rows: list[dict]) -> str:
             columns += [("epochs_run", "epochs"), ("train_seconds", "train s")]
             lines = [f"**{d}**\n", "| Model | " + " | ".join(label for _, label in columns) + " |",
                      "|---|" + "---|" * len(columns)]
+            floor_auc = best_floor_auc(floors[d]) if floors.get(d) else None
             for name, st in stats.items():
                 if st:
-                    lines.append(f"| {name} | " + " | ".join(_cell(st.get(m), m) for m, _ in columns) + " |")
+                    mark = f" {BELOW_FLOOR}" if floor_auc is not None and st["auc"][0] < floor_auc else ""
+                    lines.append(f"| {name}{mark} | " + " | ".join(_cell(st.get(m), m) for m, _ in columns) + " |")
+            for floor, values in floors.get(d, {}).items():
+                lines.append(f"| {LABELS[floor]} | " + " | ".join(
+                    f"{values[m]:.4f}" if m in values else "–" for m, _ in columns) + " |")
             oracle = [s["oracle_auc"][0] for s in stats.values() if s and "oracle_auc" in s]
             if oracle:
                 lines.append("| Oracle (true p_click) | " + " | ".join([f"{oracle[0]:.4f}"] + ["–"] * (len(columns) - 1))
                              + " |")
+            if floor_auc is not None:
+                lines.append(f"\n{BELOW_FLOOR}: mean test AUC under the best popularity floor's ({floor_auc:.4f}); "
+                             "floors are fitted on the training rows (docs/EVALUATION.md).")
             parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
-def write_results(config: dict, rows: list[dict]) -> dict:
-    """results.csv, results.json, results.md and the PNG plots in config['out']; returns {kind: path}."""
+def write_results(config: dict, rows: list[dict], floors: dict | None = None) -> dict:
+    """results.csv, results.json, results.md and the PNG plots in config['out']; returns {kind: path}.
+
+    ``floors``: {dataset: {floor name: test metrics}}; a row's ``below_floor`` compares its test AUC with the best."""
+    from mtin_tf.floors import best_floor_auc
+
     out = config["out"]
+    floors = floors or {}
+    rows = [{**r, "validation_auc": r["validation"]["auc"],
+             "below_floor": r["auc"] < best_floor_auc(floors[r["dataset"]]) if floors.get(r["dataset"]) else ""}
+            for r in rows]
     paths = {"csv": os.path.join(out, "results.csv"), "json": os.path.join(out, "results.json"),
              "markdown": os.path.join(out, "results.md")}
     columns = ["table", "run", "model", "variant", "dataset", "seed", "auc", "gauc", "precision@10", "recall@10",
-               "f1@10", "precision@50", "recall@50", "f1@50", "oracle_auc", "ari", "ari_shuffled", "epochs_run",
-               "train_seconds", "overrides", "key"]
+               "f1@10", "precision@50", "recall@50", "f1@50", "below_floor", "validation_auc", "oracle_auc", "ari",
+               "ari_shuffled", "epochs_run", "best_epoch", "train_seconds", "overrides", "key"]
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
@@ -394,9 +455,9 @@ def write_results(config: dict, rows: list[dict]) -> dict:
     summary = {" / ".join(map(str, k)): v for k, v in aggregate(rows).items()}
     with open(paths["json"], "w") as f:
         json.dump({"rows": [{k: v for k, v in r.items() if k != "group_attention"} for r in rows],
-                   "summary": summary, "base": config["base"]}, f, indent=1)
+                   "summary": summary, "floors": floors, "base": config["base"]}, f, indent=1)
     with open(paths["markdown"], "w") as f:
-        f.write(markdown_tables(config, rows))
+        f.write(markdown_tables(config, rows, floors))
     paths.update(write_plots(config, rows))
     return paths
 
@@ -428,10 +489,10 @@ def write_plots(config: dict, rows: list[dict]) -> dict:
             for r in curves:
                 epochs = np.arange(1, len(r["curves"]["loss"]) + 1)
                 ax_loss.plot(epochs, r["curves"]["loss"], marker="o", label=r["run"])
-                if r["curves"]["test_auc"]:
-                    ax_auc.plot(epochs, r["curves"]["test_auc"], marker="o", label=r["run"])
+                if r["curves"]["validation_auc"]:
+                    ax_auc.plot(epochs, r["curves"]["validation_auc"], marker="o", label=r["run"])
             ax_loss.set(title=f"{d}: training loss", xlabel="epoch", ylabel="loss")
-            ax_auc.set(title=f"{d}: test AUC (seed {first_seed})", xlabel="epoch", ylabel="AUC")
+            ax_auc.set(title=f"{d}: validation AUC (seed {first_seed})", xlabel="epoch", ylabel="AUC")
             ax_auc.legend(fontsize=7)
             fig.tight_layout()
             paths[f"curves_{table['name']}_{d}"] = _save(fig, os.path.join(out, f"curves_{table['name']}_{d}.png"))

@@ -2,12 +2,15 @@
 
   mtin train --examples DIR --items item_features.npz --out DIR [--model mtin|bpr|lstm|cnn|ncf|atrank|din|mind]
              [--variant MTIN|MTIN-I|MTIN-P] [--config config.json] [--set key=value ...]
-  mtin evaluate --model-dir OUT/model/<version> --examples DIR [--split test] [--signature keras|predict_raw]
-             [--out metrics.json]
+  mtin evaluate --model-dir OUT/model/<version> --examples DIR [--split test|validation|train]
+             [--signature keras|predict_raw] [--out metrics.json]
 
-Reads DIR/train.tfrecord and DIR/test.tfrecord, trains with early stopping on test AUC, writes OUT/metrics.json
-(AUC, gAUC, Precision/Recall/F1@10,50 with the protocol of docs/EVALUATION.md), OUT/config.json, TensorBoard logs in
-OUT/logs and the SavedModel in OUT/model/<version>/. Baselines (mtin_tf.baselines) read the same MTINConfig fields
+Reads DIR/train.tfrecord, DIR/validation.tfrecord and DIR/test.tfrecord (``mtin data build``), trains on train with
+early stopping on validation AUC (the restored epoch is the best on validation), then scores test once. Writes
+OUT/metrics.json — ``validation`` and ``test`` blocks (AUC, gAUC, Precision/Recall/F1@10,50 with the protocol of
+docs/EVALUATION.md; the test metrics also at the top level), ``floors`` (the popularity floors' test metrics, fitted
+on the training rows: mtin_tf.floors) and ``below_floor`` (test AUC under the best floor's) — plus OUT/config.json,
+TensorBoard logs in OUT/logs and the SavedModel in OUT/model/<version>/. Baselines (mtin_tf.baselines) read the same MTINConfig fields
 (embedding_dim, max_history, num_groups for MIND's interests, training settings) and ignore the rest.
 `mtin evaluate` scores an exported SavedModel on built examples with the same metrics.
 """
@@ -26,7 +29,8 @@ SIGNATURES = ("keras", "predict_raw")
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train MTIN (or a baseline) on built examples without TFX",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--examples", required=True, help="directory with train.tfrecord and test.tfrecord")
+    p.add_argument("--examples", required=True,
+                   help="directory with train.tfrecord, validation.tfrecord and test.tfrecord (mtin data build)")
     p.add_argument("--items", required=True, help="item features (.npz from mtin data convert/generate)")
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="mtin", choices=MODELS)
@@ -41,8 +45,8 @@ def register_evaluate(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="score an exported model on built examples: AUC, gAUC, P/R/F1@K",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", required=True, help="an exported SavedModel version directory (OUT/model/<version>)")
-    p.add_argument("--examples", required=True, help="directory with train.tfrecord / test.tfrecord")
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--examples", required=True, help="directory of mtin data build (train/validation/test.tfrecord)")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--signature", default="keras", choices=SIGNATURES,
                    help="keras: tf_keras.models.load_model; predict_raw: the raw-tensor serving signature")
     p.add_argument("--ks", type=int, nargs="+", default=[10, 50], help="K of Precision/Recall/F1@K")
@@ -68,35 +72,47 @@ def parse_overrides(config_file: str | None, pairs) -> dict:
 
 def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", variant="MTIN", overrides=None,
                        verbose=2) -> dict:
-    """The whole standalone run; returns the metrics dict (also written to out_dir/metrics.json)."""
+    """The whole standalone run; returns the metrics dict (also written to out_dir/metrics.json).
+
+    Early stopping and the restored epoch are decided on the validation split; test is scored once, at the end.
+    """
+    import numpy as np
+
     from mtin_tf import features as F
-    from mtin_tf import metrics
+    from mtin_tf import floors, metrics
     from mtin_tf.baselines import BUILDERS
     from mtin_tf.config import MTINConfig
     from mtin_tf.data.canonical import read_item_features
-    from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE, read_tfrecords, to_model_arrays
+    from mtin_tf.data.examples import read_split_arrays
     from mtin_tf.export import export_saved_model
     from mtin_tf.model import build_mtin
-    from mtin_tf.train import predict_probabilities, train_mtin
+    from mtin_tf.train import EVAL_AUC, predict_probabilities, train_mtin
 
-    config = MTINConfig.variant(variant, **(overrides or {}))
-    items = read_item_features(items_path)
-    train = to_model_arrays(read_tfrecords(os.path.join(examples_dir, TRAIN_FILE)), config.max_history)
-    test = to_model_arrays(read_tfrecords(os.path.join(examples_dir, TEST_FILE)), config.max_history)
-    if len(train[F.LABEL]) == 0 or len(test[F.LABEL]) == 0:
-        raise SystemExit(f"mtin train: {examples_dir} has {len(train[F.LABEL])} train and {len(test[F.LABEL])} test "
-                         "examples; both must be non-empty")
     if model_name not in MODELS:
         raise ValueError(f"unknown model {model_name!r}; known: {MODELS}")
+    config = MTINConfig.variant(variant, **(overrides or {}))
+    try:
+        data = read_split_arrays(examples_dir, config.max_history)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"mtin train: {e}") from None
+    train, validation, test = data["train"], data["validation"], data["test"]
+    items = read_item_features(items_path)
     builder = build_mtin if model_name == "mtin" else BUILDERS[model_name]
     os.makedirs(out_dir, exist_ok=True)
-    model, history = train_mtin(config, train, items.item_ids, items.features, eval_arrays=test, builder=builder,
-                                log_dir=os.path.join(out_dir, "logs"), verbose=verbose)
-    scores = predict_probabilities(model, test)
-    result = metrics.summary(test[F.USER_ID], test[F.LABEL], scores, ks=(10, 50))
-    result.update(model=model_name, variant=variant if model_name == "mtin" else model_name,
-                  train_examples=int(len(train[F.LABEL])), test_examples=int(len(test[F.LABEL])),
-                  epochs_run=len(history.history["loss"]))
+    model, history = train_mtin(config, train, items.item_ids, items.features, eval_arrays=validation,
+                                builder=builder, log_dir=os.path.join(out_dir, "logs"), verbose=verbose)
+    curve = [float(v) for v in history.history.get(EVAL_AUC, [])]
+    blocks = {name: metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], predict_probabilities(model, arrays),
+                                    ks=(10, 50)) for name, arrays in (("validation", validation), ("test", test))}
+    floor = floors.floor_metrics(train, test, ks=(10, 50))
+    result = dict(blocks["test"])  # top level: the test metrics, as before the validation split
+    result.update(model=model_name, variant=variant if model_name == "mtin" else model_name, **blocks,
+                  floors=floor, below_floor=bool(blocks["test"]["auc"] < floors.best_floor_auc(floor)),
+                  train_examples=int(len(train[F.LABEL])), validation_examples=int(len(validation[F.LABEL])),
+                  test_examples=int(len(test[F.LABEL])), epochs_run=len(history.history["loss"]),
+                  # EarlyStopping(restore_best_weights) restores the first epoch with the best validation AUC
+                  best_epoch=int(np.argmax(curve)) + 1 if curve else len(history.history["loss"]),
+                  curves={"validation_auc": curve})
     result["model_path"] = export_saved_model(model, os.path.join(out_dir, "model"))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -105,10 +121,25 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     return result
 
 
+def floor_report(result: dict) -> str:
+    """Human-readable lines: the model's validation and test AUC/gAUC next to the popularity floors' test numbers."""
+    from mtin_tf.floors import LABELS
+
+    val, test = result["validation"], result["test"]
+    lines = [f"{result['variant']}: test AUC {test['auc']:.4f} gAUC {test['gauc']:.4f} (epoch {result['best_epoch']} "
+             f"of {result['epochs_run']}, chosen on validation: AUC {val['auc']:.4f} gAUC {val['gauc']:.4f})"]
+    for name, m in result["floors"].items():
+        lines.append(f"  {LABELS[name]}: test AUC {m['auc']:.4f} gAUC {m['gauc']:.4f}")
+    if result["below_floor"]:
+        lines.append("  ▽ below floor: the model's test AUC is under the best popularity floor's")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     result = train_and_evaluate(args.examples, args.items, args.out, model_name=args.model, variant=args.variant,
                                 overrides=parse_overrides(args.config, args.set), verbose=args.verbose)
     print(json.dumps(result, indent=2))
+    print(floor_report(result))
     return 0
 
 
@@ -155,13 +186,14 @@ def evaluate_saved_model(model_dir: str, examples_dir: str, *, split: str = "tes
     """Metrics (docs/EVALUATION.md protocol) of an exported model on DIR/<split>.tfrecord."""
     from mtin_tf import features as F
     from mtin_tf import metrics
-    from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE, read_tfrecords, to_model_arrays
+    from mtin_tf.data.examples import read_tfrecords, split_path, to_model_arrays
 
     if not os.path.isdir(model_dir):
         raise SystemExit(f"mtin evaluate: no SavedModel directory at {model_dir}")
-    path = os.path.join(examples_dir, TEST_FILE if split == "test" else TRAIN_FILE)
-    if not os.path.exists(path):
-        raise SystemExit(f"mtin evaluate: {path} does not exist (run mtin data build first)")
+    try:
+        path = split_path(examples_dir, split)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"mtin evaluate: {e}") from None
     arrays = to_model_arrays(read_tfrecords(path), saved_model_max_history(model_dir))
     if len(arrays[F.LABEL]) == 0:
         raise SystemExit(f"mtin evaluate: {path} holds no examples")

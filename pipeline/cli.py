@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from mtin_tf.data.history import TEST_FRACTION, VALIDATION_FRACTION
 from mtin_tf.features import DEFAULT_MAX_HISTORY
 
 
@@ -23,9 +24,15 @@ def _pipeline_options(p) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="MTINConfig overrides (JSON values)")
     p.add_argument("--max-history", type=int, default=DEFAULT_MAX_HISTORY,
                    help=f"history length L (default {DEFAULT_MAX_HISTORY})")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="per-user share of latest interactions in eval")
-    p.add_argument("--time-cut", type=int, default=0, help="global time split: eval = timestamp >= this (if > 0)")
-    p.add_argument("--auc-floor", type=float, default=0.5, help="blessing: minimum eval AUC")
+    p.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                   help=f"per-user share of latest interactions in test (default {TEST_FRACTION})")
+    p.add_argument("--time-cut", type=int, default=0, help="global time split: test = timestamp >= this (if > 0)")
+    p.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION,
+                   help="per-user share of interactions just before test in validation (early stopping; default "
+                        f"{VALIDATION_FRACTION})")
+    p.add_argument("--validation-cut", type=int, default=0,
+                   help="global cut instead: non-test interactions with timestamp >= this are validation (if > 0)")
+    p.add_argument("--auc-floor", type=float, default=0.5, help="blessing: minimum test AUC")
     p.add_argument("--max-auc-drop", type=float, default=0.01, help="blessing: max AUC drop vs the last blessed model")
     p.add_argument("--max-anomalous-features", type=int, default=0, help="stop when more features are anomalous")
     p.add_argument("--max-bad-row-fraction", type=float, default=0.0, help="stop when more rows are unreadable")
@@ -73,8 +80,9 @@ def pipeline_kwargs(args) -> dict:
     """create_pipeline keywords from the shared options."""
     from mtin_tf.train_cli import parse_overrides
 
-    return dict(mtin_config=parse_overrides(args.config, args.set), max_history=args.max_history, test_fraction=args.test_fraction,
-                time_cut=args.time_cut, auc_floor=args.auc_floor, max_auc_drop=args.max_auc_drop,
+    return dict(mtin_config=parse_overrides(args.config, args.set), max_history=args.max_history,
+                test_fraction=args.test_fraction, time_cut=args.time_cut,
+                validation_fraction=args.validation_fraction, validation_cut=args.validation_cut, auc_floor=args.auc_floor, max_auc_drop=args.max_auc_drop,
                 max_anomalous_features=args.max_anomalous_features, max_bad_row_fraction=args.max_bad_row_fraction)
 
 
@@ -95,7 +103,7 @@ def run_command(args) -> int:
 
 
 def print_run_summary(dirs) -> dict:
-    """Print per-component state and wall time, the overall eval metrics, the blessing and the pushed model."""
+    """Print per-component state and wall time, the overall test metrics, the blessing and the pushed model."""
     from pipeline.evaluation import load_metrics
     from pipeline.metadata import component_timings, run_outputs
     from pipeline.runners.local import latest_pushed
@@ -105,7 +113,7 @@ def print_run_summary(dirs) -> dict:
         print(f"  {node:<22} {state:<9} {seconds:7.1f}s")
     outputs = run_outputs(dirs.metadata)
     metrics = load_metrics(outputs["Evaluator"]["evaluation"][0])
-    print("  eval metrics (overall):")
+    print("  test metrics (overall, Evaluator):")
     for name, value in sorted(metrics.get("", {}).items()):
         print(f"    {name:>14}: {value:.4f}" if isinstance(value, float) else f"    {name:>14}: {value}")
     blessed = os.path.exists(os.path.join(outputs["Evaluator"]["blessing"][0], "BLESSED"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+from mtin_tf.data.history import TEST_FRACTION, VALIDATION_FRACTION
 from mtin_tf.features import DEFAULT_MAX_HISTORY
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,8 +28,9 @@ COMPONENT_IDS = ("InteractionsGen", "ItemsGen", "InteractionsSchema", "ExamplesS
 
 def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: str,
                     pipeline_name: str = PIPELINE_NAME, metadata_path: Optional[str] = None,
-                    mtin_config: Optional[dict] = None, max_history: int = DEFAULT_MAX_HISTORY, test_fraction: float = 0.2,
-                    time_cut: int = 0, max_anomalous_features: int = 0, max_bad_row_fraction: float = 0.0,
+                    mtin_config: Optional[dict] = None, max_history: int = DEFAULT_MAX_HISTORY,
+                    test_fraction: float = TEST_FRACTION, time_cut: int = 0,
+                    validation_fraction: float = VALIDATION_FRACTION, validation_cut: int = 0, max_anomalous_features: int = 0, max_bad_row_fraction: float = 0.0,
                     auc_floor: float = 0.5, max_auc_drop: float = 0.01, enable_cache: bool = True,
                     beam_pipeline_args: Sequence[str] = (), gpu_request: Optional[dict] = None,
                     schemas_dir: str = SCHEMAS_DIR, stop_after: Optional[str] = None):
@@ -40,7 +42,10 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
       metadata_path: SQLite ML Metadata file (local runs); None for orchestrators that bring their own MLMD.
       mtin_config: MTINConfig fields for the Trainer (default: MTINConfig's, the paper's settings); its
         ``max_history`` is always ``max_history`` (L), shared by HistoryGen, Transform and the model.
-      test_fraction / time_cut: the time split of HistoryGen (time_cut > 0: global cut, else per-user last fraction).
+      test_fraction / time_cut: HistoryGen's test split (time_cut > 0: global cut, else per-user last fraction);
+        validation_fraction / validation_cut: its validation split, carved from the training period just before test
+        (validation_cut > 0: global cut, else per-user fraction). The Trainer fits on ``train`` and early-stops on
+        ``validation``; the Evaluator blesses and reports on ``test`` only.
       max_anomalous_features / max_bad_row_fraction: data validation thresholds that stop the run.
       auc_floor / max_auc_drop: blessing thresholds. gpu_request: e.g. ``{"type": "NVIDIA_TESLA_T4", "count": 1}``,
         the Trainer's accelerator request on Kubeflow (platform config; ignored by local runs).
@@ -51,7 +56,7 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     from tfx import v1 as tfx
     from tfx.proto import example_gen_pb2
 
-    from pipeline.components.history import HistoryGen
+    from pipeline.components.history import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT, HistoryGen
     from pipeline.evaluation import eval_config
 
     split_all = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=ALL_SPLIT, pattern="*")])
@@ -74,7 +79,8 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     history = HistoryGen(
         interactions=interactions.outputs["examples"], items=items.outputs["examples"],
         anomalies=validator.outputs["anomalies"], max_history=max_history, test_fraction=test_fraction,
-        time_cut=time_cut, max_anomalous_features=max_anomalous_features,
+        time_cut=time_cut, validation_fraction=validation_fraction, validation_cut=validation_cut,
+        max_anomalous_features=max_anomalous_features,
         max_bad_row_fraction=max_bad_row_fraction).with_id("HistoryGen")
     components.append(history)
     if stop_after == "HistoryGen":
@@ -92,7 +98,7 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
         run_fn="pipeline.trainer.run_fn", examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"], schema=examples_schema.outputs["schema"],
         hyperparameters=history.outputs["training_inputs"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]), eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT]),
         custom_config={"mtin_config": config})
     if gpu_request:
         trainer = trainer.with_platform_config(accelerator_resource_spec(**gpu_request))
@@ -103,7 +109,7 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     evaluator = tfx.components.Evaluator(
         examples=history.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
-        example_splits=["eval"], eval_config=eval_config(auc_floor=auc_floor, max_auc_drop=max_auc_drop))
+        example_splits=[TEST_SPLIT], eval_config=eval_config(auc_floor=auc_floor, max_auc_drop=max_auc_drop))
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

@@ -4,7 +4,8 @@ Hyperparameters come from ``custom_config["mtin_config"]`` (MTINConfig.from_dict
 HistoryGen/Transform settings); HistoryGen's ``training_inputs`` (``fn_args.hyperparameters``) points at the item-feature
 examples, which become the frozen item table inside the model. The strategy is chosen from the visible devices
 (:func:`mtin_tf.train.select_strategy`: MirroredStrategy over every GPU, else the default strategy), interest memories
-are pretrained from the training examples and keyed by Transform's user vocabulary, training stops early on eval AUC,
+are pretrained from the training examples and keyed by Transform's user vocabulary, training stops early on the AUC
+of the eval files — the ``validation`` split (the pipeline's EvalArgs); the test split is the Evaluator's alone —
 and TensorBoard logs go to ``fn_args.model_run_dir``.
 
 The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output keys of :mod:`mtin_tf.signatures`:
@@ -89,21 +90,23 @@ def run_fn(fn_args) -> None:
     config = MTINConfig.from_dict(values)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train = read_transformed(fn_args.train_files, tf_transform_output)
-    evaluation = read_transformed(fn_args.eval_files, tf_transform_output)
-    if len(train[F.LABEL]) == 0 or len(evaluation[F.LABEL]) == 0:
-        raise ValueError(f"need train and eval examples, got {len(train[F.LABEL])} and {len(evaluation[F.LABEL])}")
+    validation = read_transformed(fn_args.eval_files, tf_transform_output)
+    if len(train[F.LABEL]) == 0 or len(validation[F.LABEL]) == 0:
+        raise ValueError(f"need train and validation examples, got {len(train[F.LABEL])} and "
+                         f"{len(validation[F.LABEL])}")
     item_ids, item_features = read_item_table(inputs["item_examples"])
     users = vocabulary_ids(tf_transform_output, USER_VOCABULARY)
     unseen = np.setdiff1d(item_ids, vocabulary_ids(tf_transform_output, ITEM_VOCABULARY)).size
     strategy = select_strategy()
-    log.info("training MTIN on %d examples (%d eval), %d users, %d items (%d unseen in training), %d replica(s)",
-             len(train[F.LABEL]), len(evaluation[F.LABEL]), len(users), len(item_ids), unseen,
+    log.info("training MTIN on %d examples (%d validation), %d users, %d items (%d unseen in training), %d replica(s)",
+             len(train[F.LABEL]), len(validation[F.LABEL]), len(users), len(item_ids), unseen,
              strategy.num_replicas_in_sync)
-    model, history = train_mtin(config, train, item_ids, item_features, eval_arrays=evaluation, user_ids=users,
+    model, history = train_mtin(config, train, item_ids, item_features, eval_arrays=validation, user_ids=users,
                                 strategy=strategy, log_dir=fn_args.model_run_dir, verbose=2)
     model.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
                signatures=transform_signatures(model, tf_transform_output, config.max_history))
     with open(os.path.join(fn_args.model_run_dir, "training.json"), "w") as f:
         json.dump({"config": json.loads(config.to_json()), "epochs_run": len(history.history["loss"]),
+                   "train_examples": int(len(train[F.LABEL])), "validation_examples": int(len(validation[F.LABEL])),
                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
                    "replicas": strategy.num_replicas_in_sync, "unseen_items": int(unseen)}, f, indent=2)

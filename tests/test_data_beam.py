@@ -1,4 +1,6 @@
 """The Beam transform (real apache_beam, TestPipeline on the DirectRunner) emits the in-memory path's examples."""
+import os
+
 import apache_beam as beam
 import numpy as np
 import pandas as pd
@@ -28,9 +30,9 @@ def _equal_to(expected):
 
 
 @pytest.mark.parametrize("options", [
-    dict(max_history=3, test_fraction=0.3, split="fraction"),
-    dict(max_history=50, time_cut=40, min_history=1, split="time"),
-    dict(max_history=5, split="given", history_from="train"),
+    dict(max_history=3, test_fraction=0.3, validation_fraction=0.2, split="fraction"),
+    dict(max_history=50, time_cut=40, validation_cut=25, min_history=1, split="time"),
+    dict(max_history=5, split="given", history_from="train", validation_fraction=0.15),
 ])
 def test_beam_matches_in_memory(options):
     rng = np.random.default_rng(11)
@@ -39,13 +41,13 @@ def test_beam_matches_in_memory(options):
                        F.TIMESTAMP: rng.integers(0, 60, n), F.CLICK: rng.integers(0, 2, n),
                        IS_TEST: (rng.random(n) < 0.2).astype(np.int8)})
     df = df.drop_duplicates([F.USER_ID, F.ITEM_ID, F.TIMESTAMP]).reset_index(drop=True)
-    train, test, _ = H.build_examples(df, **options)
-    assert train and test
+    splits = dict(zip(H.SPLIT_NAMES, H.build_examples(df, **options)[:3]))
+    assert all(splits.values())
     with BeamTestPipeline() as p:
         rows = p | beam.Create(df.sample(frac=1.0, random_state=1).to_dict("records"))  # any input order
         result = rows | BuildExamples(**options)
-        assert_that(result.train, _equal_to(_canon(train)), label="train")
-        assert_that(result.test, _equal_to(_canon(test)), label="test")
+        for name, examples in splits.items():
+            assert_that(getattr(result, name), _equal_to(_canon(examples)), label=name)
 
 
 def test_cli_generate_then_build_with_both_engines(tmp_path, capsys):
@@ -61,8 +63,13 @@ def test_cli_generate_then_build_with_both_engines(tmp_path, capsys):
         assert main(["data", "build", "--interactions", str(raw / "interactions.parquet"), "--items",
                      str(raw / "item_features.npz"), "--out", str(outs[engine]), "--max-history", "4",
                      "--engine", engine]) == 0
-    for name in (E.TRAIN_FILE, E.TEST_FILE):
+    assert sorted(os.listdir(outs["memory"])) == sorted(os.listdir(outs["beam"]))
+    for name in (E.TRAIN_FILE, E.VALIDATION_FILE, E.TEST_FILE):
         memory, beam_ = (E.read_tfrecords(str(outs[k] / name)) for k in ("memory", "beam"))
         assert memory and _canon(memory) == _canon(beam_)
     printed = capsys.readouterr().out
-    assert printed.count("train_examples=") == 2 and "build_report.json" in printed
+    assert printed.count("train_examples=") == 2 and printed.count("validation_examples=") == 2
+    assert "build_report.json" in printed
+    assert main(["data", "build", "--interactions", str(raw / "interactions.parquet"), "--out", str(tmp_path / "x"),
+                 "--validation-fraction", "0.9"]) == 2
+    assert "must be below 1" in capsys.readouterr().err

@@ -82,7 +82,7 @@ def test_clusters_recoverable_from_clicked_items(planted):
 def test_signal_learnable_from_clicked_history_and_candidate_features(planted):
     df = pd.read_parquet(planted.interactions_path)
     items = C.read_item_features(planted.item_features_path)
-    _, test, _ = H.build_examples(df, max_history=20, test_fraction=0.2)
+    _, _, test, _ = H.build_examples(df, max_history=20, test_fraction=0.2)
     arrays = E.to_model_arrays(test, max_history=20)
     table = np.zeros((items.item_ids.max() + 1, items.dim), np.float32)
     table[items.item_ids] = items.features  # id -> features, row 0 = padding

@@ -75,7 +75,7 @@ def test_kuaishou_ordinal_time_rebuilds_alpine_histories(tmp_path):
     assert df[C.IS_TEST].tolist() == [0, 0, 1, 0, 0, 1]
     from mtin_tf.data.history import build_examples
 
-    _, test, _ = build_examples(df, split="given", max_history=10)
+    _, _, test, _ = build_examples(df, split="given", max_history=10)
     by_user = {ex[F.USER_ID]: ex for ex in test}
     # user 0's test click (item 2, canonical 3) comes after clicking item 0 and skipping item 1 (ALPINE's prefixes)
     assert by_user[1][F.ITEM_ID] == 3 and by_user[1][F.CLICKED_ITEMS].tolist() == [1]
@@ -123,12 +123,14 @@ def test_convert_then_build_round_trip(tmp_path):
     built = tmp_path / "built"
     ns = argparse.Namespace(interactions=[str(conv / C.INTERACTIONS_FILE)], items=str(conv / C.ITEM_FEATURES_FILE),
                             out=str(built), max_history=5, test_fraction=0.2, time_cut=None, split="auto",
+                            validation_fraction=0.1, validation_cut=None,
                             min_history=0, history_from="train", engine="memory", strict=False, data_command="build")
     assert data_cli.run_build(ns) == 0
     test = E.read_tfrecords(str(built / E.TEST_FILE))
     train = E.read_tfrecords(str(built / E.TRAIN_FILE))
-    assert sorted(ex[F.ITEM_ID] for ex in test) == [4, 5] and len(train) == 4
+    validation = E.read_tfrecords(str(built / E.VALIDATION_FILE))
+    assert sorted(ex[F.ITEM_ID] for ex in test) == [4, 5] and len(train) == 4 and validation == []
     user1_test = next(ex for ex in test if ex[F.USER_ID] == 1)
     assert user1_test[F.CLICKED_ITEMS].tolist() == [1] and user1_test[F.BROWSED_ITEMS].tolist() == [2]
     canon = pd.read_parquet(conv / C.INTERACTIONS_FILE)
-    assert len(train) + len(test) == len(canon)
+    assert len(train) + len(validation) + len(test) == len(canon)

@@ -8,8 +8,8 @@ import pytest
 
 from mtin_tf import features as F
 from mtin_tf.cli import main as mtin
-from mtin_tf.experiment import (adjusted_rand_index, group_recovery, load_config, truth_click_probabilities,
-                                user_group_attention)
+from mtin_tf.experiment import (adjusted_rand_index, group_recovery, load_config, markdown_tables,
+                                truth_click_probabilities, user_group_attention)
 
 TINY_BASE = {"embedding_dim": 8, "num_masks": 2, "num_groups": 2, "max_history": 6, "batch_size": 64, "epochs": 1}
 
@@ -19,7 +19,7 @@ def tiny_planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("planted")
     data, examples = str(root / "data"), str(root / "examples")
     assert mtin(["data", "generate", "--out", data, "--num-users", "24", "--num-items", "80", "--num-clusters", "6",
-                 "--feature-dim", "4", "--interactions-per-user", "12", "--seed", "3"]) == 0
+                 "--feature-dim", "4", "--interactions-per-user", "20", "--seed", "3"]) == 0
     assert mtin(["data", "build", "--interactions", os.path.join(data, "interactions.parquet"), "--items",
                  os.path.join(data, "item_features.npz"), "--out", examples, "--max-history", "6"]) == 0
     return {"examples": examples, "items": os.path.join(data, "item_features.npz"), "planted": data}
@@ -47,9 +47,23 @@ def test_experiment_writes_tables_and_plots(tiny_planted, tmp_path):
     # BPR at d=8 is the same training as the overall BPR seed 0 (identical full config): trained and cached once.
     assert rows[3]["key"] == rows[0]["key"] and len(os.listdir(out / "runs")) == 4
     markdown = (out / "results.md").read_text()
-    assert "### Table 2" in markdown and "| BPR |" in markdown and " ± " in markdown and "Oracle" in markdown
-    summary = json.load(open(out / "results.json"))["summary"]
+    assert "### Table 2" in markdown and "| BPR" in markdown and " ± " in markdown and "Oracle" in markdown
+    results = json.load(open(out / "results.json"))
+    summary = results["summary"]
     assert summary["overall / BPR / tiny"]["auc"][2] == 2  # mean, std, n over seeds
+    # protocol: epochs chosen on validation (the curve is validation AUC), the table reports test
+    for r in results["rows"]:
+        curve = r["curves"]["validation_auc"]
+        assert len(curve) == r["epochs_run"] and r["best_epoch"] == int(np.argmax(curve)) + 1
+        assert r["validation"]["auc"] != r["auc"]
+    # floors: fitted on the training rows, rows of their own, runs under the best one marked
+    floors = results["floors"]["tiny"]
+    assert set(floors) == {"item_rate", "user_item_rate"} and (out / "floors" / "tiny.json").exists()
+    assert "| Floor: item click rate | " + f"{floors['item_rate']['auc']:.4f}" in markdown
+    assert "| Floor: logit user rate + logit item rate |" in markdown and "▽ below floor: mean test AUC" in markdown
+    best = max(f["auc"] for f in floors.values())
+    assert [r["below_floor"] for r in rows] == [str(float(r["auc"]) < best) for r in rows]
+    assert ("| BPR ▽ below floor |" in markdown) == (summary["overall / BPR / tiny"]["auc"][0] < best)
     for name in ("curves_overall_tiny.png", "curves_dims_tiny.png", "sweep_dims.png", "heatmap_tiny.png"):
         png = out / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name
@@ -107,3 +121,18 @@ def test_config_errors_are_clear(tmp_path):
                                                                     "runs": [{"name": "x"}]}]}))
     with pytest.raises(ValueError, match="unknown datasets"):
         load_config(str(path))
+
+
+def test_markdown_marks_exactly_the_runs_under_the_best_floor(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"datasets": {"d": {}}, "tables": [{"name": "t", "runs": [
+        {"name": "Weak", "model": "bpr"}, {"name": "Strong"}]}]}))
+    config = load_config(str(path))
+    rows = [{"table": "t", "run": run, "dataset": "d", "seed": seed, "auc": auc}
+            for run, aucs in (("Weak", (0.60, 0.64)), ("Strong", (0.80, 0.70))) for seed, auc in enumerate(aucs)]
+    floors = {"d": {"item_rate": {"auc": 0.65, "gauc": 0.55}, "user_item_rate": {"auc": 0.66, "gauc": 0.6}}}
+    markdown = markdown_tables(config, rows, floors)
+    assert "| Weak ▽ below floor | 0.6200 ± " in markdown  # mean 0.62 < best floor 0.66
+    assert "| Strong | 0.7500 ± " in markdown and "Strong ▽" not in markdown
+    assert "| Floor: logit user rate + logit item rate | 0.6600 | 0.6000 |" in markdown
+    assert "(0.6600)" in markdown

@@ -15,6 +15,7 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf import metrics as M
+from mtin_tf.train import EVAL_AUC
 
 L = 8
 TINY_CONFIG = dict(embedding_dim=8, num_masks=2, num_groups=2, batch_size=32, epochs=2)
@@ -40,6 +41,14 @@ def _uri(run, node, key):
     return run["outputs"][node][key][0]
 
 
+def _history_split(run, split):
+    """Example dicts of one HistoryGen split (gzipped TFRecord)."""
+    from mtin_tf.data.examples import parse_example
+
+    files = sorted(glob.glob(os.path.join(_uri(run, "HistoryGen", "examples"), f"Split-{split}", "*")))
+    return [parse_example(r) for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()]
+
+
 def test_every_component_recorded_outputs_in_ml_metadata(run):
     assert set(COMPONENTS_WITH_OUTPUTS) <= set(run["outputs"])
     for node in COMPONENTS_WITH_OUTPUTS:
@@ -53,10 +62,24 @@ def test_history_examples_have_time_splits_and_transform_outputs_exactly_the_mod
     from pipeline.trainer import read_transformed, vocabulary_ids
     from pipeline.transform import USER_VOCABULARY
 
-    history = _uri(run, "HistoryGen", "examples")
-    assert sorted(os.listdir(history)) >= ["Split-eval", "Split-train"]
+    splits = ["Split-test", "Split-train", "Split-validation"]
+    assert sorted(os.listdir(_uri(run, "HistoryGen", "examples"))) == splits
+    assert sorted(os.listdir(_uri(run, "Transform", "transformed_examples"))) == splits
+    # per user, validation (>= floor(10 %) of the user's rows) is strictly after train and strictly before test
+    times = {name: {} for name in ("train", "validation", "test")}
+    for name, by_user in times.items():
+        for ex in _history_split(run, name):
+            by_user.setdefault(ex[F.USER_ID], []).append(ex[F.TIMESTAMP])
+    assert len(times["validation"]) >= 30  # 40 users, 9 to 70 interactions each: users with >= 10 have validation
+    for user, train in times["train"].items():
+        val, test = times["validation"].get(user, []), times["test"][user]
+        n = len(train) + len(val) + len(test)
+        assert len(val) >= n // 10 and len(test) >= n // 5
+        assert max(train) < min(val + test) and max(val + [max(train)]) < min(test)
     tft_out = tft.TFTransformOutput(_uri(run, "Transform", "transform_graph"))
     transformed = _uri(run, "Transform", "transformed_examples")
+    validation = read_transformed([os.path.join(transformed, "Split-validation", "*")], tft_out)
+    assert len(validation[F.LABEL]) == sum(map(len, times["validation"].values()))
     train = read_transformed([os.path.join(transformed, "Split-train", "*")], tft_out)
     assert set(train) == set(F.MODEL_INPUT_NAMES) | {F.LABEL}
     n = len(train[F.LABEL])
@@ -94,7 +117,7 @@ def test_pushed_model_scores_equal_the_in_process_keras_model(run):
     assert len(served) > 20
     np.testing.assert_allclose(served, keras, atol=1e-5)
     # predict_raw on the same dense inputs as well.
-    files = glob.glob(os.path.join(_uri(run, "HistoryGen", "examples"), "Split-eval", "*"))
+    files = sorted(glob.glob(os.path.join(_uri(run, "HistoryGen", "examples"), "Split-test", "*")))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
     arrays = to_model_arrays([parse_example(r) for r in records], L)
     raw = tf_keras.models.load_model(pushed).signatures[RAW_SIGNATURE](
@@ -103,7 +126,6 @@ def test_pushed_model_scores_equal_the_in_process_keras_model(run):
 
 
 def test_tfma_metrics_match_mtin_metrics_and_the_model_is_blessed_and_pushed(run):
-    from mtin_tf.data.examples import parse_example
     from mtin_tf.demo import score_pushed_model
     from pipeline.evaluation import load_metrics
     from pipeline.runners.local import latest_pushed
@@ -113,8 +135,7 @@ def test_tfma_metrics_match_mtin_metrics_and_the_model_is_blessed_and_pushed(run
     for key in ("example_count", "auc", "gauc", "precision@50", "recall@50", "f1@50", "calibration"):
         assert key in overall, key
     assert any(name.startswith("history_bucket=") for name in metrics)
-    files = sorted(glob.glob(os.path.join(_uri(run, "HistoryGen", "examples"), "Split-eval", "*")))
-    examples = [parse_example(r) for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()]
+    examples = _history_split(run, "test")  # the Evaluator scores the test split only
     users = np.array([e[F.USER_ID] for e in examples])
     labels = np.array([e[F.LABEL] for e in examples])
     scores, _ = score_pushed_model(latest_pushed(run["dirs"].serving), _uri(run, "HistoryGen", "examples"), L)
@@ -132,6 +153,10 @@ def test_trainer_used_the_device_strategy_and_logged_training(run):
     record = json.load(open(os.path.join(model_run, "training.json")))
     assert record["replicas"] == max(1, len(tf.config.list_logical_devices("GPU")))
     assert record["config"]["max_history"] == L and record["config"]["embedding_dim"] == TINY_CONFIG["embedding_dim"]
+    # early stopping watched the validation split (EvalArgs), one validation AUC per epoch
+    assert record["validation_examples"] == len(_history_split(run, "validation")) > 0
+    assert record["train_examples"] == len(_history_split(run, "train"))
+    assert len(record["history"][EVAL_AUC]) == record["epochs_run"]
     assert glob.glob(os.path.join(model_run, "**", "events.out.tfevents.*"), recursive=True)  # TensorBoard
 
 

@@ -1,7 +1,10 @@
-"""`mtin train` with every --model choice wired, and `mtin evaluate` on an exported model matching in-process AUC."""
+"""`mtin train` with every --model choice wired, the validation/test protocol and the popularity floors in
+metrics.json, and `mtin evaluate` on an exported model matching in-process AUC."""
 import json
 import os
+import shutil
 
+import numpy as np
 import pytest
 
 from mtin_tf.cli import main as mtin
@@ -41,3 +44,53 @@ def test_train_cli_accepts_a_baseline_and_evaluate_reports_clear_errors(tiny_pla
         evaluate_saved_model(metrics["model_path"], str(tmp_path))
     with pytest.raises(ValueError, match="unknown model"):
         train_and_evaluate(tiny_planted["examples"], tiny_planted["items"], str(tmp_path / "x"), model_name="svm")
+
+
+def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_planted, tmp_path,  # noqa: F811
+                                                                            monkeypatch, capsys):
+    from mtin_tf import features as F
+    from mtin_tf import floors
+    from mtin_tf import train as T
+    from mtin_tf.data.examples import read_split_arrays
+
+    seen, real = {}, T.train_mtin
+
+    def spy(*args, **kwargs):
+        seen["eval_arrays"] = kwargs["eval_arrays"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_mtin", spy)
+    sets = [f"{k}={v}" for k, v in dict(TINY_BASE, epochs=3).items()]
+    assert mtin(["train", "--examples", tiny_planted["examples"], "--items", tiny_planted["items"], "--out",
+                 str(tmp_path / "mtin"), "--verbose", "0", "--set", *sets]) == 0
+    data = read_split_arrays(tiny_planted["examples"], TINY_BASE["max_history"])
+    for key in (F.USER_ID, F.ITEM_ID, F.TIMESTAMP):  # early stopping watched the validation split, not test
+        np.testing.assert_array_equal(seen["eval_arrays"][key], data["validation"][key])
+    saved = json.load(open(tmp_path / "mtin" / "metrics.json"))
+    assert saved["validation_examples"] == len(data["validation"][F.LABEL]) > 0
+    assert saved["test_examples"] == len(data["test"][F.LABEL]) > 0
+    for block in ("validation", "test"):
+        assert set(saved[block]) >= {"auc", "gauc", "precision@50", "recall@50", "f1@50"}
+    assert saved["auc"] == saved["test"]["auc"] != saved["validation"]["auc"]  # top level kept: the test metrics
+    curve = saved["curves"]["validation_auc"]
+    assert len(curve) == saved["epochs_run"] and saved["best_epoch"] == int(np.argmax(curve)) + 1
+    # the exported weights are the chosen epoch's: their exact validation AUC is Keras's (200-bucket) value there
+    assert saved["validation"]["auc"] == pytest.approx(curve[saved["best_epoch"] - 1], abs=0.02)
+    want = floors.floor_metrics(data["train"], data["test"])
+    assert set(saved["floors"]) == set(floors.FLOORS)
+    for name in floors.FLOORS:
+        assert saved["floors"][name] == pytest.approx(want[name], abs=1e-12)
+    assert saved["below_floor"] == (saved["test"]["auc"] < max(m["auc"] for m in want.values()))
+    printed = capsys.readouterr().out
+    assert "Floor: logit user rate + logit item rate: test AUC" in printed and "chosen on validation" in printed
+
+
+def test_train_on_examples_built_before_the_validation_split_asks_to_rebuild(tiny_planted, tmp_path):  # noqa: F811
+    from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (TRAIN_FILE, TEST_FILE):
+        shutil.copy(os.path.join(tiny_planted["examples"], name), old / name)
+    with pytest.raises(SystemExit, match="re-run `mtin data build`"):
+        train_and_evaluate(str(old), tiny_planted["items"], str(tmp_path / "out"), overrides=TINY_BASE, verbose=0)

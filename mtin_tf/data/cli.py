@@ -5,7 +5,8 @@
 - ``mtin data fetch-movielens --out DIR [--cache CACHE]``: download the recbole 1.2.1 wheel (no install) and convert
 - ``mtin data generate --out DIR [--num-users 10000 --interactions-per-user 100 --seed 0 ...]``: planted data
 - ``mtin data build --interactions FILE --out DIR [--items FILE] [--max-history 50] [--engine memory|beam]``
-  -> ``DIR/train.tfrecord``, ``DIR/test.tfrecord``, ``DIR/build_report.json``
+  -> ``DIR/train.tfrecord``, ``DIR/validation.tfrecord``, ``DIR/test.tfrecord``, ``DIR/build_report.json``
+  (validation: per user the interactions just before test, carved from the training period; docs/DATA.md)
 
 Every step prints its report summary at the end and writes it as JSON beside the output. ``--strict`` stops at the
 first bad input with an error naming file and line (exit code 2).
@@ -17,6 +18,7 @@ import os
 import sys
 
 from mtin_tf import features as F
+from mtin_tf.data.history import TEST_FRACTION, VALIDATION_FRACTION
 
 
 def register(subparsers) -> None:
@@ -58,15 +60,21 @@ def register(subparsers) -> None:
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=run_generate)
 
-    build = sub.add_parser("build", help="canonical interactions -> train/test TFRecords of tf.Example")
+    build = sub.add_parser("build", help="canonical interactions -> train/validation/test TFRecords of tf.Example")
     build.add_argument("--interactions", required=True, nargs="+", help="canonical CSV/Parquet file(s)")
     build.add_argument("--items", default=None,
                        help="item features (.npz/.csv/.parquet): interactions of items without features are dropped "
                             "and counted")
     build.add_argument("--out", required=True)
     build.add_argument("--max-history", type=int, default=F.DEFAULT_MAX_HISTORY)
-    build.add_argument("--test-fraction", type=float, default=0.2, help="per user, the last fraction goes to test")
+    build.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                       help=f"per user, the last fraction goes to test (default {TEST_FRACTION})")
     build.add_argument("--time-cut", type=int, default=None, help="global cut: timestamp >= this goes to test")
+    build.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION,
+                       help="per user, this fraction of the interactions (the latest before test) goes to validation "
+                            f"(default {VALIDATION_FRACTION})")
+    build.add_argument("--validation-cut", type=int, default=None,
+                       help="global cut instead: non-test interactions with timestamp >= this go to validation")
     build.add_argument("--split", default="auto", choices=("auto", "given", "fraction", "time"),
                        help="auto: the is_test column if present, else --time-cut if given, else --test-fraction")
     build.add_argument("--min-history", type=int, default=0, help="emit a target only with this many prior clicks")
@@ -170,12 +178,19 @@ def run_generate(args) -> int:
 @_guard
 def run_build(args) -> int:
     from mtin_tf.data import canonical as C
+    from mtin_tf.data.history import check_split_options
     from mtin_tf.data.report import Report
 
+    try:
+        check_split_options(args.test_fraction, args.validation_fraction)
+    except ValueError as e:
+        print(f"mtin data build: error: {e}", file=sys.stderr)
+        return 2
     report = Report("build", strict=args.strict)
     items = C.read_item_table(args.items, report) if args.items else None
     df = C.read_interactions(args.interactions, report, items=items)
     options = dict(max_history=args.max_history, test_fraction=args.test_fraction, time_cut=args.time_cut,
+                   validation_fraction=args.validation_fraction, validation_cut=args.validation_cut,
                    min_history=args.min_history, split=args.split, history_from=args.history_from)
     if args.engine == "beam":
         paths = _build_beam(df, args.out, options, report)
@@ -184,7 +199,7 @@ def run_build(args) -> int:
         from mtin_tf.data.history import iter_examples
 
         paths = write_split_tfrecords(iter_examples(df, report=report, progress=True, **options), args.out)
-    print(f"wrote {paths['train']} and {paths['test']}")
+    print("wrote " + ", ".join(paths.values()))
     _finish(report, args.out, "build_report.json")
     return 0
 
@@ -193,15 +208,15 @@ def _build_beam(df, out_dir: str, options: dict, report) -> dict:
     import apache_beam as beam
 
     from mtin_tf.data.beam_history import BuildExamples
-    from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE, serialize_example
+    from mtin_tf.data.examples import SPLIT_FILES, serialize_example
     from mtin_tf.data.history import resolve_split
 
     options = dict(options, split=resolve_split(df, options["split"], options["time_cut"]))
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"train": os.path.join(out_dir, TRAIN_FILE), "test": os.path.join(out_dir, TEST_FILE)}
+    paths = {name: os.path.join(out_dir, file) for name, file in SPLIT_FILES.items()}
     with beam.Pipeline() as p:
         result = (p | beam.Create(df.to_dict("records")) | BuildExamples(**options))
-        for name in ("train", "test"):
+        for name in SPLIT_FILES:
             (getattr(result, name) | f"Serialize{name}" >> beam.Map(serialize_example)
              | f"Write{name}" >> beam.io.WriteToTFRecord(paths[name], shard_name_template=""))
     counters = p.result.metrics().query()["counters"]

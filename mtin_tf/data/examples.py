@@ -7,6 +7,8 @@ every feature is an ``int64_list``; a scalar has one value, a history any number
 - :func:`serialize_example` / :func:`parse_example`: one dict <-> serialized tf.Example bytes.
 - :func:`write_tfrecords` (examples, path) -> count; :func:`read_tfrecords` (path, list of paths or glob) -> list of
   dicts. Files are uncompressed TFRecord.
+- :func:`write_split_tfrecords`, :func:`split_path`, :func:`read_split_arrays`: the ``mtin data build`` layout, one
+  file per split (``SPLIT_FILES``: train.tfrecord, validation.tfrecord, test.tfrecord).
 - :func:`to_model_arrays` (examples, max_history) -> {name: array}: scalars int64 [N]; histories int64 [N, L],
   oldest first, right-padded with ``features.PADDING_ID`` (0), keeping the most recent L of a longer history.
 
@@ -14,6 +16,7 @@ TensorFlow is imported lazily (only the functions that touch tf.Example or TFRec
 """
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import os
 from typing import Iterable, Sequence
@@ -114,17 +117,46 @@ def to_model_arrays(examples: Iterable[dict], max_history: int = F.DEFAULT_MAX_H
     return out
 
 
-TRAIN_FILE, TEST_FILE = "train.tfrecord", "test.tfrecord"
+TRAIN_FILE, VALIDATION_FILE, TEST_FILE = "train.tfrecord", "validation.tfrecord", "test.tfrecord"
+SPLIT_FILES = {"train": TRAIN_FILE, "validation": VALIDATION_FILE, "test": TEST_FILE}  # keys: history.SPLIT_NAMES
 
 
-def write_split_tfrecords(pairs: Iterable[tuple[bool, dict]], out_dir: str) -> dict[str, str]:
-    """Stream ``(is_test, example)`` pairs (e.g. from ``history.iter_examples``) into ``out_dir``/train.tfrecord and
-    test.tfrecord without holding them in memory; returns {"train": path, "test": path}."""
+def write_split_tfrecords(pairs: Iterable[tuple[str, dict]], out_dir: str) -> dict[str, str]:
+    """Stream ``(split name, example)`` pairs (e.g. from ``history.iter_examples``) into ``out_dir``/train.tfrecord,
+    validation.tfrecord and test.tfrecord without holding them in memory; returns {split name: path}."""
     import tensorflow as tf
 
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"train": os.path.join(out_dir, TRAIN_FILE), "test": os.path.join(out_dir, TEST_FILE)}
-    with tf.io.TFRecordWriter(paths["train"]) as train, tf.io.TFRecordWriter(paths["test"]) as test:
-        for is_test, ex in pairs:
-            (test if is_test else train).write(serialize_example(ex))
+    paths = {name: os.path.join(out_dir, file) for name, file in SPLIT_FILES.items()}
+    with contextlib.ExitStack() as stack:
+        writers = {name: stack.enter_context(tf.io.TFRecordWriter(path)) for name, path in paths.items()}
+        for name, ex in pairs:
+            writers[name].write(serialize_example(ex))
     return paths
+
+
+def split_path(examples_dir: str, split: str) -> str:
+    """Path of one split's file in a ``mtin data build`` output directory; FileNotFoundError (saying what to do) if
+    it is missing."""
+    if split not in SPLIT_FILES:
+        raise ValueError(f"split must be one of {tuple(SPLIT_FILES)}, got {split!r}")
+    path = os.path.join(examples_dir, SPLIT_FILES[split])
+    if os.path.exists(path):
+        return path
+    if split == "validation" and os.path.exists(os.path.join(examples_dir, TRAIN_FILE)):
+        raise FileNotFoundError(f"{examples_dir} has no {VALIDATION_FILE}: these examples were built before the "
+                                "validation split existed; re-run `mtin data build` to write train, validation and test")
+    raise FileNotFoundError(f"{path} does not exist (run `mtin data build` first)")
+
+
+def read_split_arrays(examples_dir: str, max_history: int, splits: Sequence[str] = tuple(SPLIT_FILES)
+                      ) -> dict[str, dict[str, np.ndarray]]:
+    """{split: :func:`to_model_arrays` of its examples} of a ``mtin data build`` directory; every split must exist and
+    be non-empty (FileNotFoundError / ValueError with the reason)."""
+    out = {}
+    for split in splits:
+        path = split_path(examples_dir, split)
+        out[split] = to_model_arrays(read_tfrecords(path), max_history)
+        if len(out[split][F.LABEL]) == 0:
+            raise ValueError(f"{path} holds no examples; every split of {tuple(splits)} must be non-empty")
+    return out

@@ -1,9 +1,12 @@
-"""HistoryGen: raw interactions (ExampleGen output) → MTIN training examples with train/eval splits (Beam).
+"""HistoryGen: raw interactions (ExampleGen output) → MTIN examples with train/validation/test splits (Beam).
 
 The component runs mtin_tf's one history-building implementation, the Beam PTransform
 :class:`mtin_tf.data.beam_history.BuildExamples` (group by user, sort by time, prior clicked / browsed-not-clicked
-histories of at most ``max_history`` items, split by time: per user the last ``test_fraction`` of interactions, or
-globally every interaction at or after ``time_cut`` when ``time_cut`` > 0).
+histories of at most ``max_history`` items, split by time: test is per user the last ``test_fraction`` of
+interactions, or globally every interaction at or after ``time_cut`` when ``time_cut`` > 0; validation is carved from
+the training period just before it: per user ``validation_fraction`` of the interactions, or globally the training
+interactions at or after ``validation_cut`` when ``validation_cut`` > 0). The Trainer fits on ``train`` and early-stops
+on ``validation``; the Evaluator blesses and reports on ``test``.
 
 Before building, it reads ExampleValidator's anomalies for the raw interactions and stops the run with a readable
 report when more than ``max_anomalous_features`` features are anomalous (:mod:`pipeline.validation`). Rows that still
@@ -12,7 +15,7 @@ counted (Beam counters, namespace ``mtin_pipeline``); their count is recorded on
 ``bad_rows``), and the run stops when their share exceeds ``max_bad_row_fraction``.
 
 Outputs
-- ``examples`` (Examples, splits ``train`` and ``eval``, gzipped TFRecord of tf.Example): the features of
+- ``examples`` (Examples, splits ``train``, ``validation`` and ``test``, gzipped TFRecord of tf.Example): the features of
   ``mtin_tf.features.EXAMPLE_FEATURES`` plus ``history_bucket`` (bytes; the clicked-history length bucket, for
   TFMA slices — not a model input, not in the schema, so Transform ignores it).
 - ``training_inputs`` (HyperParameters, one JSON file): run-time inputs of the Trainer's run_fn that TFX's Trainer has
@@ -29,10 +32,11 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from mtin_tf import features as F
+from mtin_tf.data.history import SPLIT_NAMES, TEST_FRACTION, VALIDATION_FRACTION
 
 SLICE_FEATURE = "history_bucket"
 HISTORY_BUCKETS = (0, 1, 5, 20, 50)  # lower bounds of the clicked-history length buckets
-TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
+TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = SPLIT_NAMES  # the artifact's split names (Split-<name>/)
 TRAINING_INPUTS_FILE = "training_inputs.json"
 COUNTER_NAMESPACE = "mtin_pipeline"
 REQUIRED = {F.USER_ID: 1, F.ITEM_ID: 1, F.TIMESTAMP: 0, F.CLICK: 0}  # minimum value of each raw field
@@ -112,20 +116,21 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
         training_inputs: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.HyperParameters],
         max_history: tfx.dsl.components.Parameter[int] = F.DEFAULT_MAX_HISTORY,
-        test_fraction: tfx.dsl.components.Parameter[float] = 0.2,
+        test_fraction: tfx.dsl.components.Parameter[float] = TEST_FRACTION,
         time_cut: tfx.dsl.components.Parameter[int] = 0,
+        validation_fraction: tfx.dsl.components.Parameter[float] = VALIDATION_FRACTION,
+        validation_cut: tfx.dsl.components.Parameter[int] = 0,
         min_history: tfx.dsl.components.Parameter[int] = 0,
         max_anomalous_features: tfx.dsl.components.Parameter[int] = 0,
         max_bad_row_fraction: tfx.dsl.components.Parameter[float] = 0.0,
         beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None):
     """Validate, then build MTIN examples from raw interactions with mtin_tf's Beam history building."""
-    from mtin_tf.data.beam_history import BuildExamples, TEST, TRAIN
+    from mtin_tf.data.beam_history import BuildExamples
     from pipeline.validation import DataValidationError, check_anomalies, load_anomalies
 
     check_anomalies(load_anomalies(anomalies.uri), max_anomalous_features, what="interactions")
     split = "time" if time_cut > 0 else "fraction"
-    with_splits = {TRAIN: TRAIN_SPLIT, TEST: EVAL_SPLIT}
-    examples.split_names = artifact_utils.encode_split_names([TRAIN_SPLIT, EVAL_SPLIT])
+    examples.split_names = artifact_utils.encode_split_names(list(SPLIT_NAMES))
     p = beam_pipeline
     records = [p | f"Read[{i}]" >> beam.io.ReadFromTFRecord(pattern)
                for i, pattern in enumerate(_split_patterns(interactions))]
@@ -133,10 +138,11 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
               | "Parse" >> beam.ParDo(_ParseFn()).with_outputs(_ParseFn.BAD, main="rows"))
     built = parsed.rows | "BuildExamples" >> BuildExamples(
         max_history=max_history, test_fraction=test_fraction, time_cut=time_cut if time_cut > 0 else None,
+        validation_fraction=validation_fraction, validation_cut=validation_cut if validation_cut > 0 else None,
         min_history=min_history, split=split)
-    for tag, split_name in with_splits.items():
+    for split_name in SPLIT_NAMES:
         out_dir = artifact_utils.get_split_uri([examples], split_name)
-        _ = (getattr(built, tag) | f"Serialize[{split_name}]" >> beam.Map(_serialize)
+        _ = (getattr(built, split_name) | f"Serialize[{split_name}]" >> beam.Map(_serialize)
              | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "data_tfrecord"),
                                                                   file_name_suffix=".gz"))
     result = p.run()

@@ -1,0 +1,71 @@
+"""Popularity floors: the scores a model must beat before its numbers mean anything.
+
+Both floors are fitted on the **training rows only** (the train split's labels; never validation or test) and scored
+on any split with the same metrics as the models (:func:`mtin_tf.metrics.summary`):
+
+- ``item_rate``: the candidate item's click rate.
+- ``user_item_rate``: logit(the user's click rate) + logit(the item's click rate).
+
+Every rate is smoothed towards the global training click rate g with :data:`PSEUDO_ROWS` pseudo-rows,
+rate = (clicks + PSEUDO_ROWS · g) / (rows + PSEUDO_ROWS); a user or item without training rows gets g.
+Plain NumPy, vectorised (one ``unique`` + ``bincount`` per table, one ``searchsorted`` per lookup).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from mtin_tf import features as F
+
+PSEUDO_ROWS = 10
+ITEM_RATE, USER_ITEM_RATE = "item_rate", "user_item_rate"
+FLOORS = (ITEM_RATE, USER_ITEM_RATE)
+LABELS = {ITEM_RATE: "Floor: item click rate", USER_ITEM_RATE: "Floor: logit user rate + logit item rate"}
+
+
+def smoothed_rates(train_keys, train_labels, keys, prior: float, pseudo_rows: float = PSEUDO_ROWS) -> np.ndarray:
+    """Smoothed click rate float64 [M] of each of ``keys`` [M], from training rows ``train_keys`` [N] with 0/1
+    ``train_labels`` [N]: (clicks + pseudo_rows · prior) / (rows + pseudo_rows); ``prior`` for a key never seen."""
+    train_keys, keys = np.asarray(train_keys).reshape(-1), np.asarray(keys).reshape(-1)
+    labels = np.asarray(train_labels, np.float64).reshape(-1)
+    if train_keys.shape != labels.shape:
+        raise ValueError(f"train_keys and train_labels differ in length: {train_keys.shape} vs {labels.shape}")
+    uniq, inverse = np.unique(train_keys, return_inverse=True)
+    if uniq.size == 0:
+        return np.full(keys.shape, float(prior))
+    rates = (np.bincount(inverse, weights=labels, minlength=uniq.size) + pseudo_rows * prior) / \
+        (np.bincount(inverse, minlength=uniq.size) + pseudo_rows)
+    pos = np.minimum(np.searchsorted(uniq, keys), uniq.size - 1)
+    return np.where(uniq[pos] == keys, rates[pos], float(prior))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+def floor_scores(train: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{floor name: scores float64 [M]} for the rows of ``arrays`` (user_id, item_id [M]), fitted on ``train``
+    (user_id, item_id, label [N]: model arrays of the train split). ValueError if the training labels are one class
+    (the logit floor is undefined)."""
+    labels = np.asarray(train[F.LABEL], np.float64)
+    prior = float(labels.mean()) if labels.size else float("nan")
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"popularity floors need clicks and non-clicks among the training rows, got click rate "
+                         f"{prior} over {labels.size} rows")
+    item = smoothed_rates(train[F.ITEM_ID], labels, arrays[F.ITEM_ID], prior)
+    user = smoothed_rates(train[F.USER_ID], labels, arrays[F.USER_ID], prior)
+    return {ITEM_RATE: item, USER_ITEM_RATE: _logit(user) + _logit(item)}
+
+
+def floor_metrics(train: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray], ks=(10, 50)) -> dict[str, dict]:
+    """{floor name: :func:`mtin_tf.metrics.summary` on ``arrays``' labels} of the floors fitted on ``train``."""
+    from mtin_tf import metrics
+
+    return {name: metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], scores, ks=ks)
+            for name, scores in floor_scores(train, arrays).items()}
+
+
+def best_floor_auc(floors: Mapping[str, Mapping[str, float]]) -> float:
+    """The highest AUC among the floors' metrics (a model below it is marked "below floor" in reports)."""
+    return max(m["auc"] for m in floors.values())
