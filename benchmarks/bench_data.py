@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         results["tfrecord_mb"] = round(sum(os.path.getsize(p) for p in paths.values()) / 2 ** 20)
         if args.in_memory:
             def in_memory():
-                train, test, _ = H.build_examples(df, max_history=args.max_history)
+                train, _, _, _ = H.build_examples(df, max_history=args.max_history)
                 return E.to_model_arrays(train, args.max_history)
             stage("in_memory_build_arrays", in_memory)
     results["total_s"] = round(time.perf_counter() - start, 1)
