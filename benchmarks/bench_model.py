@@ -1,7 +1,12 @@
-"""Train-step time of MTIN on CPU: vs a DIN-style model, sequential vs parallel routing, and growth with L and s.
+"""Train-step cost of MTIN against a DIN-style model, measured in one process, and against the machine's matmul speed.
 
 Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_model.py [--steps 5] [--batch 256] [--quick]
-Prints a Markdown table (median seconds per train step over --steps steps after 2 warm-up steps).
+
+Prints Markdown tables: the median seconds per train step over --steps steps after 2 warm-up steps, the ratio to the
+DIN step measured in the same process, examples per second, the useful work of the step (the multiply-adds exact MTIN
+has to do, counted from the sizes below) over the machine's measured float32 matmul speed (a 2048² matmul probe run
+first, same process), routing alone, XLA on and off, and the growth with L and s. Synthetic data at the paper's size:
+d=128, p=8, s=6, L=50, histories of uniform length in [L/2, L].
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (TF_USE_LEGACY_KERAS must be set before TensorFlow is imported)
 import tensorflow as tf  # noqa: E402
 
 from mtin_tf import features as F  # noqa: E402
@@ -22,6 +27,7 @@ from mtin_tf.layers import route_interest_groups  # noqa: E402
 from mtin_tf.model import build_mtin  # noqa: E402
 
 NUM_ITEMS, FEATURE_DIM, NUM_USERS = 20_000, 64, 2_000
+PAPER = dict(embedding_dim=128, num_masks=8, num_groups=6, max_history=50)
 
 
 def batch(rng, size, length):
@@ -35,67 +41,99 @@ def batch(rng, size, length):
     return {k: v.astype(np.int64) for k, v in x.items()}, {F.OUTPUT_LOGIT: rng.integers(0, 2, size).astype(np.float32)}
 
 
+def median_time(fn, steps, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def step_time(builder, config, batch_size, steps, seed=0):
     rng = np.random.default_rng(seed)
     item_feats = rng.normal(size=(NUM_ITEMS, FEATURE_DIM)).astype(np.float32)
     model = builder(config, np.arange(1, NUM_ITEMS + 1), item_feats, np.arange(1, NUM_USERS + 1))
     x, y = batch(rng, batch_size, config.max_history)
-    for _ in range(2):
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_time(lambda: model.train_on_batch(x, y), steps)
 
 
-def routing_time(parallel, batch_size, length, groups, steps):
+def routing_time(batch_size, length, groups, steps, *, parallel=False, jit_compile=True):
     rng = np.random.default_rng(0)
     scores = tf.constant(rng.uniform(size=(batch_size, length, groups)).astype(np.float32))
-    mask = tf.constant(np.ones((batch_size, length), bool))
-    fn = tf.function(lambda s, m: route_interest_groups(s, m, iterations=3, epsilon=0.1, base=2.0, parallel=parallel))
-    fn(scores, mask)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn(scores, mask).numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    mask = tf.constant(np.arange(length)[None, :] < rng.integers(length // 2, length + 1, batch_size)[:, None])
+    fn = tf.function(lambda s, m: route_interest_groups(s, m, iterations=3, epsilon=0.1, base=2.0, parallel=parallel,
+                                                        jit_compile=jit_compile))
+    return median_time(lambda: fn(scores, mask).numpy(), steps)
+
+
+def matmul_flops(n=2048, steps=5):
+    """float32 FLOP/s of an n×n matmul on this machine (all cores TensorFlow uses)."""
+    a = tf.random.normal([n, n])
+    fn = tf.function(lambda a: tf.matmul(a, a))
+    return 2 * n ** 3 / median_time(lambda: fn(a).numpy(), steps)
+
+
+def mtin_macs_per_example(d=128, p=8, s=6, length=50, fill=0.75):
+    """Multiply-adds of one exact MTIN training example (both branches, forward + backward), dominant terms only.
+
+    Per branch, with n = fill·L real items: the forward-only co-attention over every (item, group) pair (eq. 2–4:
+    W_s, W_p^l's two halves, 3·n·s·d²); eq. 2–4 again for each item's own group with gradient (3·n·d², ×3 for the
+    backward pass); eq. 5 on each item's own group (W_g^k x_j: n·p·d², ×3); Q_ij = x_iᵀ(W x_j) over the history
+    (L·L·p·d, ×3). Embedding projections and MLP heads are a few per cent and left out.
+    """
+    n = fill * length
+    coattention = 3 * n * s * d * d + 3 * 3 * n * d * d
+    temporal = 3 * (n * p * d * d + length * length * p * d)
+    return 2 * (coattention + temporal)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--quick", action="store_true", help="only the MTIN vs DIN comparison")
+    parser.add_argument("--quick", action="store_true", help="only the MTIN vs DIN comparison and routing")
     args = parser.parse_args()
-    base = dict(embedding_dim=128, num_masks=8, num_groups=6, max_history=50)
-    rows = []
+    b = args.batch
 
-    def row(name, seconds, ref=None):
-        ratio = f"{seconds / ref:.1f}×" if ref else ""
-        rows.append(f"| {name} | {seconds * 1000:.0f} | {ratio} |")
-        print(rows[-1], flush=True)
+    peak = matmul_flops()
+    print(f"machine: {os.cpu_count()} cores, float32 2048² matmul {peak / 1e9:.0f} GFLOP/s\n")
+    print(f"| train step, batch {b}, CPU | ms | vs DIN | examples/s | useful GFLOP/s (% of matmul) |")
+    print("|---|---:|---:|---:|---:|")
+    din = step_time(build_din, MTINConfig(**PAPER), b, args.steps)
 
-    print(f"| train step, batch {args.batch}, CPU ({os.cpu_count()} cores) | ms | vs DIN |\n|---|---:|---:|")
-    din = step_time(build_din, MTINConfig(**base), args.batch, args.steps)
+    def row(name, seconds, macs=None):
+        useful = f"{2 * macs * b / seconds / 1e9:.0f} ({200 * macs * b / seconds / peak:.0f} %)" if macs else ""
+        print(f"| {name} | {seconds * 1000:.0f} | {seconds / din:.1f}× | {b / seconds:.0f} | {useful} |", flush=True)
+
     row("DIN-style target attention, d=128, L=50", din)
-    row("MTIN, d=128, p=8, s=6, L=50, sequential routing", step_time(build_mtin, MTINConfig(**base), args.batch,
-                                                                     args.steps), din)
-    row("MTIN, same, parallel routing (approximation)",
-        step_time(build_mtin, MTINConfig(**base, parallel_routing=True), args.batch, args.steps), din)
-    if args.quick:
-        return
-    for parallel in (False, True):
-        row(f"routing alone (Algorithm 1, 3 iterations), B={args.batch}, L=50, s=6, "
-            f"{'parallel' if parallel else 'sequential'}", routing_time(parallel, args.batch, 50, 6, args.steps))
-    for length in (25, 100, 200):
-        row(f"MTIN, L={length} (s=6)", step_time(build_mtin, MTINConfig(**{**base, "max_history": length}),
-                                                 args.batch, max(2, args.steps // 2)), din)
-    for groups in (2, 4, 8):
-        row(f"MTIN, s={groups} (L=50)", step_time(build_mtin, MTINConfig(**{**base, "num_groups": groups}),
-                                                  args.batch, max(2, args.steps // 2)), din)
+    row("MTIN, d=128, p=8, s=6, L=50 (exact, Algorithm 1 sequential)",
+        step_time(build_mtin, MTINConfig(**PAPER), b, args.steps), mtin_macs_per_example())
+    if not args.quick:
+        row("MTIN, same, routing without XLA", step_time(build_mtin, MTINConfig(**PAPER, jit_routing=False), b,
+                                                         args.steps), mtin_macs_per_example())
+        row("MTIN, same, parallel routing (approximation)",
+            step_time(build_mtin, MTINConfig(**PAPER, parallel_routing=True), b, args.steps))
+        row("DIN, whole step under XLA", step_time(build_din, MTINConfig(**PAPER, jit_compile=True), b, args.steps))
+        row("MTIN, whole step under XLA", step_time(build_mtin, MTINConfig(**PAPER, jit_compile=True), b,
+                                                    max(2, args.steps // 2)))
+        for length in (25, 100, 200):
+            row(f"MTIN, L={length} (s=6)", step_time(build_mtin, MTINConfig(**{**PAPER, "max_history": length}),
+                                                      b, max(2, args.steps // 2)),
+                mtin_macs_per_example(length=length))
+        for groups in (2, 4, 8):
+            row(f"MTIN, s={groups} (L=50)", step_time(build_mtin, MTINConfig(**{**PAPER, "num_groups": groups}),
+                                                       b, max(2, args.steps // 2)),
+                mtin_macs_per_example(s=groups))
+
+    print(f"\n| routing alone (Algorithm 1, 3 iterations), L=50, s=6 | ms |\n|---|---:|")
+    for size in (32, b):
+        for parallel, jit in ((False, True), (False, False), (True, True)):
+            name = f"B={size}, {'parallel (approximation)' if parallel else 'sequential'}, {'XLA' if jit else 'no XLA'}"
+            print(f"| {name} | {routing_time(size, 50, 6, args.steps, parallel=parallel, jit_compile=jit) * 1000:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ class MTINConfig:
     learnable_branch_weights: bool = True
     activation: str = "relu"
     mixed_precision: bool = False  # mixed_float16 compute on GPUs
+    # Compile the whole train step with XLA (model.compile(jit_compile=...)). Off by default: measured slower on CPU
+    # for MTIN and DIN alike (docs/MODEL.md, "Cost"); worth trying on a GPU.
+    jit_compile: bool = False
 
     def __post_init__(self):
         if self.aggregation not in AGGREGATIONS:

@@ -10,12 +10,16 @@ import shutil
 import time
 
 
-def export_saved_model(model, base_dir: str, version: int | None = None) -> str:
+def export_saved_model(model, base_dir: str, version: int | None = None, *, jit_routing: bool = False) -> str:
     """Save ``model`` (tf_keras) to ``base_dir/<version>`` (default: unix seconds, bumped past existing versions)
     with the serving signatures of mtin_tf.signatures (tf.Example ``serving_default`` and raw-tensor
-    ``predict_raw``). The directory also reloads as the Keras model (tf_keras.models.load_model)."""
+    ``predict_raw``). The directory also reloads as the Keras model (tf_keras.models.load_model).
+
+    What is saved is ``serving_model(model, jit_routing)``: the item table pre-projected, routing without XLA unless
+    ``jit_routing`` (TF Serving's CPU build runs XLA-compiled functions only with --xla_cpu_compilation_enabled)."""
     from mtin_tf.signatures import serving_signatures
 
+    model = serving_model(model, jit_routing=jit_routing)
     os.makedirs(base_dir, exist_ok=True)
     existing = [int(d) for d in os.listdir(base_dir) if d.isdigit()]
     version = version if version is not None else max([int(time.time())] + [v + 1 for v in existing])
@@ -29,6 +33,52 @@ def export_saved_model(model, base_dir: str, version: int | None = None) -> str:
                signatures=serving_signatures(model, max_history))
     os.replace(staging, final)
     return final
+
+
+def serving_model(model, *, jit_routing: bool = False):
+    """The same model for serving: equal outputs, with every ItemEmbedding's frozen feature table [N, F] and W_e
+    replaced by the pre-projected table [N, d] of x_j = W_e f_j + b_e (+ e_j) (mtin_tf.layers.ItemEmbedding), and
+    MTIN's routing run with or without XLA as ``jit_routing`` says. Every other weight is copied as it is; the
+    compile arguments (loss, metrics) are kept so that TFMA's Keras reload finds them."""
+    import tf_keras
+
+    from mtin_tf.layers import InterestBranch, ItemEmbedding
+
+    config = model.get_config()
+    for layer in config["layers"]:
+        name = layer.get("registered_name")
+        if name == tf_keras.saving.get_registered_name(ItemEmbedding):
+            layer["config"].update(projected=True, feature_dim=layer["config"]["embedding_dim"])
+        elif name == tf_keras.saving.get_registered_name(InterestBranch):
+            layer["config"]["jit_routing"] = bool(jit_routing)
+    served = model.__class__.from_config(config)
+    for new in served.layers:
+        old = model.get_layer(new.name)
+        if isinstance(old, ItemEmbedding):
+            table, unknown = old.projected_table()
+            new.keys.assign(old.keys)
+            new.table_rows.assign(old.table_rows)
+            new.table.assign(table)
+            new.unknown.assign(unknown)
+        else:
+            new.set_weights(old.get_weights())
+    if getattr(model, "compiled_loss", None) is not None:
+        args = model._get_compile_args()  # the arguments Keras itself uses to clone a compiled model
+        served.compile(loss=args["loss"], metrics=_fresh(args["metrics"]))  # never trained: no optimizer state
+    return served
+
+
+def _fresh(metrics):
+    """New metric objects with the same configuration (a metric's state must not be shared by two models)."""
+    import tensorflow as tf
+    import tf_keras
+
+    def clone(m):
+        if isinstance(m, tf_keras.metrics.Metric):
+            return tf_keras.metrics.deserialize(tf_keras.metrics.serialize(m))
+        return m
+
+    return tf.nest.map_structure(clone, metrics)
 
 
 def _max_history(model) -> int:

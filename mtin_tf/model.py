@@ -43,6 +43,19 @@ def model_inputs(max_history: int) -> dict:
             for spec in F.MODEL_INPUTS}
 
 
+def regularizer(config: MTINConfig):
+    """λ‖·‖² of eq. 12 for dense kernels and tables (None when λ = 0)."""
+    return tf_keras.regularizers.L2(config.l2) if config.l2 else None
+
+
+def item_embedding(config: MTINConfig, item_ids, item_features) -> ItemEmbedding:
+    """The ItemEmbedding layer every model shares: the caller's frozen table (not copied), W_e (+ id embedding)."""
+    item_features = np.asarray(item_features, np.float32)
+    return ItemEmbedding(len(item_ids), item_features.shape[1], config.embedding_dim,
+                         use_id_embedding=config.use_id_embedding, item_ids=item_ids, item_features=item_features,
+                         kernel_regularizer=regularizer(config), name=ITEM_EMBEDDING)
+
+
 def _branch(config: MTINConfig, name: str, regularizer) -> InterestBranch:
     return InterestBranch(
         num_groups=config.num_groups, num_masks=config.num_masks, use_routing=config.use_routing,
@@ -69,14 +82,10 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     time order, padded with 0. Outputs (dict): logit [B], click_probability [B], group_weights [B, s, s] (w_{p,g} of
     the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group).
     """
-    item_features = np.asarray(item_features, np.float32)
     user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)
-    reg = tf_keras.regularizers.L2(config.l2) if config.l2 else None
+    reg = regularizer(config)
     inputs = model_inputs(config.max_history)
-
-    embed = ItemEmbedding(len(item_ids), item_features.shape[1], config.embedding_dim,
-                          use_id_embedding=config.use_id_embedding, item_ids=item_ids, item_features=item_features,
-                          kernel_regularizer=reg, name=ITEM_EMBEDDING)
+    embed = item_embedding(config, item_ids, item_features)
     candidate, _ = embed(inputs[F.ITEM_ID])
     scores, outputs = [], {}
     for (ids_key, times_key), memory_name, branch_name in zip(
@@ -104,5 +113,6 @@ def compile_model(model, config: MTINConfig):
                                         "config": {"learning_rate": config.learning_rate}})
     model.compile(optimizer=optimizer,
                   loss={F.OUTPUT_LOGIT: tf_keras.losses.BinaryCrossentropy(from_logits=True)},
-                  metrics={F.OUTPUT_LOGIT: [tf_keras.metrics.AUC(from_logits=True, name="auc")]})
+                  metrics={F.OUTPUT_LOGIT: [tf_keras.metrics.AUC(from_logits=True, name="auc")]},
+                  jit_compile=config.jit_compile)
     return model

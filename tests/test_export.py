@@ -2,12 +2,14 @@
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import serialize_example
 from mtin_tf.export import export_saved_model, latest_version
+from mtin_tf.baselines import build_din
 from mtin_tf.model import build_mtin
 from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
 from test_model import L, raw_batch, small_config
@@ -62,3 +64,23 @@ def test_export_writes_numeric_versions_with_both_signatures(tmp_path):
     # The same directory reloads as the Keras model with its layers (what TFMA needs).
     keras_model = tf_keras.models.load_model(second)
     np.testing.assert_allclose(keras_model(x)[F.OUTPUT_LOGIT].numpy(), want[F.OUTPUT_LOGIT].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("builder,overrides", [(build_mtin, {"use_id_embedding": True}), (build_din, {})])
+def test_export_carries_the_pre_projected_item_table_with_equal_scores(tmp_path, builder, overrides):
+    table = _table()
+    model = builder(small_config(**overrides), *table)
+    embed = model.get_layer("item_embedding")
+    if overrides.get("use_id_embedding"):  # trained-looking id embeddings, so that a row mix-up would show
+        embed.id_embedding.assign(np.random.default_rng(3).normal(size=embed.id_embedding.shape))
+    x = raw_batch(np.random.default_rng(1), table)
+    x[F.ITEM_ID][:3] = [999_999, 0, x[F.ITEM_ID][3]]  # an unknown candidate and a padding id score as before too
+    want = model(x)[F.OUTPUT_LOGIT].numpy()
+    path = export_saved_model(model, str(tmp_path / "m"), version=1)
+    served = tf_keras.models.load_model(path)
+    layer = served.get_layer("item_embedding")
+    assert layer.projected and tuple(layer.table.shape) == (40, small_config().embedding_dim)
+    assert not any("feature_table" in v.name or "feature_projection" in v.name for v in served.variables)
+    np.testing.assert_allclose(served(x)[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)
+    raw = tf.saved_model.load(path).signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
+    np.testing.assert_allclose(raw[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)

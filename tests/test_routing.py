@@ -108,18 +108,25 @@ def test_grouped_matmul_multiplies_each_row_by_its_own_group(jit_compile):
     np.testing.assert_array_equal(skipped.numpy(), np.zeros([3, 7]))  # no row in any group
 
 
-def test_grouped_matmul_gradients_equal_the_dense_product():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_grouped_matmul_gradients_equal_the_dense_product(jit_compile):
     rng = np.random.default_rng(1)
     x, w = tf.constant(rng.normal(size=(50, 5))), tf.constant(rng.normal(size=(3, 5, 7)))
     g = tf.constant(rng.integers(-1, 3, size=50), tf.int32)
     upstream = tf.constant(rng.normal(size=(50, 7)))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([x, w])
-        grouped = tf.reduce_sum(grouped_matmul(x, g, w, block=8) * upstream)
-        every = tf.einsum("nk,skm->nsm", x, w) * tf.one_hot(g, 3, dtype=x.dtype)[..., None]  # all groups, keep own
-        dense = tf.reduce_sum(tf.reduce_sum(every, 1) * upstream)
-    for a, b in zip(tape.gradient(grouped, [x, w]), tape.gradient(dense, [x, w])):
-        np.testing.assert_allclose(tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy(), atol=1e-10)
+
+    def gradients(product):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            loss = tf.reduce_sum(product(x, w) * upstream)
+        return [tf.convert_to_tensor(t) for t in tape.gradient(loss, [x, w])]
+
+    def dense(x, w):  # every group's product, keep the own group's
+        return tf.reduce_sum(tf.einsum("nk,skm->nsm", x, w) * tf.one_hot(g, 3, dtype=x.dtype)[..., None], 1)
+
+    grouped = tf.function(lambda: gradients(lambda x, w: grouped_matmul(x, g, w, block=8)), jit_compile=jit_compile)
+    for a, b in zip(grouped(), gradients(dense)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-10)
 
 
 def _routing_layer_case(seed=0, batch=4, length=8, groups=3, d=6):

@@ -39,7 +39,8 @@ def compile_bpr(model, config: MTINConfig):
     optimizer = tf_keras.optimizers.get({"class_name": config.optimizer,
                                         "config": {"learning_rate": config.learning_rate}})
     model.compile(optimizer=optimizer, loss={F.OUTPUT_LOGIT: PairwiseLogisticLoss(reduction="none")},
-                  metrics={F.OUTPUT_LOGIT: [tf_keras.metrics.AUC(from_logits=True, name="auc")]})
+                  metrics={F.OUTPUT_LOGIT: [tf_keras.metrics.AUC(from_logits=True, name="auc")]},
+                  jit_compile=config.jit_compile)
     return model
 
 

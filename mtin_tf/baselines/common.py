@@ -12,10 +12,9 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
-from mtin_tf.layers.tables import ItemEmbedding, UserMemory
-from mtin_tf.model import compile_model, model_inputs
+from mtin_tf.layers.tables import UserMemory
+from mtin_tf.model import compile_model, item_embedding, model_inputs
 
-ITEM_EMBEDDING = "item_embedding"
 USER_EMBEDDING = "user_embedding"
 
 
@@ -44,12 +43,7 @@ class MaskedPooling(tf_keras.layers.Layer):
 
 def inputs_and_items(config: MTINConfig, item_ids, item_features):
     """(model inputs dict, ItemEmbedding layer) for ``config``: the frozen feature table (+ optional id embedding)."""
-    item_features = np.asarray(item_features, np.float32)
-    reg = tf_keras.regularizers.L2(config.l2) if config.l2 else None
-    embed = ItemEmbedding(len(item_ids), item_features.shape[1], config.embedding_dim, item_ids=item_ids,
-                          item_features=item_features, use_id_embedding=config.use_id_embedding,
-                          kernel_regularizer=reg, name=ITEM_EMBEDDING)
-    return model_inputs(config.max_history), embed
+    return model_inputs(config.max_history), item_embedding(config, item_ids, item_features)
 
 
 def user_vector(config: MTINConfig, user_ids, user_input):

@@ -40,65 +40,111 @@ def lookup_rows(keys, ids):
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
 class ItemEmbedding(tf_keras.layers.Layer):
-    """x_j = W_e f_j + b_e (+ e_j): item embeddings from a frozen feature table owned by the model.
+    """x_j = W_e f_j + b_e (+ e_j): item embeddings from a frozen item table owned by the model.
 
     f_j is the item's feature vector (visual features or metadata), looked up by raw item id; W_e projects it to d.
     Items never seen in training are scored from their features alone, provided they are in the table. An optional
     trainable id embedding e_j adds memorisation for items seen in training (its row 0 serves unknown items).
 
-    Construction takes the table (``item_ids`` int [N], ``item_features`` float [N, F]) as initial values; they are
-    saved as weights, not in the config. Call: ids int64 [...] → (x float [..., d], known bool [...]), where known is
-    False for padding and for ids absent from the table (whose feature row is all zeros).
+    Two forms with the same output:
+      ``projected=False`` (training): the frozen feature table [N, F] and the trainable W_e, b_e (and e).
+      ``projected=True`` (serving): the frozen table [N, d] of x_j itself, W_e f_j + b_e (+ e_j) computed once by
+        ``projected_table``, and x for unknown ids; a 1.7 M × 512 feature table becomes 1.7 M × d.
+
+    Construction takes the table (``item_ids`` int [N], ``item_features`` float [N, F], or [N, d] when projected) as
+    initial values; they are saved as weights, not in the config. The table keeps the caller's row order (no sorted
+    copy): raw ids are found by binary search over their sorted copy ``item_keys`` and ``item_rows`` points from
+    there into the table. Call: ids int64 [...] → (x float [..., d], known bool [...]), where known is False for
+    padding and for ids absent from the table (whose x is W_e·0 + b_e (+ e_0)).
     """
 
     def __init__(self, num_items, feature_dim, embedding_dim, use_id_embedding=False, item_ids=None,
-                 item_features=None, kernel_regularizer=None, **kwargs):
+                 item_features=None, kernel_regularizer=None, projected=False, **kwargs):
         super().__init__(**kwargs)
         self.num_items, self.feature_dim = int(num_items), int(feature_dim)
         self.embedding_dim = int(embedding_dim)
         self.use_id_embedding = bool(use_id_embedding)
+        self.projected = bool(projected)
+        if self.projected and self.feature_dim != self.embedding_dim:
+            raise ValueError(f"a projected table has embedding_dim columns; got feature_dim={feature_dim}")
         self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-        self._init_keys = self._init_table = None
+        self._init_keys = self._init_rows = self._init_table = None
         if item_ids is not None:
             keys, order = sorted_unique_keys(item_ids, "item")
-            feats = np.asarray(item_features, np.float32)[order]
-            if feats.shape != (self.num_items, self.feature_dim):
-                raise ValueError(f"item_features must be [{self.num_items}, {self.feature_dim}], got {feats.shape}")
-            if not np.isfinite(feats).all():
+            table = np.asarray(item_features, np.float32)  # no copy when the caller's array is float32 already
+            if table.shape != (self.num_items, self.feature_dim):
+                raise ValueError(f"item_features must be [{self.num_items}, {self.feature_dim}], got {table.shape}")
+            if not all(np.isfinite(table[i:i + 65536]).all() for i in range(0, len(table), 65536)):
                 raise ValueError("item_features contain NaN or infinite values")
-            self._init_keys = keys
-            self._init_table = np.concatenate([np.zeros((1, self.feature_dim), np.float32), feats])
+            self._init_keys, self._init_rows, self._init_table = keys, order.astype(np.int32), table
 
     def build(self, input_shape):
-        def const(value, fallback):
-            return tf_keras.initializers.Constant(value) if value is not None else fallback
+        def init(name, value, shape, dtype=tf.float32, trainable=False, fallback="zeros"):
+            initializer = (lambda *_, **__: value) if value is not None else fallback
+            return self.add_weight(name, shape=shape, dtype=dtype, trainable=trainable, initializer=initializer)
 
-        self.keys = self.add_weight("item_keys", shape=[self.num_items], dtype=tf.int64, trainable=False,
-                                    initializer=const(self._init_keys, "zeros"))
-        self.table = self.add_weight("item_feature_table", shape=[self.num_items + 1, self.feature_dim],
-                                     trainable=False, initializer=const(self._init_table, "zeros"))
-        self.projection = tf_keras.layers.Dense(self.embedding_dim, name="feature_projection",
-                                                kernel_regularizer=self.kernel_regularizer)
-        if self.use_id_embedding:
-            self.id_embedding = self.add_weight("id_embedding", shape=[self.num_items + 1, self.embedding_dim],
-                                                initializer=tf_keras.initializers.RandomNormal(stddev=0.01))
-        self._init_keys = self._init_table = None  # the weights hold them now
+        n, d = self.num_items, self.embedding_dim
+        self.keys = init("item_keys", self._init_keys, [n], tf.int64)
+        self.table_rows = init("item_rows", self._init_rows, [n], tf.int32)
+        # The table is copied in by chunks (peak memory: the caller's array + the variable), except under a
+        # distribution strategy, whose replicated variables take their initial value whole.
+        chunked = self._init_table is not None and not tf.distribute.has_strategy()
+        table = None if chunked else self._init_table
+        if self.projected:
+            self.table = init("item_table", table, [n, d])
+            self.unknown = init("unknown_item", None, [d])
+        else:
+            self.table = init("item_feature_table", table, [n, self.feature_dim])
+        if chunked:  # scatter_update writes in place (a slice assign would copy the whole variable first)
+            for start in range(0, n, 8192):
+                chunk = self._init_table[start:start + 8192]
+                self.table.scatter_update(tf.IndexedSlices(tf.constant(chunk), tf.range(start, start + len(chunk))))
+            self.projection = tf_keras.layers.Dense(d, name="feature_projection",
+                                                    kernel_regularizer=self.kernel_regularizer)
+            if self.use_id_embedding:
+                self.id_embedding = init("id_embedding", None, [n + 1, d], trainable=True,
+                                         fallback=tf_keras.initializers.RandomNormal(stddev=0.01))
+        self._init_keys = self._init_rows = self._init_table = None  # the weights hold them now
         super().build(input_shape)
 
     def rows(self, ids):
+        """Index of each id in the sorted keys + 1, 0 for padding and unknown ids: int32 of ids' shape."""
         return lookup_rows(self.keys, ids)
 
     def call(self, ids):
         rows = self.rows(ids)
-        x = self.projection(tf.gather(self.table, rows))
+        known = rows > 0
+        feature_rows = tf.gather(self.table_rows, tf.maximum(rows - 1, 0))
+        values = tf.gather(self.table, feature_rows) * tf.cast(known, self.table.dtype)[..., None]
+        if self.projected:
+            return tf.where(known[..., None], values, self.unknown), known
+        x = self.projection(values)
         if self.use_id_embedding:
             x = x + tf.gather(self.id_embedding, rows)
-        return x, rows > 0
+        return x, known
+
+    def projected_table(self, chunk: int = 65536):
+        """(x of every item in table order [N, d], x of an unknown id [d]) as NumPy, computed chunk by chunk."""
+        if self.projected:
+            return self.table.numpy(), self.unknown.numpy()
+        out = np.empty([self.num_items, self.embedding_dim], np.float32)
+        # Id-embedding rows are in sorted-key order; the table is in the caller's order: row_to_key inverts item_rows.
+        row_to_key = np.empty([self.num_items], np.int64)
+        row_to_key[self.table_rows.numpy()] = np.arange(self.num_items)
+        for start in range(0, self.num_items, chunk):
+            x = self.projection(self.table[start:start + chunk])
+            if self.use_id_embedding:
+                x = x + tf.gather(self.id_embedding, row_to_key[start:start + chunk] + 1)
+            out[start:start + chunk] = x.numpy()
+        unknown = self.projection(tf.zeros([1, self.feature_dim]))[0]
+        if self.use_id_embedding:
+            unknown = unknown + self.id_embedding[0]
+        return out, unknown.numpy()
 
     def get_config(self):
         config = super().get_config()
         config.update(num_items=self.num_items, feature_dim=self.feature_dim, embedding_dim=self.embedding_dim,
-                      use_id_embedding=self.use_id_embedding,
+                      use_id_embedding=self.use_id_embedding, projected=self.projected,
                       kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
         return config
 
