@@ -69,8 +69,8 @@ def test_kuaishou_ordinal_time_rebuilds_alpine_histories(tmp_path):
     df, items = read_kuaishou(pkl, npy, report)
     assert len(items) == 4 and items.dim == 64
     np.testing.assert_array_equal(items.features, visual[:4])
-    assert report.bad[R.MISSING_FIELD]["count"] == 1  # the "garbage" record, located by its index
-    assert report.bad[R.MISSING_FIELD]["examples"][0] == f"{pkl}:test:2"
+    assert report.bad[R.MALFORMED_ROW]["count"] == 1  # the "garbage" record, located by its index
+    assert report.bad[R.MALFORMED_ROW]["examples"][0].startswith(f"{pkl}:test:2: 'garbage' is not ((user, item")
     assert R.HISTORY_MISMATCH not in report.bad
     assert df[C.IS_TEST].tolist() == [0, 0, 1, 0, 0, 1]
     from mtin_tf.data.history import build_examples

@@ -1,0 +1,116 @@
+"""Delimited text (CSV, TSV) read so that no row can stop or shift the file: every field kept as text, rows counted.
+
+:func:`iter_blocks` reads the header line, then blocks of physical lines. A row with **more** fields than the header is
+skipped and counted as ``malformed_row`` at ``file:line`` (``--strict`` stops there, after the rows before it were
+checked); a row with fewer fields is padded with empty fields (the caller counts them as ``missing_field``); blank lines
+are not rows. Line numbers are physical (the header is line 1) whatever the other lines hold, and text that is not
+valid in the file's encoding is kept with U+FFFD in place of the bad bytes, so the field it is in fails its own check.
+
+Fast path: pandas' C parser on the block, once the lines with too many fields are removed (fields counted per line:
+a comma count, or Python's csv module for a line with a quote character). Should pandas still disagree with the line
+count (a quoted line break, a NUL byte), the block is parsed line by line with the csv module instead. A record never
+spans lines.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import pandas as pd
+
+from mtin_tf.data import report as R
+
+BLOCK_LINES = 1_000_000
+
+
+def iter_blocks(f: BinaryIO, source: str, report: R.Report, *, sep: str = ",", quoting: int = csv.QUOTE_MINIMAL,
+                encoding: str = "utf-8", block_lines: int = BLOCK_LINES, read_counter: str = "rows_read",
+                ) -> Iterator[tuple[list[str], np.ndarray, pd.DataFrame]]:
+    """Yield ``(header, line numbers [n], DataFrame of n rows of str)`` per block of ``f`` (opened in binary mode).
+
+    Skipped malformed rows are added to ``read_counter`` so that "read = kept + skipped" holds.
+    """
+    header = read_header(f, source, sep=sep, quoting=quoting, encoding=encoding)
+    line = 2
+    while True:
+        block = list(itertools.islice(f, block_lines))
+        if not block:
+            return
+        for lines, frame in _parse_block(block, line, header, source, report, sep, quoting, encoding, read_counter):
+            yield header, lines, frame
+        line += len(block)
+
+
+def read_header(f: BinaryIO, source: str, *, sep: str = ",", quoting: int = csv.QUOTE_MINIMAL,
+                encoding: str = "utf-8") -> list[str]:
+    """Column names of the first line (a UTF-8 byte-order mark is dropped); a precise error if there are none."""
+    first = f.readline()
+    text = first.decode("utf-8-sig" if encoding.replace("_", "-").lower() == "utf-8" else encoding, "replace")
+    names = [n.strip() for n in _split(text, sep, quoting) or []]
+    if not any(names):
+        raise R.BadInputError(f"{source}:1: no header line (expected column names separated by {sep!r})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise R.BadInputError(f"{source}:1: column name(s) {repeated} appear more than once in the header {names}")
+    return names
+
+
+def _split(text: str, sep: str, quoting: int) -> list[str] | None:
+    """Fields of one line with the csv module, None where it cannot be parsed."""
+    try:
+        return next(csv.reader([text.replace("\0", "\ufffd")], delimiter=sep, quoting=quoting,
+                               skipinitialspace=True), [])
+    except csv.Error:
+        return None
+
+
+def _parse_block(block, first_line, header, source, report, sep, quoting, encoding, read_counter):
+    sep_b = sep.encode(encoding)
+    quote_b = b'"' if quoting != csv.QUOTE_NONE else None
+    width = len(header)
+    numbers, counts = [], []
+    for k, raw in enumerate(block):
+        if not raw.strip():
+            continue
+        if quote_b is not None and quote_b in raw:
+            fields = _split(raw.decode(encoding, "replace").rstrip("\r\n"), sep, quoting)
+            n = -1 if fields is None else len(fields)
+        else:
+            n = raw.count(sep_b) + 1
+        numbers.append(k)
+        counts.append(n)
+    numbers, counts = np.asarray(numbers, np.int64), np.asarray(counts, np.int64)
+    bad = (counts > width) | (counts < 0)
+    if bad.any():
+        keep_until = int(np.argmax(bad))
+        if report.strict:  # the rows before the first malformed one are checked first
+            yield from _frames(block, numbers[:keep_until], first_line, header, sep, quoting, encoding)
+        report.count(read_counter, int(bad.sum()))
+        report.bad_rows(R.MALFORMED_ROW, bad, source, numbers + first_line,
+                        [f"{c} fields, the header has {width}" if c >= 0 else "unparsable quoting"
+                         for c in counts[bad][:R.MAX_EXAMPLES]])
+    yield from _frames(block, numbers[~bad], first_line, header, sep, quoting, encoding)
+
+
+def _frames(block, numbers, first_line, header, sep, quoting, encoding):
+    if numbers.size == 0:
+        return
+    lines = numbers + first_line
+    data = b"".join(block[k] for k in numbers)
+    try:
+        frame = pd.read_csv(io.BytesIO(data), header=None, names=header, dtype=str, na_filter=False,
+                            skipinitialspace=True, sep=sep, quoting=quoting, encoding=encoding,
+                            encoding_errors="replace", skip_blank_lines=True, index_col=False, engine="c")
+        if len(frame) == len(numbers):
+            yield lines, frame
+            return
+    except (pd.errors.ParserError, ValueError):
+        pass
+    rows = []  # slow path: one line at a time
+    for k in numbers:
+        fields = _split(block[k].decode(encoding, "replace").rstrip("\r\n"), sep, quoting) or []
+        rows.append([s.strip() for s in fields] + [""] * (len(header) - len(fields)))
+    yield lines, pd.DataFrame(rows, columns=header, dtype=object)
