@@ -29,13 +29,14 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from mtin_tf import features as F
+from mtin_tf.data.ranges import RANGES
 
 SLICE_FEATURE = "history_bucket"
 HISTORY_BUCKETS = (0, 1, 5, 20, 50)  # lower bounds of the clicked-history length buckets
 TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
 TRAINING_INPUTS_FILE = "training_inputs.json"
 COUNTER_NAMESPACE = "mtin_pipeline"
-REQUIRED = {F.USER_ID: 1, F.ITEM_ID: 1, F.TIMESTAMP: 0, F.CLICK: 0}  # minimum value of each raw field
+REQUIRED = RANGES  # (min, max) of each raw field, defined once in mtin_tf.data.ranges
 
 
 def history_bucket(length: int) -> str:
@@ -53,12 +54,12 @@ def parse_interaction(record: bytes):
 
     feature = tf.train.Example.FromString(record).features.feature
     row = {}
-    for name, minimum in REQUIRED.items():
+    for name, (minimum, maximum) in REQUIRED.items():
         values = feature[name].int64_list.value if name in feature else ()
         if len(values) != 1:
             kind = feature[name].WhichOneof("kind") if name in feature else None
             return None, f"{name} missing" if not values and kind in (None, "int64_list") else f"{name} not an integer"
-        if values[0] < minimum or (name == F.CLICK and values[0] > 1):
+        if not minimum <= values[0] <= maximum:
             return None, f"{name} out of range"
         row[name] = int(values[0])
     return row, None
