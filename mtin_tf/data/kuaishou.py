@@ -43,8 +43,8 @@ def read_kuaishou(pkl_path: str, features_path: str, report: R.Report, *, time_f
     """Canonical ``(interactions with is_test, item features)`` from ALPINE's dataset.pkl and visual .npy."""
     train, test, pos_his, neg_his = safe_pickle.load_all(pkl_path, 4)
     for what, obj, types in (("train records", train, (list, tuple)), ("test records", test, (list, tuple)),
-                             ("positive histories", pos_his, (list, tuple, dict)),
-                             ("negative histories", neg_his, (list, tuple, dict))):
+                             ("positive histories", pos_his, (list, tuple, dict, np.ndarray)),
+                             ("negative histories", neg_his, (list, tuple, dict, np.ndarray))):
         if not isinstance(obj, types):
             raise R.BadInputError(f"{pkl_path}: the {what} are a {type(obj).__name__}, expected a "
                                   f"{' or '.join(t.__name__ for t in types)} (ALPINE's Dataset I layout)")
