@@ -404,6 +404,7 @@ def read_interactions(paths: str | Sequence[str], report: R.Report, *, items: It
     validated as described in the module docstring."""
     paths = [paths] if isinstance(paths, str) else list(paths)
     frames = []
+    report.count("rows_read", 0)  # present even when no file has a row
     for source_id, path in enumerate(paths):
         for lines, chunk in tqdm(iter_chunks(path, chunk_rows, report), desc=f"read {os.path.basename(path)}",
                                  unit="chunk", leave=False):

@@ -87,15 +87,17 @@ def _parse_block(block, first_line, header, source, report, sep, quoting, encodi
     if bad.any():
         keep_until = int(np.argmax(bad))
         if report.strict:  # the rows before the first malformed one are checked first
-            yield from _frames(block, numbers[:keep_until], first_line, header, sep, quoting, encoding)
+            yield from _frames(block, numbers[:keep_until], first_line, header, source, report, sep, quoting,
+                               encoding, read_counter)
         report.count(read_counter, int(bad.sum()))
         report.bad_rows(R.MALFORMED_ROW, bad, source, numbers + first_line,
                         [f"{c} fields, the header has {width}" if c >= 0 else "unparsable quoting"
                          for c in counts[bad][:R.MAX_EXAMPLES]])
-    yield from _frames(block, numbers[~bad], first_line, header, sep, quoting, encoding)
+    yield from _frames(block, numbers[~bad], first_line, header, source, report, sep, quoting, encoding,
+                       read_counter)
 
 
-def _frames(block, numbers, first_line, header, sep, quoting, encoding):
+def _frames(block, numbers, first_line, header, source, report, sep, quoting, encoding, read_counter):
     if numbers.size == 0:
         return
     lines = numbers + first_line
@@ -109,8 +111,15 @@ def _frames(block, numbers, first_line, header, sep, quoting, encoding):
             return
     except (pd.errors.ParserError, ValueError):
         pass
-    rows = []  # slow path: one line at a time
+    rows, widths = [], []  # slow path: one line at a time
     for k in numbers:
-        fields = _split(block[k].decode(encoding, "replace").rstrip("\r\n"), sep, quoting) or []
-        rows.append([s.strip() for s in fields] + [""] * (len(header) - len(fields)))
-    yield lines, pd.DataFrame(rows, columns=header, dtype=object)
+        text = block[k].decode(encoding, "replace").rstrip("\r\n")
+        fields = _split(text, sep, quoting) or text.split(sep)  # the csv module refuses e.g. a lone CR: plain split
+        widths.append(len(fields))
+        rows.append([s.strip() for s in fields[:len(header)]] + [""] * (len(header) - len(fields)))
+    wide = np.asarray(widths) > len(header)
+    if wide.any():
+        report.count(read_counter, int(wide.sum()))
+        report.bad_rows(R.MALFORMED_ROW, wide, source, lines,
+                        [f"{w} fields, the header has {len(header)}" for w in np.asarray(widths)[wide][:R.MAX_EXAMPLES]])
+    yield lines[~wide], pd.DataFrame([r for r, w in zip(rows, wide) if not w], columns=header, dtype=object)
