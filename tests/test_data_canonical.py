@@ -168,9 +168,10 @@ def test_ids_above_2_53_keep_every_digit_in_csv_and_parquet(tmp_path):
         back = C.read_interactions(C.write_interactions(df, str(tmp_path / name)), R.Report("t"))
         assert back[F.USER_ID].tolist() == [1, big] and back[F.ITEM_ID].tolist() == [2, big + 2]
     bad = tmp_path / "bad.csv"  # one bad row makes pandas fall back to floats: the exact path must still hold
-    bad.write_text(f"{HEADER}\n{big},{big + 2},{big},1\nabc,1,1,1\n")
-    report = R.Report("t")
-    assert C.read_interactions(str(bad), report)[F.ITEM_ID].tolist() == [big + 2]
+    bad.write_text(f"{HEADER}\n{big},{big + 2},{big},1\nabc,1,1,1\n8064403691180127.0,1,1,1\n")
+    report = R.Report("t")  # (pandas parses 8064403691180127.0 as ...126.0: 17 digits are decided exactly)
+    back = C.read_interactions(str(bad), report)
+    assert back[F.ITEM_ID].tolist() == [big + 2, 1] and back[F.USER_ID].tolist() == [big, 8064403691180127]
     assert report.bad[R.NON_NUMERIC_ID]["count"] == 1
 
 

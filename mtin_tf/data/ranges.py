@@ -33,6 +33,7 @@ RANGES = {F.USER_ID: (ID_MIN, ID_MAX), F.ITEM_ID: (ID_MIN, ID_MAX), F.TIMESTAMP:
 # status of each parsed value
 OK, EMPTY, INVALID, TOO_LOW, TOO_HIGH = 0, 1, 2, 3, 4
 _EXACT_FLOAT = 2.0 ** 53  # below this a float parsed from an integer literal is exact
+_EXACT_CHARS = 15  # ... when the literal has at most 15 characters (so at most 15 significant digits)
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_DIGITS = 25  # a literal whose magnitude has more digits is out of the int64 range without computing it
 
@@ -82,6 +83,8 @@ def parse_int64(col: pd.Series, *, floor: bool = False) -> tuple[np.ndarray, np.
         f[todo] = num.to_numpy(np.float64) if num.dtype.kind == "f" else np.nan
     sub = f[todo]
     small = np.abs(sub) < _EXACT_FLOAT  # false for NaN and inf
+    if text is not None:  # pandas' float parser is exact for up to 15 significant digits only
+        small &= text.iloc[todo].str.len().to_numpy() <= _EXACT_CHARS
     s_idx, s_val = todo[small], sub[small]
     whole = np.floor(s_val)
     if floor:
