@@ -171,7 +171,7 @@ def test_ids_above_2_53_keep_every_digit_in_csv_and_parquet(tmp_path):
     bad.write_text(f"{HEADER}\n{big},{big + 2},{big},1\nabc,1,1,1\n8064403691180127.0,1,1,1\n")
     report = R.Report("t")  # (pandas parses 8064403691180127.0 as ...126.0: 17 digits are decided exactly)
     back = C.read_interactions(str(bad), report)
-    assert back[F.ITEM_ID].tolist() == [big + 2, 1] and back[F.USER_ID].tolist() == [big, 8064403691180127]
+    assert back[F.USER_ID].tolist() == [8064403691180127, big] and back[F.ITEM_ID].tolist() == [1, big + 2]
     assert report.bad[R.NON_NUMERIC_ID]["count"] == 1
 
 

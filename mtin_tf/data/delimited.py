@@ -7,7 +7,9 @@ are not rows. Line numbers are physical (the header is line 1) whatever the othe
 valid in the file's encoding is kept with U+FFFD in place of the bad bytes, so the field it is in fails its own check.
 
 Fast path: pandas' C parser on the block, once the lines with too many fields are removed (fields counted per line:
-a comma count, or Python's csv module for a line with a quote character). Should pandas still disagree with the line
+a comma count, or Python's csv module for a line with a quote character). A column of integers comes back as exact
+int64 (or uint64); every other column as the text written (a column pandas would read as float or bool is read again
+as text, so that no value is rounded or renamed). Should pandas still disagree with the line
 count (a quoted line break, a NUL byte), the block is parsed line by line with the csv module instead. A record never
 spans lines.
 """
@@ -29,7 +31,7 @@ BLOCK_LINES = 1_000_000
 def iter_blocks(f: BinaryIO, source: str, report: R.Report, *, sep: str = ",", quoting: int = csv.QUOTE_MINIMAL,
                 encoding: str = "utf-8", block_lines: int = BLOCK_LINES, read_counter: str = "rows_read",
                 ) -> Iterator[tuple[list[str], np.ndarray, pd.DataFrame]]:
-    """Yield ``(header, line numbers [n], DataFrame of n rows of str)`` per block of ``f`` (opened in binary mode).
+    """Yield ``(header, line numbers [n], DataFrame of n rows: integer columns or text)`` per block of ``f`` (opened in binary mode).
 
     Skipped malformed rows are added to ``read_counter`` so that "read = kept + skipped" holds.
     """
@@ -102,11 +104,16 @@ def _frames(block, numbers, first_line, header, source, report, sep, quoting, en
         return
     lines = numbers + first_line
     data = b"".join(block[k] for k in numbers)
+    options = dict(header=None, names=header, na_filter=False, skipinitialspace=True, sep=sep, quoting=quoting,
+                   encoding=encoding, encoding_errors="replace", skip_blank_lines=True, index_col=False, engine="c")
     try:
-        frame = pd.read_csv(io.BytesIO(data), header=None, names=header, dtype=str, na_filter=False,
-                            skipinitialspace=True, sep=sep, quoting=quoting, encoding=encoding,
-                            encoding_errors="replace", skip_blank_lines=True, index_col=False, engine="c")
+        frame = pd.read_csv(io.BytesIO(data), **options)  # exact int64/uint64 columns, else text
         if len(frame) == len(numbers):
+            as_text = [c for c in frame.columns if frame[c].dtype.kind in "fb"]  # floats and bools: not as written
+            if as_text:
+                text = pd.read_csv(io.BytesIO(data), **options, usecols=as_text, dtype=str)
+                for c in as_text:
+                    frame[c] = text[c].to_numpy(object)
             yield lines, frame
             return
     except (pd.errors.ParserError, ValueError):

@@ -65,8 +65,11 @@ def parse_int64(col: pd.Series, *, floor: bool = False) -> tuple[np.ndarray, np.
         status[np.isnan(f)] = EMPTY
         todo = np.flatnonzero(~np.isnan(f))
     else:
-        missing = col.isna().to_numpy()
-        text = col.where(~missing, "").astype(str).str.strip()
+        if pd.api.types.infer_dtype(col, skipna=False) == "string":  # text as read: no copy
+            missing, text = np.zeros(n, bool), col
+        else:
+            missing = col.isna().to_numpy()
+            text = col.where(~missing, "").astype(str)
         status[missing | (text == "").to_numpy()] = EMPTY
         todo = np.flatnonzero(status == OK)
         num = pd.to_numeric(text.iloc[todo], errors="coerce")
@@ -94,12 +97,14 @@ def parse_int64(col: pd.Series, *, floor: bool = False) -> tuple[np.ndarray, np.
         status[s_idx[frac]] = INVALID
         values[s_idx[~frac]] = whole[~frac].astype(np.int64)
     for i in todo[~small]:  # large, non-finite or unparsable: decided exactly on the value as written
-        status[i], values[i] = _exact(text.iat[i] if text is not None else repr(float(f[i])), floor)
+        status[i], values[i] = _exact(text.iat[i].strip() if text is not None else repr(float(f[i])), floor)
     return values, status
 
 
 def _exact(text: str, floor: bool) -> tuple[int, int]:
-    """(status, value) of one literal, computed with exact decimal arithmetic."""
+    """(status, value) of one literal (blanks stripped), computed with exact decimal arithmetic."""
+    if not text:
+        return EMPTY, 0
     if not _NUMBER.fullmatch(text):
         return INVALID, 0
     try:
