@@ -209,3 +209,28 @@ def test_microvideo_counts_malformed_rows_and_bad_categories(tmp_path):
     np.save(d / "test_cover_image_feature.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(R.BadInputError, match="test_cover_image_feature.npy: not a readable numeric .npy"):
         read_microvideo(str(d), R.Report("convert"))
+
+
+def test_historygen_counts_skipped_rows_under_the_readers_kinds():
+    import tensorflow as tf
+
+    from pipeline.components.history import REQUIRED, bad_input_kind, parse_interaction
+    from mtin_tf.data.ranges import RANGES
+
+    def record(**values):
+        msg = tf.train.Example()
+        for name, v in values.items():
+            if isinstance(v, bytes):
+                msg.features.feature[name].bytes_list.value.append(v)
+            else:
+                msg.features.feature[name].int64_list.value.append(v)
+        return msg.SerializeToString()
+
+    good = {F.USER_ID: 1, F.ITEM_ID: 2, F.TIMESTAMP: 3, F.CLICK: 1}
+    assert REQUIRED is RANGES  # one definition of the ranges
+    cases = {R.MISSING_FIELD: {F.ITEM_ID: 2, F.TIMESTAMP: 3, F.CLICK: 1}, R.NON_NUMERIC_ID: {**good, F.ITEM_ID: b"x"},
+             R.NONPOSITIVE_ID: {**good, F.USER_ID: 0}, R.BAD_TIMESTAMP: {**good, F.TIMESTAMP: -1},
+             R.BAD_CLICK: {**good, F.CLICK: 2}}
+    for kind, values in cases.items():
+        row, reason = parse_interaction(record(**values))
+        assert row is None and bad_input_kind(reason) == kind, (kind, reason)

@@ -65,6 +65,18 @@ def parse_interaction(record: bytes):
     return row, None
 
 
+def bad_input_kind(reason: str) -> str:
+    """The bad-input kind (:mod:`mtin_tf.data.report`) of a :func:`parse_interaction` reason; skipped rows are also
+    counted per kind, as Beam counters ``bad_rows.<kind>``. (tf.Example values are int64: no id is above range.)"""
+    from mtin_tf.data import report as R
+
+    name, problem = reason.split(" ", 1)
+    if problem == "missing":
+        return R.MISSING_FIELD
+    return {F.TIMESTAMP: R.BAD_TIMESTAMP, F.CLICK: R.BAD_CLICK}.get(
+        name, R.NON_NUMERIC_ID if problem == "not an integer" else R.NONPOSITIVE_ID)
+
+
 class _ParseFn(beam.DoFn):
     BAD = "bad"
 
@@ -77,6 +89,7 @@ class _ParseFn(beam.DoFn):
         row, reason = parse_interaction(record)
         if row is None:
             self._bad.inc()
+            beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"bad_rows.{bad_input_kind(reason)}").inc()
             yield beam.pvalue.TaggedOutput(self.BAD, reason)
         else:
             yield row
