@@ -162,7 +162,7 @@ def test_convert_keeps_every_valid_row_and_counts_every_injected_one(csv):
     check()
 
 
-@pytest.mark.parametrize("engine, examples", [("memory", 8), ("beam", 2)])
+@pytest.mark.parametrize("engine, examples", [("memory", 20), ("beam", 5)])
 def test_build_turns_exactly_the_valid_rows_into_examples(engine, examples):
     @fuzz_settings(examples)
     @given(datasets(csv=True))

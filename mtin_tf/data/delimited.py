@@ -31,7 +31,8 @@ BLOCK_LINES = 1_000_000
 def iter_blocks(f: BinaryIO, source: str, report: R.Report, *, sep: str = ",", quoting: int = csv.QUOTE_MINIMAL,
                 encoding: str = "utf-8", block_lines: int = BLOCK_LINES, read_counter: str = "rows_read",
                 ) -> Iterator[tuple[list[str], np.ndarray, pd.DataFrame]]:
-    """Yield ``(header, line numbers [n], DataFrame of n rows: integer columns or text)`` per block of ``f`` (opened in binary mode).
+    """Yield ``(header, line numbers [n], DataFrame of n rows: integer columns or text)`` per block of ``f`` (a file
+    opened in binary mode).
 
     Skipped malformed rows are added to ``read_counter`` so that "read = kept + skipped" holds.
     """
@@ -88,7 +89,7 @@ def _parse_block(block, first_line, header, source, report, sep, quoting, encodi
     bad = (counts > width) | (counts < 0)
     if bad.any():
         keep_until = int(np.argmax(bad))
-        if report.strict:  # the rows before the first malformed one are checked first
+        if report.strict:  # the rows before the first malformed one are checked first; bad_rows below then raises
             yield from _frames(block, numbers[:keep_until], first_line, header, source, report, sep, quoting,
                                encoding, read_counter)
         report.count(read_counter, int(bad.sum()))
@@ -105,7 +106,8 @@ def _frames(block, numbers, first_line, header, source, report, sep, quoting, en
     lines = numbers + first_line
     data = b"".join(block[k] for k in numbers)
     options = dict(header=None, names=header, na_filter=False, skipinitialspace=True, sep=sep, quoting=quoting,
-                   encoding=encoding, encoding_errors="replace", skip_blank_lines=True, index_col=False, engine="c")
+                   encoding=encoding, encoding_errors="replace", skip_blank_lines=True, index_col=False, engine="c",
+                   low_memory=False)
     try:
         frame = pd.read_csv(io.BytesIO(data), **options)  # exact int64/uint64 columns, else text
         if len(frame) == len(numbers):
@@ -124,9 +126,10 @@ def _frames(block, numbers, first_line, header, source, report, sep, quoting, en
         fields = _split(text, sep, quoting) or text.split(sep)  # the csv module refuses e.g. a lone CR: plain split
         widths.append(len(fields))
         rows.append([s.strip() for s in fields[:len(header)]] + [""] * (len(header) - len(fields)))
-    wide = np.asarray(widths) > len(header)
+    widths = np.asarray(widths)
+    wide = widths > len(header)
     if wide.any():
         report.count(read_counter, int(wide.sum()))
         report.bad_rows(R.MALFORMED_ROW, wide, source, lines,
-                        [f"{w} fields, the header has {len(header)}" for w in np.asarray(widths)[wide][:R.MAX_EXAMPLES]])
+                        [f"{w} fields, the header has {len(header)}" for w in widths[wide][:R.MAX_EXAMPLES]])
     yield lines[~wide], pd.DataFrame([r for r, w in zip(rows, wide) if not w], columns=header, dtype=object)
