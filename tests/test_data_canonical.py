@@ -159,6 +159,9 @@ def test_strict_mode_reports_the_earlier_row_before_a_later_malformed_one(tmp_pa
     inter.write_text("\n".join([HEADER, "0,1,1,1", "1,1,1,1,1"]) + "\n")
     with pytest.raises(R.BadInputError, match=rf"nonpositive_id at {inter}:2"):
         C.read_interactions(str(inter), R.Report("c", strict=True))
+    inter.write_text("\n".join([HEADER, "1,99999999999999999999999,1,1", "x,1,1,1"]) + "\n")  # later check first
+    with pytest.raises(R.BadInputError, match=rf"id_out_of_range at {inter}:2"):
+        C.read_interactions(str(inter), R.Report("c", strict=True))
 
 
 def test_ids_above_2_53_keep_every_digit_in_csv_and_parquet(tmp_path):

@@ -191,11 +191,11 @@ def clean_item_features(item_ids, vectors, category=None, *, source: str, lines:
     raw_ids = pd.Series(np.asarray(item_ids) if not isinstance(item_ids, pd.Series) else item_ids.to_numpy())
     ids, status = V.parse_int64(raw_ids)
     keep = np.ones(n, bool)
+    checks = []  # reported together at the end (strict mode: the earliest bad row first)
 
-    def count(kind, mask, detail=None):
+    def count(kind, mask, detail):
         bad = keep & mask
-        report.bad_rows(kind, bad, source, lines,
-                        None if detail is None else [detail(i) for i in np.flatnonzero(bad)[:R.MAX_EXAMPLES]])
+        checks.append((kind, bad, [detail(i) for i in np.flatnonzero(bad)[:R.MAX_EXAMPLES]]))
         keep[bad] = False
 
     shown = lambda i: f"item_id={raw_ids.iat[i]!r}"  # noqa: E731  (the value as written)
@@ -233,6 +233,7 @@ def clean_item_features(item_ids, vectors, category=None, *, source: str, lines:
     ids_kept = np.where(keep, ids, 0)
     count(R.DUPLICATE_ROW, pd.Series(ids_kept).duplicated().to_numpy() & (ids_kept > 0),
           lambda i: f"item {ids[i]} listed again")
+    report.bad_row_checks(checks, source, lines)
     report.count("items_read", n)
     report.count("items_kept", int(keep.sum()))
     return ItemFeatures(ids[keep], np.ascontiguousarray(mat[keep]), None if cat is None else cat[keep])
@@ -325,10 +326,11 @@ def parse_interactions(raw: pd.DataFrame, *, source_id: int, sources: Sequence[s
     n = len(raw)
     parsed = {c: V.parse_int64(raw[c], floor=c == F.TIMESTAMP) for c in F.INTERACTION_COLUMNS}
     ok = np.ones(n, bool)
+    checks = []  # reported together at the end (strict mode: the earliest bad row first)
 
     def count(kind, mask, detail):
         bad = ok & mask
-        report.bad_rows(kind, bad, source, lines, [detail(i) for i in np.flatnonzero(bad)[:R.MAX_EXAMPLES]])
+        checks.append((kind, bad, [detail(i) for i in np.flatnonzero(bad)[:R.MAX_EXAMPLES]]))
         ok[bad] = False
 
     def shown(c):
@@ -353,6 +355,7 @@ def parse_interactions(raw: pd.DataFrame, *, source_id: int, sources: Sequence[s
         count(R.BAD_IS_TEST, ((st != V.OK) & (st != V.EMPTY)) | (v < V.IS_TEST_MIN) | (v > V.IS_TEST_MAX),
               shown(IS_TEST))
         is_test = v  # empty: 0 (train)
+    report.bad_row_checks(checks, source, lines)
     report.count("rows_read", n)
     out = pd.DataFrame({c: parsed[c][0][ok] for c in F.INTERACTION_COLUMNS})
     for c in (F.USER_ID, F.ITEM_ID):

@@ -79,6 +79,14 @@ class Report:
         first = [f"{source}:{int(lines[i])}" + (f": {d}" if d else "") for i, d in zip(idx[:MAX_EXAMPLES], details)]
         self.bad_input(kind, first, count=idx.size)
 
+    def bad_row_checks(self, checks: Sequence[tuple], source: str, lines: np.ndarray) -> None:
+        """:meth:`bad_rows` for several ``(kind, mask, details)`` checks with disjoint masks over the same rows, in
+        their order; in strict mode the check holding the earliest bad row goes first, so the error names it."""
+        if self.strict:
+            checks = sorted(checks, key=lambda c: int(np.argmax(c[1])) if np.any(c[1]) else len(c[1]))
+        for kind, mask, details in checks:
+            self.bad_rows(kind, mask, source, lines, details)
+
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + int(n)
 
