@@ -71,40 +71,56 @@ def _split(text: str, sep: str, quoting: int) -> list[str] | None:
 
 
 def _parse_block(block, first_line, header, source, report, sep, quoting, encoding, read_counter):
-    sep_b = sep.encode(encoding)
-    quote_b = b'"' if quoting != csv.QUOTE_NONE else None
     width = len(header)
-    numbers, counts = [], []
-    for k, raw in enumerate(block):
-        if not raw.strip():
-            continue
-        if quote_b is not None and quote_b in raw:
-            fields = _split(raw.decode(encoding, "replace").rstrip("\r\n"), sep, quoting)
-            n = -1 if fields is None else len(fields)
-        else:
-            n = raw.count(sep_b) + 1
-        numbers.append(k)
-        counts.append(n)
-    numbers, counts = np.asarray(numbers, np.int64), np.asarray(counts, np.int64)
+    data = b"".join(block)
+    numbers, counts = _field_counts(block, data, sep, quoting, encoding)
     bad = (counts > width) | (counts < 0)
     if bad.any():
         keep_until = int(np.argmax(bad))
         if report.strict:  # the rows before the first malformed one are checked first; bad_rows below then raises
-            yield from _frames(block, numbers[:keep_until], first_line, header, source, report, sep, quoting,
+            yield from _frames(block, None, numbers[:keep_until], first_line, header, source, report, sep, quoting,
                                encoding, read_counter)
         report.count(read_counter, int(bad.sum()))
         report.bad_rows(R.MALFORMED_ROW, bad, source, numbers + first_line,
                         [f"{c} fields, the header has {width}" if c >= 0 else "unparsable quoting"
                          for c in counts[bad][:R.MAX_EXAMPLES]])
-    yield from _frames(block, numbers[~bad], first_line, header, source, report, sep, quoting, encoding,
-                       read_counter)
+    yield from _frames(block, data if numbers.size == len(block) and not bad.any() else None, numbers[~bad],
+                       first_line, header, source, report, sep, quoting, encoding, read_counter)
 
 
-def _frames(block, numbers, first_line, header, source, report, sep, quoting, encoding, read_counter):
+def _field_counts(block, data: bytes, sep: str, quoting: int, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the non-blank lines of ``block`` and their field counts (-1: quoting the csv module refuses).
+
+    Separators are counted with NumPy over the whole block; only lines holding a quote character go through the csv
+    module one by one."""
+    sep_b = sep.encode(encoding)
+    if len(sep_b) != 1 or not block:
+        sep_counts = np.array([raw.count(sep_b) for raw in block], np.int64)
+        blank = np.array([not raw.strip() for raw in block], bool)
+        quoted = np.array([b'"' in raw for raw in block], bool)
+    else:
+        buf = np.frombuffer(data, np.uint8)
+        starts = np.zeros(len(block), np.int64)
+        np.cumsum(np.fromiter(map(len, block), np.int64, len(block))[:-1], out=starts[1:])
+        sep_counts = np.add.reduceat(buf == sep_b[0], starts).astype(np.int64)  # lines are never empty
+        blank = np.add.reduceat(~np.isin(buf, np.frombuffer(b" \t\r\n\x0b\x0c", np.uint8)), starts) == 0
+        quoted = np.add.reduceat(buf == ord('"'), starts) > 0
+    numbers = np.flatnonzero(~blank)
+    counts = sep_counts[numbers] + 1
+    if quoting != csv.QUOTE_NONE:
+        for j in np.flatnonzero(quoted[numbers]):
+            fields = _split(block[numbers[j]].decode(encoding, "replace").rstrip("\r\n"), sep, quoting)
+            counts[j] = -1 if fields is None else len(fields)
+    return numbers, counts
+
+
+def _frames(block, data, numbers, first_line, header, source, report, sep, quoting, encoding, read_counter):
+    """The rows ``numbers`` of ``block`` as a DataFrame (``data``: their bytes joined, when already at hand)."""
     if numbers.size == 0:
         return
     lines = numbers + first_line
-    data = b"".join(block[k] for k in numbers)
+    if data is None:
+        data = b"".join(block[k] for k in numbers)
     options = dict(header=None, names=header, na_filter=False, skipinitialspace=True, sep=sep, quoting=quoting,
                    encoding=encoding, encoding_errors="replace", skip_blank_lines=True, index_col=False, engine="c",
                    low_memory=False)
