@@ -35,6 +35,7 @@ EXTRAS_REQUIRE = {
         "apache-airflow>=2.10,<3",
     ],
     "dev": [
+        "hypothesis>=6.100,<7",  # property-based fuzzing of the data readers (tests/test_data_fuzz.py)
         "pytest>=8,<9",
         "pytest-timeout>=2.3",
         "scikit-learn>=1.3,<1.6",

@@ -126,3 +126,167 @@ def test_parquet_locations_are_row_numbers(tmp_path):
     C.read_interactions(path, report)
     assert report.bad[R.DUPLICATE_ROW]["examples"][0].startswith(f"{path}:2:")
     assert report.bad[R.NONPOSITIVE_ID]["examples"][0].startswith(f"{path}:3:")
+
+
+def test_the_issue_19_file_converts_every_valid_row(tmp_path, capsys):
+    """A row with an extra field, an id beyond int64 and a non-UTF-8 byte are each one counted skip; the rest stays."""
+    rows = ["1,10,100,1", "1,10,101,0,extra", "99999999999999999999999,10,102,1", "1,99999999999999999999999,103,1",
+            "2,9223372036854775807,104,1", "", "2,10,105.7,0", "2,10,1e400,1", "2,10,\xff,1", "1,10", "2,10,107,1"]
+    inter = tmp_path / "inter.csv"
+    inter.write_bytes(("\n".join([HEADER] + rows) + "\n").encode("latin-1"))  # \xff: not UTF-8
+    items = tmp_path / "items.npz"
+    C.write_item_features(str(items), item_ids=[10, 9223372036854775807], features=[[0.0], [1.0]])
+    out = tmp_path / "out"
+    args = _args(format="canonical", input=[str(inter)], features=str(items), out=str(out))
+    assert data_cli.run_convert(args) == 0
+    rep = json.loads((out / "convert_report.json").read_text())["bad_input"]
+    assert rep[R.MALFORMED_ROW] == {"count": 1, "examples": [f"{inter}:3: 5 fields, the header has 4"]}
+    assert rep[R.ID_OUT_OF_RANGE]["examples"] == [
+        f"{inter}:4: user_id='99999999999999999999999' is above 9223372036854775807",
+        f"{inter}:5: item_id='99999999999999999999999' is above 9223372036854775807"]
+    assert [e.split(":")[1] for e in rep[R.BAD_TIMESTAMP]["examples"]] == ["9", "10"]  # 1e400; the U+FFFD byte
+    assert rep[R.MISSING_FIELD]["examples"] == [f"{inter}:11: timestamp is empty"]  # the blank line 7 is no row
+    df = pd.read_parquet(out / C.INTERACTIONS_FILE)
+    assert df[F.ITEM_ID].tolist() == [10, 9223372036854775807, 10, 10]  # the largest id survives, exactly
+    assert df[F.TIMESTAMP].tolist() == [100, 104, 105, 107]  # 105.7 floored
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(R.BadInputError, match=rf"malformed_row at {inter}:3: 5 fields"):
+        C.read_interactions(str(inter), R.Report("convert", strict=True))
+
+
+def test_strict_mode_reports_the_earlier_row_before_a_later_malformed_one(tmp_path):
+    inter = tmp_path / "a.csv"
+    inter.write_text("\n".join([HEADER, "0,1,1,1", "1,1,1,1,1"]) + "\n")
+    with pytest.raises(R.BadInputError, match=rf"nonpositive_id at {inter}:2"):
+        C.read_interactions(str(inter), R.Report("c", strict=True))
+    inter.write_text("\n".join([HEADER, "1,99999999999999999999999,1,1", "x,1,1,1"]) + "\n")  # later check first
+    with pytest.raises(R.BadInputError, match=rf"id_out_of_range at {inter}:2"):
+        C.read_interactions(str(inter), R.Report("c", strict=True))
+
+
+def test_ids_above_2_53_keep_every_digit_in_csv_and_parquet(tmp_path):
+    big = 2 ** 53 + 1
+    df = pd.DataFrame({F.USER_ID: [big, 1], F.ITEM_ID: [big + 2, 2], F.TIMESTAMP: [big, 0], F.CLICK: [1, 0]})
+    for name in ("x.csv", "x.parquet"):
+        back = C.read_interactions(C.write_interactions(df, str(tmp_path / name)), R.Report("t"))
+        assert back[F.USER_ID].tolist() == [1, big] and back[F.ITEM_ID].tolist() == [2, big + 2]
+    bad = tmp_path / "bad.csv"  # one bad row makes pandas fall back to floats: the exact path must still hold
+    bad.write_text(f"{HEADER}\n{big},{big + 2},{big},1\nabc,1,1,1\n8064403691180127.0,1,1,1\n")
+    report = R.Report("t")  # (pandas parses 8064403691180127.0 as ...126.0: 17 digits are decided exactly)
+    back = C.read_interactions(str(bad), report)
+    assert back[F.USER_ID].tolist() == [8064403691180127, big] and back[F.ITEM_ID].tolist() == [1, big + 2]
+    assert report.bad[R.NON_NUMERIC_ID]["count"] == 1
+
+
+def test_parquet_with_nulls_uint64_and_float_ids(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({F.USER_ID: pa.array([1, None, 2 ** 63, 3], pa.uint64()),
+                      F.ITEM_ID: pa.array([5, 5, 5, 1.5], pa.float64()),
+                      F.TIMESTAMP: pa.array([1, 2, 3, 4], pa.int64()), F.CLICK: pa.array([1, 0, 1, 0], pa.int8())})
+    path = str(tmp_path / "t.parquet")
+    pq.write_table(table, path)
+    report = R.Report("t")
+    df = C.read_interactions(path, report)
+    assert df[F.USER_ID].tolist() == [1]
+    assert {k: v["examples"][0].split(":")[1] for k, v in report.bad.items()} == {
+        R.MISSING_FIELD: "2", R.ID_OUT_OF_RANGE: "3", R.NON_NUMERIC_ID: "4"}
+
+
+def test_is_test_and_category_values_are_checked(tmp_path):
+    inter = tmp_path / "a.csv"
+    inter.write_text(f"{HEADER},is_test\n1,10,1,1,0\n1,10,2,1,\n1,10,3,1,300\n1,10,4,1,x\n")
+    report = R.Report("t")
+    df = C.read_interactions(str(inter), report)
+    assert df[C.IS_TEST].tolist() == [0, 0] and report.bad[R.BAD_IS_TEST]["count"] == 2  # 300 does not wrap
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,features,category\n1,0.5,3\n2,0.5,\n3,0.5,abc\n4,0.5,-1\n5,0.5,1e30\n")
+    report = R.Report("t")
+    table = C.read_item_table(str(items), report)
+    assert table.item_ids.tolist() == [1, 2] and table.category.tolist() == [3, 0]
+    assert [e.split(":")[1] for e in report.bad[R.BAD_CATEGORY]["examples"]] == ["4", "5", "6"]
+
+
+def _npz(path, **arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(item_id=np.arange(1, 3), features=np.ones((2, 2))),
+     r"no array \['item_ids'\] and unexpected array\(s\) \['item_id'\] \(found \['features', 'item_id'\]\)"),
+    (dict(item_ids=np.arange(1, 3), features=np.ones((2, 2)), categories=np.ones(2, np.int64)),
+     r"unexpected array\(s\) \['categories'\]"),
+    (dict(item_ids=np.array([1.0, 2.0]), features=np.ones((2, 2))),
+     r"item_ids is float64 \[2\], expected an integer \(int64\) vector \[N\]"),
+    (dict(item_ids=np.arange(1, 3), features=np.array(["a", "b"])),
+     r"features is <U1 \[2\], expected a float32 matrix \[N, F\]"),
+    (dict(item_ids=np.arange(1, 4), features=np.ones((2, 2))), r"features has 2 rows for 3 item_ids \(ragged"),
+    (dict(item_ids=np.zeros(0, np.int64), features=np.ones((0, 2))), r"the table is empty \(0 items\)"),
+    (dict(item_ids=np.arange(1, 3), features=np.ones((2, 2)), category=np.ones(3, np.int64)),
+     r"category is int64 \[3\], expected an integer \(int64\) vector \[2\]"),
+])
+def test_item_table_structure_errors_name_file_found_and_expected(tmp_path, arrays, message):
+    path = _npz(tmp_path / "items.npz", **arrays)
+    for read in (lambda: C.read_item_table(path, R.Report("t")), lambda: C.read_item_features(path)):
+        with pytest.raises(R.BadInputError, match=message) as err:
+            read()
+        assert str(err.value).startswith(f"{path}: ") and "expected item_ids int64 [N]" in str(err.value)
+
+
+def test_item_table_bad_rows_are_counted_or_refused(tmp_path):
+    path = _npz(tmp_path / "items.npz", item_ids=np.array([3, 3, 4, 2 ** 64 - 1], np.uint64),
+                features=np.array([[1.0], [2.0], [np.nan], [0.0]]))
+    report = R.Report("t")
+    items = C.read_item_table(path, report)
+    assert items.item_ids.tolist() == [3] and items.features.tolist() == [[1.0]]
+    assert {k: v["count"] for k, v in report.bad.items()} == {
+        R.ID_OUT_OF_RANGE: 1, R.BAD_FEATURE_VECTOR: 1, R.DUPLICATE_ROW: 1}
+    with pytest.raises(R.BadInputError, match=r"row 3 \(item_ids\[3\] = 18446744073709551615\) has an id outside"):
+        C.read_item_features(path)
+    with pytest.raises(R.BadInputError, match=r"row 1 .* has an id listed again"):
+        C.read_item_features(_npz(tmp_path / "d.npz", item_ids=np.array([3, 3]), features=np.ones((2, 1))))
+    with pytest.raises(R.BadInputError, match=r"none of its item rows is valid"):
+        C.read_item_table(_npz(tmp_path / "n.npz", item_ids=np.array([1]), features=np.array([[np.inf]])),
+                          R.Report("t"))
+
+
+def test_unreadable_files_are_precise_errors_not_tracebacks(tmp_path):
+    pickled = tmp_path / "obj.npz"
+    with open(pickled, "wb") as f:
+        np.savez(f, item_ids=np.array([1, 2], dtype=object), features=np.ones((2, 1)))
+    not_a_file = tmp_path / "garbage.parquet"
+    not_a_file.write_bytes(b"\x00not parquet")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    repeated = tmp_path / "rep.csv"
+    repeated.write_text("user_id,item_id,timestamp,click,click\n")
+    for read, message in [
+            (lambda: C.read_item_table(str(pickled), R.Report("t")), "array 'item_ids' holds Python objects"),
+            (lambda: C.read_item_table(str(tmp_path / "x.npz"), R.Report("t")), "not a readable .npz archive"),
+            (lambda: C.read_interactions(str(not_a_file), R.Report("t")), "not a readable Parquet file"),
+            (lambda: C.read_interactions(str(tmp_path / "none.csv"), R.Report("t")), "cannot open"),
+            (lambda: C.read_interactions(str(empty), R.Report("t")), ":1: no header line"),
+            (lambda: C.read_interactions(str(repeated), R.Report("t")), r"column name\(s\) \['click'\] appear")]:
+        with pytest.raises(R.BadInputError, match=message):
+            read()
+    header_only = tmp_path / "h.csv"
+    header_only.write_text(HEADER + "\n")
+    assert len(C.read_interactions(str(header_only), R.Report("t"))) == 0
+
+
+def test_csv_block_boundaries_keep_line_numbers(tmp_path):
+    rows = [f"{u},{u},{u},1" for u in range(1, 40)]
+    rows[10] = "1,2,3,4,5"
+    rows[25] = '"7",8,"x,y",1'  # quoted separator: 4 fields, counted by the csv module
+    rows[30] = ""
+    inter = tmp_path / "a.csv"
+    inter.write_text("\n".join([HEADER] + rows) + "\n")
+    for chunk_rows in (1, 7, 1000):
+        report = R.Report("t")
+        df = C.read_interactions(str(inter), report, chunk_rows=chunk_rows)
+        assert len(df) == 36 and report.counts["rows_read"] == 38
+        assert report.bad[R.MALFORMED_ROW]["examples"] == [f"{inter}:12: 5 fields, the header has 4"]
+        assert report.bad[R.BAD_TIMESTAMP]["examples"] == [f"{inter}:27: timestamp='x,y'"]

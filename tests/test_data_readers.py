@@ -69,8 +69,8 @@ def test_kuaishou_ordinal_time_rebuilds_alpine_histories(tmp_path):
     df, items = read_kuaishou(pkl, npy, report)
     assert len(items) == 4 and items.dim == 64
     np.testing.assert_array_equal(items.features, visual[:4])
-    assert report.bad[R.MISSING_FIELD]["count"] == 1  # the "garbage" record, located by its index
-    assert report.bad[R.MISSING_FIELD]["examples"][0] == f"{pkl}:test:2"
+    assert report.bad[R.MALFORMED_ROW]["count"] == 1  # the "garbage" record, located by its index
+    assert report.bad[R.MALFORMED_ROW]["examples"][0].startswith(f"{pkl}:test:2: 'garbage' is not ((user, item")
     assert R.HISTORY_MISMATCH not in report.bad
     assert df[C.IS_TEST].tolist() == [0, 0, 1, 0, 0, 1]
     from mtin_tf.data.history import build_examples
@@ -134,3 +134,105 @@ def test_convert_then_build_round_trip(tmp_path):
     assert user1_test[F.CLICKED_ITEMS].tolist() == [1] and user1_test[F.BROWSED_ITEMS].tolist() == [2]
     canon = pd.read_parquet(conv / C.INTERACTIONS_FILE)
     assert len(train) + len(validation) + len(test) == len(canon)
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(marker, "w")`` - arbitrary code, were the pickle trusted."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("where", ["record", "history"])
+def test_kuaishou_refuses_a_pickle_that_would_run_code(tmp_path, where):
+    marker = tmp_path / "pwned"
+    train = [((0, 0, 1), 0, 0)] + ([_RunsCode(str(marker))] if where == "record" else [])
+    pos_his = [[0]] if where == "record" else {0: _RunsCode(str(marker))}
+    pkl = tmp_path / "dataset.pkl"
+    with open(pkl, "wb") as f:
+        for obj in (train, [], pos_his, [[]]):
+            pickle.dump(obj, f)
+    np.save(tmp_path / "v.npy", np.ones((2, 4), np.float32))
+    with pytest.raises(R.BadInputError, match=r"dataset.pkl: refused to load (io|builtins)\.open: .*nothing from the "
+                                              r"file was run"):
+        read_kuaishou(str(pkl), str(tmp_path / "v.npy"), R.Report("convert"))
+    assert not marker.exists()
+    rc = data_cli.run_convert(argparse.Namespace(format="kuaishou", input=[str(pkl)], features=str(tmp_path / "v.npy"),
+                                                 out=str(tmp_path / "o"), strict=False, click_threshold=4.0,
+                                                 title_hash_dim=0, time_field=None, data_command="convert"))
+    assert rc == 2 and not marker.exists()
+
+
+def test_kuaishou_admits_numpy_data_and_checks_the_layout(tmp_path):
+    from mtin_tf.data import safe_pickle
+
+    pkl = tmp_path / "dataset.pkl"
+    train = [((np.int64(0), np.int64(0), 1), 0, 0), ((0, 10 ** 30, 1), 1, 0), ((0, 1), 1, 0)]
+    with open(pkl, "wb") as f:
+        for obj in (train, [], np.array([[0, 5]]), {0: np.array([9])}):
+            pickle.dump(obj, f)
+    np.save(tmp_path / "v.npy", np.ones((3, 4), np.float32))
+    report = R.Report("convert")
+    df, _ = read_kuaishou(str(pkl), str(tmp_path / "v.npy"), report)
+    assert df[F.ITEM_ID].tolist() == [1]
+    assert report.bad[R.ID_OUT_OF_RANGE]["examples"] == [f"{pkl}:train:1: item_id={10 ** 30!r} is above "
+                                                         f"{2 ** 63 - 2}"]
+    assert report.bad[R.MALFORMED_ROW]["count"] == 1
+    with open(pkl, "wb") as f:
+        pickle.dump(np.array([1, None], dtype=object), f)
+    with pytest.raises(safe_pickle.UnsafePickleError, match="dtype object"):
+        safe_pickle.load_all(str(pkl), 1)
+    with open(pkl, "wb") as f:
+        for obj in ("not records", [], [], []):
+            pickle.dump(obj, f)
+    with pytest.raises(R.BadInputError, match="the train records are a str, expected a list or tuple"):
+        read_kuaishou(str(pkl), str(tmp_path / "v.npy"), R.Report("c"))
+    with pytest.raises(R.BadInputError, match="holds 4 pickle"):
+        safe_pickle.load_all(str(pkl), 5)
+    pkl.write_bytes(b"\x80\x04garbage")
+    with pytest.raises(R.BadInputError, match="pickle 1 is corrupt"):
+        safe_pickle.load_all(str(pkl), 1)
+
+
+def test_microvideo_counts_malformed_rows_and_bad_categories(tmp_path):
+    d, _, _ = _thacil_dir(tmp_path)
+    with open(d / "train_data.csv", "a") as f:
+        f.write("0,1,5,1,400,extra\n0,2,abc,1,401\n0,2,,0,402\n1,1,99999999999999999999,0,403\n")
+    report = R.Report("convert")
+    df, items = read_microvideo(str(d), report)
+    csv_path = d / "train_data.csv"
+    assert report.bad[R.MALFORMED_ROW]["examples"] == [f"{csv_path}:8: 6 fields, the header has 5"]
+    assert report.bad[R.BAD_CATEGORY]["examples"] == [f"{csv_path}:9: cate_id='abc'",
+                                                      f"{csv_path}:11: cate_id='99999999999999999999'"]
+    assert len(df) == 7 and items.category.tolist() == [6, 7, 6, 8, 8]  # the empty cate_id row is kept
+    np.save(d / "test_cover_image_feature.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(R.BadInputError, match="test_cover_image_feature.npy: not a readable numeric .npy"):
+        read_microvideo(str(d), R.Report("convert"))
+
+
+def test_historygen_counts_skipped_rows_under_the_readers_kinds():
+    import tensorflow as tf
+
+    from pipeline.components.history import REQUIRED, bad_input_kind, parse_interaction
+    from mtin_tf.data.ranges import RANGES
+
+    def record(**values):
+        msg = tf.train.Example()
+        for name, v in values.items():
+            if isinstance(v, bytes):
+                msg.features.feature[name].bytes_list.value.append(v)
+            else:
+                msg.features.feature[name].int64_list.value.append(v)
+        return msg.SerializeToString()
+
+    good = {F.USER_ID: 1, F.ITEM_ID: 2, F.TIMESTAMP: 3, F.CLICK: 1}
+    assert REQUIRED is RANGES  # one definition of the ranges
+    cases = {R.MISSING_FIELD: {F.ITEM_ID: 2, F.TIMESTAMP: 3, F.CLICK: 1}, R.NON_NUMERIC_ID: {**good, F.ITEM_ID: b"x"},
+             R.NONPOSITIVE_ID: {**good, F.USER_ID: 0}, R.BAD_TIMESTAMP: {**good, F.TIMESTAMP: -1},
+             R.BAD_CLICK: {**good, F.CLICK: 2}}
+    for kind, values in cases.items():
+        row, reason = parse_interaction(record(**values))
+        assert row is None and bad_input_kind(reason) == kind, (kind, reason)

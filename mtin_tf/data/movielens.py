@@ -15,6 +15,7 @@ Category = 1 + index of the item's first listed genre (0 if none).
 """
 from __future__ import annotations
 
+import csv
 import glob
 import os
 import subprocess
@@ -27,6 +28,7 @@ import pandas as pd
 
 from mtin_tf import features as F
 from mtin_tf.data import canonical as C
+from mtin_tf.data import delimited as D
 from mtin_tf.data import report as R
 
 RECBOLE = "recbole==1.2.1"
@@ -50,29 +52,53 @@ def fetch_wheel(cache_dir: str = DEFAULT_CACHE) -> str:
     return found[0]
 
 
-def _read_member(zf: zipfile.ZipFile, member: str) -> pd.DataFrame:
-    with zf.open(member) as f:
-        table = pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False, encoding="latin-1", quoting=3)
-    table.columns = [c.split(":")[0] for c in table.columns]  # "user_id:token" -> "user_id"
-    return table
+def _read_member(zf: zipfile.ZipFile, member: str, source: str, report: R.Report, counter: str,
+                 columns: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray]:
+    """One tab-separated member as text columns (``user_id:token`` -> ``user_id``) and the line of each row;
+    rows with too many fields are counted (:mod:`mtin_tf.data.delimited`)."""
+    try:
+        f = zf.open(member)
+    except KeyError as e:
+        raise R.BadInputError(f"{source}: not in the wheel (is it recbole 1.2.1?)") from e
+    frames, lines = [], []
+    with f:
+        for _, block_lines, frame in D.iter_blocks(f, source, report, sep="\t", quoting=csv.QUOTE_NONE,
+                                                        encoding="latin-1", read_counter=counter):
+            frames.append(frame)
+            lines.append(block_lines)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns), dtype=object)
+    table.columns = [c.split(":")[0] for c in table.columns]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise R.BadInputError(f"{source}: column(s) {missing} missing; have {list(table.columns)}")
+    return table, (np.concatenate(lines) if lines else np.zeros(0, np.int64))
 
 
 def read_movielens(wheel_path: str, report: R.Report, *, click_threshold: float = 4.0, title_hash_dim: int = 0,
                    ) -> tuple[pd.DataFrame, C.ItemFeatures]:
     """Canonical ``(interactions, item features)`` of MovieLens-100K read out of the recbole wheel."""
-    with zipfile.ZipFile(wheel_path) as zf:
-        inter, item = _read_member(zf, INTER_MEMBER), _read_member(zf, ITEM_MEMBER)
-    items = _item_features(item, f"{wheel_path}!{ITEM_MEMBER}", report, title_hash_dim)
+    try:
+        zf = zipfile.ZipFile(wheel_path)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise R.BadInputError(f"{wheel_path}: not a readable wheel (zip) file ({e})") from e
+    inter_source, item_source = f"{wheel_path}!{INTER_MEMBER}", f"{wheel_path}!{ITEM_MEMBER}"
+    with zf:
+        inter, inter_lines = _read_member(zf, INTER_MEMBER, inter_source, report, "rows_read",
+                                          ("user_id", "item_id", "rating", "timestamp"))
+        item, item_lines = _read_member(zf, ITEM_MEMBER, item_source, report, "items_read",
+                                        ("item_id", "movie_title", "release_year", "class"))
+    items = _item_features(item, item_lines, item_source, report, title_hash_dim)
     rating = pd.to_numeric(inter["rating"], errors="coerce")
     click = pd.Series(np.where(rating >= click_threshold, 1, 0), dtype=object).where(rating.notna(), inter["rating"])
     raw = pd.DataFrame({F.USER_ID: inter["user_id"], F.ITEM_ID: inter["item_id"], F.TIMESTAMP: inter["timestamp"],
                         F.CLICK: click})
-    sources = [f"{wheel_path}!{INTER_MEMBER}"]
-    parsed = C.parse_interactions(raw, source_id=0, sources=sources, lines=np.arange(len(raw)) + 2, report=report)
+    sources = [inter_source]
+    parsed = C.parse_interactions(raw, source_id=0, sources=sources, lines=inter_lines, report=report)
     return C.finish_interactions([parsed], sources, report, items), items
 
 
-def _item_features(item: pd.DataFrame, source: str, report: R.Report, title_hash_dim: int) -> C.ItemFeatures:
+def _item_features(item: pd.DataFrame, lines: np.ndarray, source: str, report: R.Report, title_hash_dim: int,
+                   ) -> C.ItemFeatures:
     genres_per_item = [g.split() for g in item["class"]]
     vocab = sorted({g for gs in genres_per_item for g in gs})
     index = {g: k for k, g in enumerate(vocab)}
@@ -89,7 +115,7 @@ def _item_features(item: pd.DataFrame, source: str, report: R.Report, title_hash
         parts.append(title_hash(item["movie_title"], title_hash_dim))
     category = np.array([index[gs[0]] + 1 if gs else 0 for gs in genres_per_item], np.int64)
     return C.clean_item_features(item["item_id"].to_numpy(), np.concatenate(parts, axis=1), category, source=source,
-                                 lines=np.arange(n) + 2, report=report)
+                                 lines=lines, report=report)
 
 
 def title_hash(titles, dim: int) -> np.ndarray:

@@ -20,18 +20,22 @@ from typing import Iterable, Sequence
 import numpy as np
 
 # Kinds of bad input (keys of the JSON "bad_input" object).
-MISSING_FIELD = "missing_field"  # an empty field or a column the format requires is absent
+MALFORMED_ROW = "malformed_row"  # a row with more fields than the header, or a record not in the layout's structure
+MISSING_FIELD = "missing_field"  # an empty field (or a short row), or a column the format requires is absent
 NON_NUMERIC_ID = "non_numeric_id"  # user or item id that is not an integer
 NONPOSITIVE_ID = "nonpositive_id"  # id 0 (reserved for padding) or negative, where the format does not remap ids
-BAD_TIMESTAMP = "bad_timestamp"  # negative or unparsable timestamp
+ID_OUT_OF_RANGE = "id_out_of_range"  # id above ranges.ID_MAX (int64), judged on the text as written
+BAD_TIMESTAMP = "bad_timestamp"  # negative, unparsable or beyond-int64 timestamp
 BAD_CLICK = "bad_click"  # click (or rating) that is not a number, or a click outside {0, 1}
-DUPLICATE_ROW = "duplicate_row"  # same (user, item, timestamp) as an earlier row; the first one is kept
+BAD_IS_TEST = "bad_is_test"  # an is_test split flag that is not 0 or 1
+BAD_CATEGORY = "bad_category"  # an item category (MicroVideo: cate_id) that is not an integer in the category range
+DUPLICATE_ROW = "duplicate_row"  # same (user, item, timestamp) as an earlier row, or an item id listed again
 BAD_FEATURE_VECTOR = "bad_feature_vector"  # NaN/inf values or a vector of the wrong length
 ITEM_WITHOUT_FEATURES = "item_without_features"  # an interaction whose item has no (valid) feature vector
 HISTORY_MISMATCH = "history_mismatch"  # KuaiShou: a record disagrees with the published history lists (kept)
 KEPT_KINDS = (HISTORY_MISMATCH,)  # counted, but the rows are kept
-KINDS = (MISSING_FIELD, NON_NUMERIC_ID, NONPOSITIVE_ID, BAD_TIMESTAMP, BAD_CLICK, DUPLICATE_ROW, BAD_FEATURE_VECTOR,
-         ITEM_WITHOUT_FEATURES, HISTORY_MISMATCH)
+KINDS = (MALFORMED_ROW, MISSING_FIELD, NON_NUMERIC_ID, NONPOSITIVE_ID, ID_OUT_OF_RANGE, BAD_TIMESTAMP, BAD_CLICK,
+         BAD_IS_TEST, BAD_CATEGORY, DUPLICATE_ROW, BAD_FEATURE_VECTOR, ITEM_WITHOUT_FEATURES, HISTORY_MISMATCH)
 
 MAX_EXAMPLES = 5  # offending locations kept per kind
 
@@ -74,6 +78,14 @@ class Report:
         details = list(detail) if detail is not None else [""] * idx.size
         first = [f"{source}:{int(lines[i])}" + (f": {d}" if d else "") for i, d in zip(idx[:MAX_EXAMPLES], details)]
         self.bad_input(kind, first, count=idx.size)
+
+    def bad_row_checks(self, checks: Sequence[tuple], source: str, lines: np.ndarray) -> None:
+        """:meth:`bad_rows` for several ``(kind, mask, details)`` checks with disjoint masks over the same rows, in
+        their order; in strict mode the check holding the earliest bad row goes first, so the error names it."""
+        if self.strict:
+            checks = sorted(checks, key=lambda c: int(np.argmax(c[1])) if np.any(c[1]) else len(c[1]))
+        for kind, mask, details in checks:
+            self.bad_rows(kind, mask, source, lines, details)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + int(n)

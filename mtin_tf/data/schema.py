@@ -13,13 +13,15 @@ import os
 import sys
 
 from mtin_tf import features as F
+from mtin_tf.data import ranges as V
 from mtin_tf.data.canonical import IS_TEST
 
 EXAMPLES_SCHEMA = os.path.join("examples", "schema.pbtxt")
 INTERACTIONS_SCHEMA = os.path.join("interactions", "schema.pbtxt")
 _TYPES = {"int64": "INT", "float32": "FLOAT"}
-_MIN = {F.USER_ID: 1, F.ITEM_ID: 1, F.TIMESTAMP: 0, F.CLICK: 0, IS_TEST: 0}
-_MAX = {F.CLICK: 1, IS_TEST: 1}
+_RANGES = {**V.RANGES, IS_TEST: (V.IS_TEST_MIN, V.IS_TEST_MAX)}  # defined once, in mtin_tf.data.ranges
+_MIN = {name: lo for name, (lo, _) in _RANGES.items()}
+_MAX = {name: hi for name, (_, hi) in _RANGES.items() if hi < V.INT64_MAX}  # int64's own limit goes unsaid
 
 
 def _domain(name: str) -> str:

@@ -33,13 +33,14 @@ from tfx.types import artifact_utils
 
 from mtin_tf import features as F
 from mtin_tf.data.history import SPLIT_NAMES, TEST_FRACTION, VALIDATION_FRACTION
+from mtin_tf.data.ranges import RANGES
 
 SLICE_FEATURE = "history_bucket"
 HISTORY_BUCKETS = (0, 1, 5, 20, 50)  # lower bounds of the clicked-history length buckets
 TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = SPLIT_NAMES  # the artifact's split names (Split-<name>/)
 TRAINING_INPUTS_FILE = "training_inputs.json"
 COUNTER_NAMESPACE = "mtin_pipeline"
-REQUIRED = {F.USER_ID: 1, F.ITEM_ID: 1, F.TIMESTAMP: 0, F.CLICK: 0}  # minimum value of each raw field
+REQUIRED = RANGES  # (min, max) of each raw field, defined once in mtin_tf.data.ranges
 
 
 def history_bucket(length: int) -> str:
@@ -57,15 +58,27 @@ def parse_interaction(record: bytes):
 
     feature = tf.train.Example.FromString(record).features.feature
     row = {}
-    for name, minimum in REQUIRED.items():
+    for name, (minimum, maximum) in REQUIRED.items():
         values = feature[name].int64_list.value if name in feature else ()
         if len(values) != 1:
             kind = feature[name].WhichOneof("kind") if name in feature else None
             return None, f"{name} missing" if not values and kind in (None, "int64_list") else f"{name} not an integer"
-        if values[0] < minimum or (name == F.CLICK and values[0] > 1):
+        if not minimum <= values[0] <= maximum:
             return None, f"{name} out of range"
         row[name] = int(values[0])
     return row, None
+
+
+def bad_input_kind(reason: str) -> str:
+    """The bad-input kind (:mod:`mtin_tf.data.report`) of a :func:`parse_interaction` reason; skipped rows are also
+    counted per kind, as Beam counters ``bad_rows.<kind>``. (tf.Example values are int64: no id is above range.)"""
+    from mtin_tf.data import report as R
+
+    name, problem = reason.split(" ", 1)
+    if problem == "missing":
+        return R.MISSING_FIELD
+    return {F.TIMESTAMP: R.BAD_TIMESTAMP, F.CLICK: R.BAD_CLICK}.get(
+        name, R.NON_NUMERIC_ID if problem == "not an integer" else R.NONPOSITIVE_ID)
 
 
 class _ParseFn(beam.DoFn):
@@ -80,6 +93,7 @@ class _ParseFn(beam.DoFn):
         row, reason = parse_interaction(record)
         if row is None:
             self._bad.inc()
+            beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"bad_rows.{bad_input_kind(reason)}").inc()
             yield beam.pvalue.TaggedOutput(self.BAD, reason)
         else:
             yield row
