@@ -43,6 +43,7 @@ def serving_model(model, *, jit_routing: bool = False):
     import tf_keras
 
     from mtin_tf.layers import InterestBranch, ItemEmbedding
+    from mtin_tf.layers.tables import assign_rows
 
     config = model.get_config()
     for layer in config["layers"]:
@@ -58,7 +59,8 @@ def serving_model(model, *, jit_routing: bool = False):
             table, unknown = old.projected_table()
             new.keys.assign(old.keys)
             new.table_rows.assign(old.table_rows)
-            new.table.assign(table)
+            assign_rows(new.table, table)
+            del table
             new.unknown.assign(unknown)
         else:
             new.set_weights(old.get_weights())

@@ -26,6 +26,14 @@ def sorted_unique_keys(ids, what):
     return keys, order
 
 
+def assign_rows(variable, values, chunk: int = 8192):
+    """variable[:] = values (NumPy, same shape) a chunk of rows at a time, in place: the peak memory is the variable and
+    the caller's array, never a whole-table temporary (a slice assign would copy the whole variable first)."""
+    for start in range(0, len(values), chunk):
+        rows = values[start:start + chunk]
+        variable.scatter_update(tf.IndexedSlices(tf.constant(rows), tf.range(start, start + len(rows))))
+
+
 def lookup_rows(keys, ids):
     """Rows of ``ids`` in a table whose sorted keys are ``keys`` [N]: int32 of ids' shape, key index + 1, 0 if absent."""
     ids = tf.cast(ids, tf.int64)
@@ -95,10 +103,8 @@ class ItemEmbedding(tf_keras.layers.Layer):
             self.unknown = init("unknown_item", None, [d])
         else:
             self.table = init("item_feature_table", table, [n, self.feature_dim])
-        if chunked:  # scatter_update writes in place (a slice assign would copy the whole variable first)
-            for start in range(0, n, 8192):
-                chunk = self._init_table[start:start + 8192]
-                self.table.scatter_update(tf.IndexedSlices(tf.constant(chunk), tf.range(start, start + len(chunk))))
+        if chunked:
+            assign_rows(self.table, self._init_table)
             self.projection = tf_keras.layers.Dense(d, name="feature_projection",
                                                     kernel_regularizer=self.kernel_regularizer)
             if self.use_id_embedding:
@@ -132,7 +138,8 @@ class ItemEmbedding(tf_keras.layers.Layer):
         row_to_key = np.empty([self.num_items], np.int64)
         row_to_key[self.table_rows.numpy()] = np.arange(self.num_items)
         for start in range(0, self.num_items, chunk):
-            x = self.projection(self.table[start:start + chunk])
+            # A gather reads just these rows (a slice of the variable would read, and copy, all of it).
+            x = self.projection(tf.gather(self.table, tf.range(start, min(start + chunk, self.num_items))))
             if self.use_id_embedding:
                 x = x + tf.gather(self.id_embedding, row_to_key[start:start + chunk] + 1)
             out[start:start + chunk] = x.numpy()
