@@ -7,6 +7,16 @@ import json
 from mtin_tf import features
 
 AGGREGATIONS = ("sum", "concat", "concat_pool")
+READOUTS = ("paper", "attention")
+
+
+# The paper's model as written (section 4 and 5.1 where it is specific; this project's choices where it is silent):
+# eq. 6 strict, eq. 11 sum pooling, free memory rows, features only, learnable α and β, ε = 0.1, τ = 0.1.
+PAPER_FAITHFUL = {"temporal_self": False, "readout": "paper", "memory_anchors": 0, "use_id_embedding": False,
+                  "use_item_bias": False, "learnable_branch_weights": True, "routing_epsilon": 0.1, "tau": 0.1}
+
+VARIANTS = {"MTIN": {}, "MTIN-I": {"use_routing": False}, "MTIN-P": {"pretrain_memory": False},
+            "MTIN-paper": PAPER_FAITHFUL}
 
 
 @dataclasses.dataclass
@@ -27,7 +37,7 @@ class MTINConfig:
     # parallel_routing is the approximate data-parallel variant; jit_routing runs the routing loop under XLA when
     # training and scoring in process (exported models route without XLA unless asked: see mtin_tf.export).
     routing_iterations: int = 3
-    routing_epsilon: float = 0.1
+    routing_epsilon: float = 0.5
     routing_base: float = 2.0
     parallel_routing: bool = False
     jit_routing: bool = True
@@ -35,20 +45,36 @@ class MTINConfig:
     omega_min: float = 0.05
     omega_max: float = 2.0
     learnable_decay: bool = True
+    # P_ii = 1 (an item attends to itself, so a one-item group is not the constant MLP(0)); False is eq. 6's strict
+    # i > j, the paper's.
+    temporal_self: bool = True
     use_time_gaps: bool = False
     time_scale: float = 86400.0  # seconds per time unit when use_time_gaps (a day by default)
-    # Eq. 8–10: threshold τ of the interest mask; straight-through gradient for the hard mask.
-    tau: float = 0.1
+    # Eq. 8–10: threshold τ of the interest mask (None: 1/s, the weight of a uniform softmax, so that a row keeps the
+    # groups it attends to more than average); straight-through gradient for the hard mask.
+    tau: float | None = None
     straight_through: bool = True
     # Eq. 10–11: how item-level r_p and group-level h_p combine into c_p (Table 3).
     aggregation: str = "concat_pool"
     # Ablations: MTIN-I (use_routing False: one group, no routing), MTIN-P (pretrain_memory False).
     use_routing: bool = True
     pretrain_memory: bool = True
-    # Item embedding: features projected to d, plus an optional trainable id embedding.
-    use_id_embedding: bool = False
-    # ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg): α, β learnable (else fixed at 1, 1).
-    learnable_branch_weights: bool = True
+    # Memory pretraining anchors each of a user's s memory rows to up to memory_anchors items of one k-means cluster
+    # of the user's history: the row is the mean of their current embeddings plus a trained residual, so it moves
+    # with the item embeddings (0: the rows are free parameters initialised once).
+    memory_anchors: int = 8
+    # How the s updated memory rows become the user vector q of the prediction unit: "paper" (eq. 11: sum pooling;
+    # head MLP([q, x_e])) or "attention" (ours: label-aware attention of the candidate over the rows,
+    # q = Σ_p softmax_p(u_p·x_e/√d) u_p; head MLP([q, x_e, q ⊙ x_e])). The readout sees the candidate only through
+    # the rows, never the history, so a user is encoded once for any number of candidates.
+    readout: str = "attention"
+    # Item embedding: features projected to d, plus a trainable id embedding (L2 λ on the rows a batch uses) and a
+    # per-item logit bias, for data whose test items were seen in training; off for cold-start data (MicroVideo-1.7M).
+    use_id_embedding: bool = True
+    use_item_bias: bool = True
+    # ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ item bias): α, β learnable, or fixed at 1 (the branch MLPs' own output
+    # layers already carry scale and sign).
+    learnable_branch_weights: bool = False
     activation: str = "relu"
     mixed_precision: bool = False  # mixed_float16 compute on GPUs
     # Compile the whole train step with XLA (model.compile(jit_compile=...)). Off by default: measured slower on CPU
@@ -58,6 +84,8 @@ class MTINConfig:
     def __post_init__(self):
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if not self.use_routing:
             self.num_groups = 1
         for name in ("embedding_dim", "num_masks", "num_groups", "max_history", "batch_size", "routing_iterations"):
@@ -66,11 +94,16 @@ class MTINConfig:
 
     @classmethod
     def variant(cls, name: str, **overrides) -> "MTINConfig":
-        """The paper's variants by name: MTIN, MTIN-I (no interest groups), MTIN-P (no memory pretraining)."""
-        presets = {"MTIN": {}, "MTIN-I": {"use_routing": False}, "MTIN-P": {"pretrain_memory": False}}
-        if name not in presets:
-            raise ValueError(f"unknown MTIN variant {name!r}; known: {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
+        """The variants by name (VARIANTS): MTIN, MTIN-I (no interest groups), MTIN-P (no memory pretraining),
+        MTIN-paper (the paper's model as written, PAPER_FAITHFUL)."""
+        if name not in VARIANTS:
+            raise ValueError(f"unknown MTIN variant {name!r}; known: {sorted(VARIANTS)}")
+        return cls(**{**VARIANTS[name], **overrides})
+
+    @property
+    def interest_tau(self) -> float:
+        """τ of eq. 9: the configured one, or 1/s."""
+        return 1.0 / self.num_groups if self.tau is None else float(self.tau)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -7,17 +7,19 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
-from mtin_tf.layers.branch import InterestBranch
-from mtin_tf.layers.tables import ItemEmbedding, UserMemory
+from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
+from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, UserMemory
 
 POSITIVE_MEMORY, NEGATIVE_MEMORY = "positive_memory", "negative_memory"
 POSITIVE_BRANCH, NEGATIVE_BRANCH = "positive_branch", "negative_branch"
 ITEM_EMBEDDING = "item_embedding"
+ITEM_BIAS = "item_bias"
 
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
 class ClickCombiner(tf_keras.layers.Layer):
-    """ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (section 4.4): the click logit. α, β learnable (init 1) or fixed at 1."""
+    """ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (section 4.4): the click logit. α, β learnable (init 1) or fixed
+    at 1. Inputs: [positive [B], negative [B]] or [positive, negative, item bias [B]]. Output: logit [B]."""
 
     def __init__(self, learnable=True, **kwargs):
         super().__init__(**kwargs)
@@ -29,8 +31,8 @@ class ClickCombiner(tf_keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        positive, negative = inputs
-        return self.alpha * positive + self.beta * negative
+        positive, negative, *bias = inputs
+        return self.alpha * positive + self.beta * negative + sum(bias)
 
     def get_config(self):
         return {**super().get_config(), "learnable": self.learnable}
@@ -53,18 +55,23 @@ def item_embedding(config: MTINConfig, item_ids, item_features) -> ItemEmbedding
     item_features = np.asarray(item_features, np.float32)
     return ItemEmbedding(len(item_ids), item_features.shape[1], config.embedding_dim,
                          use_id_embedding=config.use_id_embedding, item_ids=item_ids, item_features=item_features,
-                         kernel_regularizer=regularizer(config), name=ITEM_EMBEDDING)
+                         kernel_regularizer=regularizer(config), id_l2=config.l2, name=ITEM_EMBEDDING)
 
 
 def _branch(config: MTINConfig, name: str, regularizer) -> InterestBranch:
-    return InterestBranch(
-        num_groups=config.num_groups, num_masks=config.num_masks, use_routing=config.use_routing,
-        routing_iterations=config.routing_iterations, routing_epsilon=config.routing_epsilon,
-        routing_base=config.routing_base, parallel_routing=config.parallel_routing, jit_routing=config.jit_routing,
-        omega_min=config.omega_min,
-        omega_max=config.omega_max, learnable_decay=config.learnable_decay, use_time_gaps=config.use_time_gaps,
-        time_scale=config.time_scale, tau=config.tau, straight_through=config.straight_through,
-        aggregation=config.aggregation, activation=config.activation, kernel_regularizer=regularizer, name=name)
+    return InterestBranch(**{key: getattr(config, key) for key in BRANCH_SETTINGS}, kernel_regularizer=regularizer,
+                          name=name)
+
+
+def user_memory(config: MTINConfig, user_ids, user_input, embed: ItemEmbedding, name: str):
+    """A branch's interest memory M_u [B, s, d]: free rows, or (after pretraining) rows anchored to history items."""
+    anchors = config.memory_anchors if config.pretrain_memory else 0
+    memory = UserMemory(len(user_ids), config.num_groups, config.embedding_dim, user_ids=user_ids,
+                        row_l2=config.l2, anchor_size=anchors, name=name)(user_input)
+    if not anchors:
+        return memory
+    residual, anchor_ids = memory
+    return AnchoredMemory(name=f"{name}_anchored")([residual, *embed(anchor_ids)])
 
 
 def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, compile: bool = True):
@@ -90,14 +97,15 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     scores, outputs = [], {}
     for (ids_key, times_key), memory_name, branch_name in zip(
             F.HISTORY_PAIRS, (POSITIVE_MEMORY, NEGATIVE_MEMORY), (POSITIVE_BRANCH, NEGATIVE_BRANCH)):
-        memory = UserMemory(len(user_ids), config.num_groups, config.embedding_dim, user_ids=user_ids,
-                            row_l2=config.l2, name=memory_name)(inputs[F.USER_ID])
+        memory = user_memory(config, user_ids, inputs[F.USER_ID], embed, memory_name)
         items, known = embed(inputs[ids_key])
         score, weights, assignment = _branch(config, branch_name, reg)(
             [items, known, inputs[times_key], inputs[F.TIMESTAMP], memory, candidate])
         scores.append(score)
         if branch_name == POSITIVE_BRANCH:
             outputs[F.OUTPUT_GROUP_WEIGHTS], outputs[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment
+    if config.use_item_bias:
+        scores.append(ItemBias(len(item_ids), item_ids=item_ids, name=ITEM_BIAS)(inputs[F.ITEM_ID]))
     logit = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)(scores)
     outputs[F.OUTPUT_LOGIT] = logit
     outputs[F.OUTPUT_PROBABILITY] = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)(logit)

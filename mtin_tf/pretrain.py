@@ -1,8 +1,11 @@
 """Interest memory pretraining (section 4.1.1, "we pretrain a positive interest memory matrix M_u").
 
-The paper does not say how M_u is pretrained. Here each user's s memory rows start at the centroids of a k-means
-clustering of the embeddings x_j of the items in that user's history (clicked items for the positive memory,
-browsed-not-clicked items for the negative one), so that routing starts from groups that already mean something.
+The paper does not say how M_u is pretrained. Here each user's history (clicked items for the positive memory,
+browsed-not-clicked items for the negative one) is clustered into s groups by k-means on the items' feature vectors,
+so that routing starts from groups that already mean something. With anchored memories (config.memory_anchors = m,
+the default) each row keeps the m items of its cluster nearest the centroid and is their mean current embedding plus
+a trained residual (started at 0): the row stays on its cluster as W_e and the id embeddings train. Without anchors
+the rows are set once to the centroids of the items' embeddings x_j, which go stale as soon as W_e moves.
 MTIN-P (config.pretrain_memory = False) skips this and keeps the random initialisation.
 """
 from __future__ import annotations
@@ -53,7 +56,7 @@ def user_histories_from_arrays(arrays: Mapping[str, np.ndarray], items_key: str 
 
 def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_layer: str, iterations: int = 10,
                     seed: int = 0) -> int:
-    """Initialise ``memory_layer``'s rows from k-means centroids of each user's history item embeddings.
+    """Initialise ``memory_layer``'s rows from a k-means clustering of each user's history.
 
     model: a model from build_mtin; histories: {raw user id: raw item ids}; memory_layer: "positive_memory" or
     "negative_memory". Users not in the memory table or without known items are left as they are.
@@ -67,18 +70,46 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
     users = np.fromiter(histories.keys(), np.int64, len(histories))
     rows = memory.rows(tf.constant(users)).numpy() if len(users) else np.zeros([0], np.int32)
     all_items = np.unique(np.concatenate([np.asarray(v, np.int64) for v in histories.values()] or [[0]]))
-    x, known = embed(tf.constant(all_items))
-    x, known = x.numpy(), known.numpy()
+    item_rows = embed.rows(tf.constant(all_items)).numpy()
+    known = item_rows > 0
+    if memory.anchor_size:  # cluster in feature space; the rows follow the embeddings of their anchors
+        points = tf.gather(embed.table, tf.gather(embed.table_rows, np.maximum(item_rows - 1, 0))).numpy()
+        anchors = memory.anchors.numpy()
+    else:
+        points = embed(tf.constant(all_items))[0].numpy()
     values = memory.memory.numpy()
     done = 0
     for user, row in zip(users, rows):
         if row == 0:
             continue
         idx = np.searchsorted(all_items, np.asarray(histories[int(user)], np.int64))
-        points = x[idx][known[idx]]
-        if len(points) == 0:
+        idx = idx[known[idx]]
+        if len(idx) == 0:
             continue
-        values[row] = kmeans(points, memory.num_groups, iterations=iterations, rng=rng)
+        centroids = kmeans(points[idx], memory.num_groups, iterations=iterations, rng=rng)
+        if memory.anchor_size:
+            anchors[row] = nearest_members(points[idx], all_items[idx], centroids, memory.anchor_size)
+            values[row] = 0.0
+        else:
+            values[row] = centroids
         done += 1
     memory.memory.assign(values)
+    if memory.anchor_size:
+        memory.anchors.assign(anchors)
     return done
+
+
+def nearest_members(points, ids, centroids, size):
+    """For each centroid, the ids of up to ``size`` points assigned to it, nearest first; 0-padded: int64 [k, size].
+
+    A centroid with no member (fewer points than groups) gets the single nearest point overall."""
+    dist = ((points[:, None, :] - centroids[None]) ** 2).sum(-1)  # [n, k]
+    labels = dist.argmin(1)
+    out = np.zeros([len(centroids), size], np.int64)
+    for g in range(len(centroids)):
+        members = np.flatnonzero(labels == g)
+        if not len(members):
+            members = np.array([dist[:, g].argmin()])
+        members = members[np.argsort(dist[members, g], kind="stable")][:size]
+        out[g, :len(members)] = ids[members]
+    return out

@@ -21,8 +21,10 @@ import dataclasses
 import json
 import os
 
+from mtin_tf.config import VARIANTS as _VARIANTS
+
 MODELS = ("mtin", "bpr", "lstm", "cnn", "ncf", "atrank", "din", "mind")
-VARIANTS = ("MTIN", "MTIN-I", "MTIN-P")
+VARIANTS = tuple(_VARIANTS)
 SIGNATURES = ("keras", "predict_raw")
 
 

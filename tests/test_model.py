@@ -100,8 +100,10 @@ def test_history_items_unknown_to_the_table_are_ignored_like_padding(table):
 
 @pytest.mark.parametrize("variant", ["MTIN", "MTIN-I", "MTIN-P"])
 def test_every_trainable_variable_gets_a_finite_nonzero_gradient(table, variant):
-    config = MTINConfig.variant(variant, embedding_dim=8, num_masks=2, max_history=L, tau=0.2,
+    # ε low enough that every group holds several items of this small batch (a pair is needed for ω's gradient).
+    config = MTINConfig.variant(variant, embedding_dim=8, num_masks=2, max_history=L, tau=0.2, routing_epsilon=0.1,
                                 num_groups=3 if variant != "MTIN-I" else 1, use_id_embedding=True)
+    tf_keras.utils.set_random_seed(0)
     model = build_mtin(config, *table)
     x = raw_batch(np.random.default_rng(6), table)
     labels = tf.constant(np.random.default_rng(7).integers(0, 2, size=16), tf.float32)

@@ -19,49 +19,67 @@ def history_ages(history_times, candidate_time, time_scale):
     return tf.cast(tf.maximum(gap, 0), tf.float32) / time_scale
 
 
+# Every setting of a branch with its default; MTINConfig has a field of the same name for each (one place to add one).
+BRANCH_SETTINGS = dict(
+    num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.5, routing_base=2.0,
+    parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
+    use_time_gaps=False, temporal_self=True, time_scale=86400.0, tau=None, straight_through=True,
+    aggregation="concat_pool", readout="attention", activation="relu")
+
+
 @tf_keras.saving.register_keras_serializable(package="mtin")
 class InterestBranch(tf_keras.layers.Layer):
     """Routing → parallel temporal masks → interest mask → aggregation → memory update → prediction, for one history.
 
-      groups:  S = Algorithm 1 on p_{g←j} (eq. 2–4), or one group holding every item when ``use_routing`` is False
-      eq. 5–7: r_g from each group's items                                  [B, s, d]
-      eq. 8–10: h_p, w_{p,g} from the memory rows c_p and the r_g            [B, s, d], [B, s, s]
-      eq. 10–11: c_p = agg(r_p, h_p); q = Σ_p (c_p^{memory} + c_p)           [B, d]
-      P(x_e | H) = MLP([q, x_e]) (two layers)                                [B]
+      groups:  S = Algorithm 1 on σ(p_{g←j}) (eq. 2–4), or one group holding every item when ``use_routing`` is False
+      eq. 5–7: r_g from each group's items, each item's term scaled by its gate   [B, s, d]
+      eq. 8–10: h_p, w_{p,g} from the memory rows c_p and the r_g                [B, s, d], [B, s, s]
+      eq. 10:  u_p = c_p^{memory} + agg(r_p, h_p), the updated memory rows        [B, s, d]
+      readout "paper" (eq. 11):  q = Σ_p u_p;  P(x_e | H) = MLP([q, x_e])          [B]
+      readout "attention" (ours): a_p = softmax_p(u_p·x_e / √d), q = Σ_p a_p u_p;
+                                  P(x_e | H) = MLP([q, x_e, q ⊙ x_e])             [B]
+    The MLP has one hidden layer of d units. Either readout sees the candidate only through the rows u_p.
 
-    Inputs: [items float [B, L, d], known bool [B, L], history_times int64 [B, L], candidate_time int64 [B],
-    memory float [B, s, d], candidate float [B, d]]. Outputs: (score [B], weights w [B, s, s], assignment int32 [B, L]).
-    An empty history is valid: every group is empty, r = h = 0, and q comes from the memory alone.
+    Args: the keys of BRANCH_SETTINGS (see MTINConfig for each), ``kernel_regularizer`` and Layer arguments. τ = None
+    is 1/s.
+
+    Call arguments: [items float [B, L, d], known bool [B, L], history_times int64 [B, L], candidate_time int64 [B],
+    memory float [B, s, d], candidate float [B, d]].
+    Outputs: (score [B], weights w [B, s, s], assignment int32 [B, L]).
+    An empty history is valid: every group is empty, r = h = 0, and the rows are the memory alone.
+    With routing, the branch reports metrics (TensorBoard, fit history): ``<name>_dropped``, the fraction of real
+    items routing left out of every group; ``<name>_groups_used``, the mean number of non-empty groups;
+    ``<name>_largest_group``, the mean share of the routed items in the largest group.
     """
 
-    def __init__(self, num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.1,
-                 routing_base=2.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0,
-                 learnable_decay=True, use_time_gaps=False, time_scale=86400.0, tau=0.1, straight_through=True, aggregation="concat_pool",
-                 activation="relu", kernel_regularizer=None, **kwargs):
+    def __init__(self, kernel_regularizer=None, **kwargs):
+        settings = {k: kwargs.pop(k, v) for k, v in BRANCH_SETTINGS.items()}
         super().__init__(**kwargs)
-        self.num_groups, self.use_routing = int(num_groups), bool(use_routing)
+        self.settings = settings
+        self.num_groups, self.use_routing = int(settings["num_groups"]), bool(settings["use_routing"])
         if not self.use_routing and self.num_groups != 1:
             raise ValueError("without routing (MTIN-I) there is exactly one group; set num_groups=1")
-        self.time_scale = float(time_scale)
-        self.activation = tf_keras.activations.get(activation)
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
-        reg = self.kernel_regularizer
-        self._config = dict(
-            num_groups=num_groups, num_masks=num_masks, use_routing=use_routing,
-            routing_iterations=routing_iterations, routing_epsilon=routing_epsilon, routing_base=routing_base,
-            parallel_routing=parallel_routing, jit_routing=jit_routing, omega_min=omega_min, omega_max=omega_max,
-            learnable_decay=learnable_decay, use_time_gaps=use_time_gaps, time_scale=time_scale, tau=tau,
-            straight_through=straight_through, aggregation=aggregation)
+        if settings["readout"] not in ("paper", "attention"):
+            raise ValueError(f"readout must be 'paper' or 'attention', got {settings['readout']!r}")
+        self.readout = settings["readout"]
+        self.time_scale = float(settings["time_scale"])
+        tau = settings["tau"]
+        self.tau = 1.0 / self.num_groups if tau is None else float(tau)
+        self.activation = tf_keras.activations.get(settings["activation"])
+        self.kernel_regularizer = reg = tf_keras.regularizers.get(kernel_regularizer)
         self.routing = InterestGroupRouting(
-            num_groups, iterations=routing_iterations, epsilon=routing_epsilon, base=routing_base,
-            parallel_routing=parallel_routing, jit_compile=jit_routing, activation=activation,
-            kernel_regularizer=reg, name="routing") if self.use_routing else None
-        self.temporal = ParallelTemporalMask(num_groups, num_masks, omega_min=omega_min, omega_max=omega_max,
-                                             learnable_decay=learnable_decay, use_time_gaps=use_time_gaps,
-                                             activation=activation, kernel_regularizer=reg, name="temporal_mask")
-        self.interest = InterestMask(tau=tau, straight_through=straight_through, kernel_regularizer=reg,
-                                     name="interest_mask")
-        self.aggregate = InterestAggregation(aggregation, kernel_regularizer=reg, name="aggregation")
+            self.num_groups, iterations=settings["routing_iterations"], epsilon=settings["routing_epsilon"],
+            base=settings["routing_base"], parallel_routing=settings["parallel_routing"],
+            jit_compile=settings["jit_routing"], activation=settings["activation"], kernel_regularizer=reg,
+            name="routing") if self.use_routing else None
+        self.temporal = ParallelTemporalMask(
+            self.num_groups, settings["num_masks"], omega_min=settings["omega_min"], omega_max=settings["omega_max"],
+            learnable_decay=settings["learnable_decay"], use_time_gaps=settings["use_time_gaps"],
+            include_self=settings["temporal_self"], activation=settings["activation"], kernel_regularizer=reg,
+            name="temporal_mask")
+        self.interest = InterestMask(tau=self.tau, straight_through=settings["straight_through"],
+                                     kernel_regularizer=reg, name="interest_mask")
+        self.aggregate = InterestAggregation(settings["aggregation"], kernel_regularizer=reg, name="aggregation")
 
     def build(self, input_shape):
         d = int(input_shape[0][-1])
@@ -74,22 +92,45 @@ class InterestBranch(tf_keras.layers.Layer):
         items, known, history_times, candidate_time, memory, candidate = inputs
         known = tf.cast(known, tf.bool)
         ages = history_ages(history_times, candidate_time, self.time_scale)
+        gate = None
         if self.use_routing:
             routed = self.routing([items, memory], mask=known)
-            assignment = routed["assignment"]
-            items = items * routed["gate"][..., None]
+            assignment, gate = routed["assignment"], routed["gate"]
+            self._routing_metrics(assignment, known)
         else:
             assignment = tf.where(known, 0, -1)
-        r = self.temporal(items, assignment=assignment, ages=ages)  # eq. 5–7
+        r = self.temporal(items, assignment=assignment, ages=ages, weights=gate)  # eq. 5–7
         nonempty = tf.reduce_any(assignment[:, :, None] == tf.range(self.num_groups)[None, None, :], axis=1)
         h, weights = self.interest([memory, r], group_mask=nonempty)  # eq. 8–10
-        c = self.aggregate([r, h])
-        q = tf.reduce_sum(memory + c, axis=1)  # eq. 11: memory rows updated by c_p, then sum pooling
-        score = self.predict_out(self.predict_hidden(tf.concat([q, candidate], axis=-1)))[:, 0]
-        return score, weights, assignment
+        rows = memory + self.aggregate([r, h])  # u_p: the memory rows updated by c_p
+        return self.score(rows, candidate), weights, assignment
+
+    def score(self, rows, candidate):
+        """The readout and prediction MLP: rows u [B, s, d] (or [B, 1, s, d] against candidates [B, N, d]) → [B(, N)]."""
+        if self.readout == "paper":
+            q = tf.reduce_sum(rows, axis=-2)  # eq. 11
+            q = tf.broadcast_to(q, tf.shape(candidate))
+            head = tf.concat([q, candidate], axis=-1)
+        else:
+            logits = tf.reduce_sum(rows * candidate[..., None, :], -1) / tf.sqrt(tf.cast(tf.shape(rows)[-1], rows.dtype))
+            q = tf.reduce_sum(tf.nn.softmax(logits, axis=-1)[..., None] * rows, axis=-2)
+            head = tf.concat([q, candidate, q * candidate], axis=-1)
+        return self.predict_out(self.predict_hidden(head))[..., 0]
+
+    def _routing_metrics(self, assignment, known):
+        real = tf.reduce_sum(tf.cast(known, tf.float32))
+        routed = assignment >= 0
+        self.add_metric(1.0 - tf.math.divide_no_nan(tf.reduce_sum(tf.cast(routed, tf.float32)), real),
+                        name=f"{self.name}_dropped")
+        sizes = tf.reduce_sum(tf.one_hot(assignment, self.num_groups), axis=1)  # [B, s]
+        has_items = tf.reduce_any(known, axis=1)
+        used = tf.reduce_sum(tf.cast(sizes > 0, tf.float32), axis=1)
+        largest = tf.math.divide_no_nan(tf.reduce_max(sizes, axis=1), tf.reduce_sum(sizes, axis=1))
+        rows = tf.maximum(tf.reduce_sum(tf.cast(has_items, tf.float32)), 1.0)
+        self.add_metric(tf.reduce_sum(tf.where(has_items, used, 0.0)) / rows, name=f"{self.name}_groups_used")
+        self.add_metric(tf.reduce_sum(tf.where(has_items, largest, 0.0)) / rows, name=f"{self.name}_largest_group")
 
     def get_config(self):
         config = super().get_config()
-        config.update(self._config, activation=tf_keras.activations.serialize(self.activation),
-                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+        config.update(self.settings, kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
         return config

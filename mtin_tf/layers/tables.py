@@ -52,7 +52,8 @@ class ItemEmbedding(tf_keras.layers.Layer):
 
     f_j is the item's feature vector (visual features or metadata), looked up by raw item id; W_e projects it to d.
     Items never seen in training are scored from their features alone, provided they are in the table. An optional
-    trainable id embedding e_j adds memorisation for items seen in training (its row 0 serves unknown items).
+    trainable id embedding e_j adds memorisation for items seen in training (its row 0 serves unknown items);
+    ``id_l2`` adds λ‖e_j‖² for the real items each call looks up, averaged over the batch.
 
     Two forms with the same output:
       ``projected=False`` (training): the frozen feature table [N, F] and the trainable W_e, b_e (and e).
@@ -67,8 +68,9 @@ class ItemEmbedding(tf_keras.layers.Layer):
     """
 
     def __init__(self, num_items, feature_dim, embedding_dim, use_id_embedding=False, item_ids=None,
-                 item_features=None, kernel_regularizer=None, projected=False, **kwargs):
+                 item_features=None, kernel_regularizer=None, projected=False, id_l2=0.0, **kwargs):
         super().__init__(**kwargs)
+        self.id_l2 = float(id_l2)
         self.num_items, self.feature_dim = int(num_items), int(feature_dim)
         self.embedding_dim = int(embedding_dim)
         self.use_id_embedding = bool(use_id_embedding)
@@ -103,13 +105,13 @@ class ItemEmbedding(tf_keras.layers.Layer):
             self.unknown = init("unknown_item", None, [d])
         else:
             self.table = init("item_feature_table", table, [n, self.feature_dim])
-        if chunked:
-            assign_rows(self.table, self._init_table)
             self.projection = tf_keras.layers.Dense(d, name="feature_projection",
                                                     kernel_regularizer=self.kernel_regularizer)
             if self.use_id_embedding:
                 self.id_embedding = init("id_embedding", None, [n + 1, d], trainable=True,
                                          fallback=tf_keras.initializers.RandomNormal(stddev=0.01))
+        if chunked:
+            assign_rows(self.table, self._init_table)
         self._init_keys = self._init_rows = self._init_table = None  # the weights hold them now
         super().build(input_shape)
 
@@ -126,7 +128,11 @@ class ItemEmbedding(tf_keras.layers.Layer):
             return tf.where(known[..., None], values, self.unknown), known
         x = self.projection(values)
         if self.use_id_embedding:
-            x = x + tf.gather(self.id_embedding, rows)
+            e = tf.gather(self.id_embedding, rows)
+            if self.id_l2:  # λ‖e‖² on the rows this batch looks up (real items only), averaged over the batch
+                known_e = e * tf.cast(known, e.dtype)[..., None]
+                self.add_loss(self.id_l2 * tf.reduce_sum(tf.square(known_e)) / tf.cast(tf.shape(ids)[0], e.dtype))
+            x = x + e
         return x, known
 
     def projected_table(self, chunk: int = 65536):
@@ -151,9 +157,36 @@ class ItemEmbedding(tf_keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_items=self.num_items, feature_dim=self.feature_dim, embedding_dim=self.embedding_dim,
-                      use_id_embedding=self.use_id_embedding, projected=self.projected,
+                      use_id_embedding=self.use_id_embedding, projected=self.projected, id_l2=self.id_l2,
                       kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
         return config
+
+
+@tf_keras.saving.register_keras_serializable(package="mtin")
+class ItemBias(tf_keras.layers.Layer):
+    """A trainable logit bias b_i per item, keyed by raw id (row 0: padding and unknown items, which share it).
+
+    Construction takes ``item_ids`` int [N] (saved as a weight). Call: ids int64 [B] → b float [B].
+    """
+
+    def __init__(self, num_items, item_ids=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_items = int(num_items)
+        self._init_keys = sorted_unique_keys(item_ids, "item")[0] if item_ids is not None else None
+
+    def build(self, input_shape):
+        keys = self._init_keys
+        self.keys = self.add_weight("item_keys", shape=[self.num_items], dtype=tf.int64, trainable=False,
+                                    initializer=tf_keras.initializers.Constant(keys) if keys is not None else "zeros")
+        self.bias = self.add_weight("item_bias", shape=[self.num_items + 1], initializer="zeros")
+        self._init_keys = None
+        super().build(input_shape)
+
+    def call(self, ids):
+        return tf.gather(self.bias, lookup_rows(self.keys, ids))
+
+    def get_config(self):
+        return {**super().get_config(), "num_items": self.num_items}
 
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
@@ -163,14 +196,19 @@ class UserMemory(tf_keras.layers.Layer):
     Row 0 is the out-of-vocabulary user: unknown users share it (it learns an average user). ``row_l2`` adds
     λ·mean_batch ‖M_u‖², averaged over the batch like the loss (regularising the whole table every step would cost
     O(users); summing over the batch would decay memories B times harder than the loss is weighted).
-    Call: user ids int64 [B] → memory float [B, s, d].
+
+    With ``anchor_size`` m > 0 each row g also holds up to m item ids (``anchors``, set by mtin_tf.pretrain, 0 =
+    none): the memory row is then the mean of those items' current embeddings plus the trained matrix (the residual,
+    on which the L2 acts), computed by AnchoredMemory; so a pretrained row follows the item embeddings as they train.
+    Call: user ids int64 [B] → memory float [B, s, d], or (residual [B, s, d], anchor ids int64 [B, s, m]) when m > 0.
     """
 
-    def __init__(self, num_users, num_groups, embedding_dim, user_ids=None, row_l2=0.0, **kwargs):
+    def __init__(self, num_users, num_groups, embedding_dim, user_ids=None, row_l2=0.0, anchor_size=0, **kwargs):
         super().__init__(**kwargs)
         self.num_users, self.num_groups = int(num_users), int(num_groups)
         self.embedding_dim = int(embedding_dim)
         self.row_l2 = float(row_l2)
+        self.anchor_size = int(anchor_size)
         self._init_keys = sorted_unique_keys(user_ids, "user")[0] if user_ids is not None else None
         if self._init_keys is not None and self._init_keys.size != self.num_users:
             raise ValueError(f"got {self._init_keys.size} user ids for num_users={self.num_users}")
@@ -183,6 +221,9 @@ class UserMemory(tf_keras.layers.Layer):
         self.memory = self.add_weight(
             "memory", shape=[self.num_users + 1, self.num_groups, self.embedding_dim],
             initializer=tf_keras.initializers.RandomNormal(stddev=0.1))
+        if self.anchor_size:
+            self.anchors = self.add_weight("anchors", shape=[self.num_users + 1, self.num_groups, self.anchor_size],
+                                           dtype=tf.int64, trainable=False, initializer="zeros")
         self._init_keys = None
         super().build(input_shape)
 
@@ -190,13 +231,30 @@ class UserMemory(tf_keras.layers.Layer):
         return lookup_rows(self.keys, ids)
 
     def call(self, ids):
-        memory = tf.gather(self.memory, self.rows(ids))
+        rows = self.rows(ids)
+        memory = tf.gather(self.memory, rows)
         if self.row_l2:
             self.add_loss(self.row_l2 * tf.reduce_mean(tf.reduce_sum(tf.square(memory), axis=[1, 2])))
+        if self.anchor_size:
+            return memory, tf.gather(self.anchors, rows)
         return memory
 
     def get_config(self):
         config = super().get_config()
         config.update(num_users=self.num_users, num_groups=self.num_groups, embedding_dim=self.embedding_dim,
-                      row_l2=self.row_l2)
+                      row_l2=self.row_l2, anchor_size=self.anchor_size)
         return config
+
+
+@tf_keras.saving.register_keras_serializable(package="mtin")
+class AnchoredMemory(tf_keras.layers.Layer):
+    """c_g = residual_g + mean of the embeddings of row g's anchor items (none: the residual alone).
+
+    Inputs: [residual float [B, s, d], anchor embeddings float [B, s, m, d], known bool [B, s, m]].
+    Output: memory float [B, s, d].
+    """
+
+    def call(self, inputs):
+        residual, anchors, known = inputs
+        weight = tf.cast(known, anchors.dtype)[..., None]
+        return residual + tf.math.divide_no_nan(tf.reduce_sum(anchors * weight, 2), tf.reduce_sum(weight, 2))

@@ -27,17 +27,22 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
     it would over groups padded to L; Q_ij = x_i^T (W_g^k x_j) is one [L, d] × [d, p·L] product per history.
 
     Options: ``learnable_decay`` (ω_k trainable, initialised log-spaced over [omega_min, omega_max]; else fixed there);
-    ``use_time_gaps`` replaces the in-group distance i − j by the time gap t_i − t_j (from ``ages``, already scaled).
+    ``use_time_gaps`` replaces the in-group distance i − j by the time gap t_i − t_j (from ``ages``, already scaled);
+    ``include_self`` sets P_ii = 1 (i ≥ j instead of eq. 6's strict i > j): with the strict mask a group of one item
+    has r_g^k = 0 and r_g = MLP(0), the same constant for every such group.
 
     Inputs: items float [B, L, d] (the history in time order); assignment int32 [B, L], each item's group in [0, s) or
     −1 for items in no group (padding, unknown or unrouted items; they are ignored); ages float [B, L] (how long
-    before the candidate each item was seen), needed with ``use_time_gaps``.
+    before the candidate each item was seen), needed with ``use_time_gaps``; weights float [B, L] (optional), a factor
+    on each item's term of r_g^k = Σ_j w_j (Σ_i P_ij Q_ij) x_j (MTIN's routing gate; linear, where scaling x_j itself
+    would act as w_j³).
     Output: r float [B, s, d]; rows of empty groups are 0.
     """
 
     def __init__(self, num_groups=6, num_masks=8, omega_min=0.05, omega_max=2.0, learnable_decay=True,
-                 use_time_gaps=False, activation="relu", kernel_regularizer=None, **kwargs):
+                 use_time_gaps=False, include_self=False, activation="relu", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
+        self.include_self = bool(include_self)
         self.num_groups = int(num_groups)
         self.num_masks = int(num_masks)
         self.omega_min, self.omega_max = float(omega_min), float(omega_max)
@@ -66,7 +71,7 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
     def omega(self):
         return tf.exp(self.log_omega)
 
-    def call(self, items, assignment=None, ages=None):
+    def call(self, items, assignment=None, ages=None, weights=None):
         if assignment is None:
             raise ValueError("ParallelTemporalMask needs assignment (int32 [B, L], each item's group or -1)")
         shape = tf.shape(items)
@@ -77,7 +82,8 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
         x = items * tf.reduce_sum(member, axis=-1, keepdims=True)  # items in no group → 0
         same = tf.einsum("big,bjg->bij", member, member)  # 1 where i, j share a group, [B, L(i), L(j)]
         pos = tf.range(length)
-        lower = tf.cast(pos[:, None] > pos[None, :], items.dtype)  # i > j (time order = order within the group)
+        lower = pos[:, None] >= pos[None, :] if self.include_self else pos[:, None] > pos[None, :]
+        lower = tf.cast(lower, items.dtype)  # i > j (or ≥): time order is the order within the group
         if self.use_time_gaps:
             if ages is None:
                 raise ValueError("use_time_gaps=True needs ages [B, L]")
@@ -94,6 +100,8 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
         y = tf.reshape(y, [batch, length * p, d])  # rows (j, k)
         q = tf.reshape(tf.matmul(x, y, transpose_b=True), [batch, length, length, p])  # Q^k_ij, [B, L(i), L(j), p]
         coef = tf.reduce_sum(p_mat * q, axis=1)  # Σ_i P_ij Q_ij, [B, L(j), p]
+        if weights is not None:  # each item's term of r_g^k scaled once, linearly
+            coef = coef * tf.cast(weights, coef.dtype)[..., None]
         r_k = tf.einsum("bjg,bjk,bjd->bgkd", member, coef, x)  # r_g^k, [B, s, p, d]
         r = self.mlp_out(self.mlp_hidden(tf.reshape(r_k, [batch, s, p * d])))
         nonempty = tf.reduce_sum(member, axis=1) > 0  # [B, s]
@@ -103,6 +111,6 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
         config = super().get_config()
         config.update(num_groups=self.num_groups, num_masks=self.num_masks, omega_min=self.omega_min,
                       omega_max=self.omega_max, learnable_decay=self.learnable_decay,
-                      use_time_gaps=self.use_time_gaps, activation=tf_keras.activations.serialize(self.activation),
+                      use_time_gaps=self.use_time_gaps, include_self=self.include_self, activation=tf_keras.activations.serialize(self.activation),
                       kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
         return config
