@@ -36,10 +36,14 @@ def _run(argv):
 def test_help_lists_every_subcommand():
     from mtin_tf.cli import SUBCOMMANDS
 
-    code, stdout = _run(["--help"])
+    code, stdout = _run([])
     assert code == 0
-    for name, _, _ in SUBCOMMANDS:
-        assert re.search(rf"^    {name} ", stdout, re.M), name
+    flat = " ".join(stdout.split())  # argparse wraps long help lines
+    for name, _, help_text in SUBCOMMANDS:
+        assert re.search(rf"^    {name}\b", stdout, re.M) and f"{name} {help_text}" in flat, (name, stdout)
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stdout(io.StringIO()) as out:
+        mtin(["--help"])
+    assert info.value.code == 0 and out.getvalue() == stdout
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +88,9 @@ def test_convert_movielens_from_the_wheel_equals_fetch_and_adds_title_hashes(mov
     assert hashed.dim == 21 + 8
     np.testing.assert_array_equal(hashed.item_ids, base.item_ids)
     np.testing.assert_array_equal(hashed.features[:, :21], base.features)
-    assert np.abs(hashed.features[:, 21:]).sum(axis=1).min() > 0  # every title hashes somewhere
+    title = hashed.features[:, 21:]
+    assert np.count_nonzero(np.abs(title).sum(axis=1)) > 0.95 * len(title)  # (a few titles' signed word hashes cancel)
+    assert len(np.unique(title, axis=0)) > 0.3 * len(title)  # 8 signed buckets: short titles collide
 
 
 def _alpine_files(tmp_path):
