@@ -120,7 +120,7 @@ def _tensorboard_scalars(log_dir):
         run = os.path.basename(os.path.dirname(path))
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                if value.HasField("tensor") and not value.tensor.tensor_shape.dim:
+                if value.metadata.plugin_data.plugin_name == "scalars":
                     out.setdefault(run, {}).setdefault(value.tag, []).append(
                         (event.step, float(tf.make_ndarray(value.tensor))))
     return {run: {tag: [v for _, v in sorted(values)] for tag, values in tags.items()} for run, tags in out.items()}
