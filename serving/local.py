@@ -33,11 +33,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LocalServer:
-    """``mtin serve --model-base-path base_path`` on 127.0.0.1:<free port>; ``extra_args`` go to ``mtin serve``."""
+    """``mtin serve --model-base-path base_path`` on 127.0.0.1:<port> (default: a free port); ``extra_args`` go to
+    ``mtin serve``. Passing the port of a server that stopped restarts the service at the same address."""
 
     def __init__(self, base_path: str, *extra_args: str, model_name: str = DEFAULT_MODEL_NAME,
-                 log_path: str | None = None):
-        self.port = free_port()
+                 log_path: str | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.model_name = model_name
         if log_path is None:

@@ -1,41 +1,113 @@
-"""The TFX pipeline end to end: ONE LocalDagRunner run on tiny planted data, shared by every test in this module.
+"""The TFX pipeline end to end: ONE pipeline run on tiny planted data, made by `mtin demo` (the README's main job,
+with its data and model sizes shrunk), shared by every test in this module; later tests rerun it through `mtin
+pipeline run` on the same run directory, so that TFX's cache re-executes only the components whose inputs or
+settings changed.
 
-Checks every component's artifacts, the exported signatures, that the pushed model scores like the Keras model, the
-TFMA metrics (against mtin_tf.metrics on the same scores), blessing and push, and that a rerun is served from the
-ML Metadata cache. Kubeflow, Airflow and bad-data checks are in tests/test_pipeline_orchestration.py.
+Checks the demo's printed promises, every component's artifacts, Transform's output against mtin_tf's in-memory
+history building on the same interactions (exactly), the exported signatures, that the pushed model scores like the
+Keras model, the TFMA metrics (against mtin_tf.metrics on the same scores), blessing and push, that a rerun is served
+from the ML Metadata cache, and the gates: an AUC floor no model reaches, a candidate that regresses beyond
+``max_auc_drop`` against the blessed baseline (neither is pushed), and unreadable rows above
+``max_bad_row_fraction`` (the run stops at HistoryGen). Kubeflow, Airflow and anomaly checks are in
+tests/test_pipeline_orchestration.py.
 """
+import contextlib
 import glob
+import io
 import json
 import os
+import re
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf import metrics as M
+from mtin_tf.cli import main as mtin
 from mtin_tf.train import EVAL_AUC
 
 L = 8
-TINY_CONFIG = dict(embedding_dim=8, num_masks=2, num_groups=2, batch_size=32, epochs=2)
-RUN_KW = dict(max_history=L, mtin_config=TINY_CONFIG, auc_floor=0.0)
+# Small, yet learnable enough that the blessed model beats random (test AUC about 0.63; the demo's floor is 0.5) and a
+# regression against it is measurable; the Trainer's cost is mostly tracing and export, not the epochs.
+TINY_DATA = dict(num_users=60, num_items=200, num_clusters=6, feature_dim=8, interactions_per_user=40)
+TINY_MODEL = dict(embedding_dim=8, num_masks=2, num_groups=2, max_history=L, batch_size=32, epochs=6,
+                  learning_rate=0.01)
+SEED = 0
+# `mtin pipeline run` with exactly the settings `mtin demo` used (its mtin_config is TINY_MODEL without L, plus seed).
+MODEL_SETTINGS = [f"{k}={v}" for k, v in TINY_MODEL.items() if k != "max_history"] + [f"seed={SEED}"]
 COMPONENTS_WITH_OUTPUTS = ("InteractionsGen", "ItemsGen", "InteractionsSchema", "ExamplesSchema", "InteractionsStats",
                            "InteractionsValidator", "HistoryGen", "Transform", "Trainer", "Evaluator", "Pusher")
+UP_TO_TRANSFORM = ("InteractionsGen", "ItemsGen", "InteractionsSchema", "ExamplesSchema", "InteractionsStats",
+                   "InteractionsValidator", "HistoryGen", "Transform")
+
+
+def _run_cli(argv):
+    """`mtin ...` in process; returns (exit code, stdout). Its output is echoed for the test log."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = mtin(argv)
+    print(out.getvalue())
+    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from mtin_tf.data import planted
+    from mtin_tf import demo
     from pipeline.metadata import run_outputs
-    from pipeline.runners.local import run_local
+    from pipeline.runners.local import RunDirs
 
-    base = tmp_path_factory.mktemp("pipeline")
-    data = str(base / "data")
-    planted.generate(data, num_users=40, num_items=200, num_clusters=6, feature_dim=8, interactions_per_user=30)
-    dirs = run_local(data, str(base / "run"), **RUN_KW)
-    return {"dirs": dirs, "data": data, "outputs": run_outputs(dirs.metadata)}
+    base = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as patch:  # the demo's own code path, on tiny sizes
+        patch.setattr(demo, "DEMO_DATA", TINY_DATA)
+        patch.setattr(demo, "DEMO_MODEL", TINY_MODEL)
+        code, stdout = _run_cli(["demo", "--out", str(base), "--seed", str(SEED)])
+    dirs = RunDirs.at(str(base / "pipeline"))
+    return {"code": code, "stdout": stdout, "dirs": dirs, "data": str(base / "data"),
+            "outputs": run_outputs(dirs.metadata)}
 
+
+def _pipeline_run(run, *extra, data=None, settings=MODEL_SETTINGS):
+    """`mtin pipeline run` on the demo's run directory (the demo's settings unless ``extra`` / ``settings`` change
+    them); returns (exit code, stdout, {component: state} of this run)."""
+    from pipeline.metadata import component_timings
+
+    code, stdout = _run_cli(["pipeline", "run", "--data", data or run["data"], "--run-dir", run["dirs"].run_dir,
+                             "--max-history", str(L), "--set", *settings, *extra])
+    return code, stdout, {node: state for node, _, state in component_timings(run["dirs"].metadata)}
+
+
+def _versions(run):
+    return sorted(os.listdir(run["dirs"].serving))
+
+
+def _threshold_failures(evaluation_uri):
+    """[(metric name, is a change (diff) threshold, value)] of the failed thresholds of an Evaluator output."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(evaluation_uri)
+    return result.validation_ok, [(f.metric_key.name, f.metric_key.is_diff, f.metric_value.double_value.value)
+                                  for s in result.metric_validations_per_slice for f in s.failures]
+
+
+def test_demo_runs_the_pipeline_prints_its_results_and_pushes_a_model_that_scores_like_keras(run):
+    stdout = run["stdout"]
+    assert run["code"] == 0, stdout
+    for node in COMPONENTS_WITH_OUTPUTS:  # the per-component summary from MLMD
+        assert re.search(rf"^  {node} +COMPLETE +[0-9.]+s$", stdout, re.M), (node, stdout)
+    assert "blessed: True" in stdout
+    pushed = re.search(r"pushed model: (\S+)", stdout).group(1)
+    assert os.path.dirname(pushed) == run["dirs"].serving and os.path.exists(os.path.join(pushed, "saved_model.pb"))
+    with open(os.path.join(run["data"], "summary.json")) as f:
+        oracle = json.load(f)["oracle_auc"]
+    assert f"oracle AUC (true click probabilities): {oracle:.4f}" in stdout
+    diff = re.search(r"on (\d+) test examples: max \|diff\| = (\S+)", stdout)
+    assert int(diff.group(1)) > 20 and float(diff.group(2)) <= 1e-5
+    auc = re.search(r"^ +auc: ([0-9.]+)$", stdout, re.M)
+    assert auc and 0.5 <= float(auc.group(1)) <= 1.0  # the demo's blessing floor is 0.5
 
 def _uri(run, node, key):
     return run["outputs"][node][key][0]
@@ -70,7 +142,7 @@ def test_history_examples_have_time_splits_and_transform_outputs_exactly_the_mod
     for name, by_user in times.items():
         for ex in _history_split(run, name):
             by_user.setdefault(ex[F.USER_ID], []).append(ex[F.TIMESTAMP])
-    assert len(times["validation"]) >= 30  # 40 users, 9 to 70 interactions each: users with >= 10 have validation
+    assert len(times["validation"]) >= 55  # 60 users, 14 to 107 interactions each: users with >= 10 have validation
     for user, train in times["train"].items():
         val, test = times["validation"].get(user, []), times["test"][user]
         n = len(train) + len(val) + len(test)
@@ -86,10 +158,42 @@ def test_history_examples_have_time_splits_and_transform_outputs_exactly_the_mod
     assert n > 100
     for spec in F.MODEL_INPUTS:
         assert train[spec.name].shape == ((n, L) if spec.is_history else (n,)), spec.name
-    # Padding on the right with 0, most recent L kept: a row's non-zero ids form a prefix.
-    clicked = train[F.CLICKED_ITEMS]
-    assert np.all((clicked != 0).argmin(1)[clicked[:, -1] == 0] <= (clicked != 0).sum(1)[clicked[:, -1] == 0])
     assert np.array_equal(np.sort(np.unique(train[F.USER_ID])), vocabulary_ids(tft_out, USER_VOCABULARY))
+
+
+def _rows(arrays):
+    """The examples of {name: [N] or [N, L] array} as one int64 matrix [N, columns], rows in lexicographic order
+    (Beam writes examples in no fixed order)."""
+    names = sorted(arrays)
+    matrix = np.concatenate([np.asarray(arrays[k]).reshape(len(arrays[F.LABEL]), -1) for k in names], axis=1)
+    assert np.all(matrix == matrix.astype(np.int64)), "non-integer values"
+    matrix = matrix.astype(np.int64)
+    return matrix[np.lexsort(matrix.T[::-1])]
+
+
+def test_transform_output_equals_the_in_memory_history_builder_on_the_same_interactions(run):
+    """Every split Transform wrote, row for row and value for value, equals mtin_tf.data.history + to_model_arrays on
+    the interactions the demo generated: same examples, same splits, histories oldest first, right-padded with 0."""
+    import tensorflow_transform as tft
+
+    from mtin_tf.data.canonical import INTERACTIONS_FILE
+    from mtin_tf.data.examples import to_model_arrays
+    from mtin_tf.data.history import build_examples
+    from pipeline.trainer import read_transformed
+
+    interactions = pd.read_parquet(os.path.join(run["data"], INTERACTIONS_FILE))
+    train, validation, test, _ = build_examples(interactions, max_history=L)
+    assert sum(len(ex[F.CLICKED_ITEMS]) == L for ex in train) > 0  # some histories are full,
+    assert sum(0 < len(ex[F.CLICKED_ITEMS]) < L for ex in train) > 0  # some are padded
+    tft_out = tft.TFTransformOutput(_uri(run, "Transform", "transform_graph"))
+    transformed = _uri(run, "Transform", "transformed_examples")
+    for split, examples in (("train", train), ("validation", validation), ("test", test)):
+        got = read_transformed([os.path.join(transformed, f"Split-{split}", "*")], tft_out)
+        want = to_model_arrays(examples, L)
+        assert set(got) == set(want), split
+        for name in F.MODEL_INPUT_NAMES:
+            assert got[name].dtype == np.int64 and got[name].shape == want[name].shape, (split, name)
+        np.testing.assert_array_equal(_rows(got), _rows(want), err_msg=split)
 
 
 def test_pushed_model_has_both_signatures_with_the_serving_output_keys(run):
@@ -152,7 +256,7 @@ def test_trainer_used_the_device_strategy_and_logged_training(run):
     model_run = _uri(run, "Trainer", "model_run")
     record = json.load(open(os.path.join(model_run, "training.json")))
     assert record["replicas"] == max(1, len(tf.config.list_logical_devices("GPU")))
-    assert record["config"]["max_history"] == L and record["config"]["embedding_dim"] == TINY_CONFIG["embedding_dim"]
+    assert record["config"]["max_history"] == L and record["config"]["embedding_dim"] == TINY_MODEL["embedding_dim"]
     # early stopping watched the validation split (EvalArgs), one validation AUC per epoch
     assert record["validation_examples"] == len(_history_split(run, "validation")) > 0
     assert record["train_examples"] == len(_history_split(run, "train"))
@@ -160,14 +264,88 @@ def test_trainer_used_the_device_strategy_and_logged_training(run):
     assert glob.glob(os.path.join(model_run, "**", "events.out.tfevents.*"), recursive=True)  # TensorBoard
 
 
-def test_rerun_with_the_same_inputs_is_served_from_the_cache(run):
-    from pipeline.metadata import component_timings, run_outputs
-    from pipeline.runners.local import run_local
+def test_rerun_through_the_cli_with_the_same_inputs_is_served_from_the_cache(run):
+    from pipeline.metadata import run_outputs
 
-    run_local(run["data"], run["dirs"].run_dir, **RUN_KW)
-    states = {node: state for node, _, state in component_timings(run["dirs"].metadata)}
+    versions = _versions(run)
+    code, stdout, states = _pipeline_run(run)
+    assert code == 0
     # Everything up to the Trainer is CACHED. The Evaluator (and so the Pusher) runs once more: its baseline input
     # changed from none (first run) to the model blessed by the first run; from then on it is cached too.
     for node in set(COMPONENTS_WITH_OUTPUTS) - {"Evaluator", "Pusher"}:
         assert states[node] == "CACHED", (node, states)
     assert run_outputs(run["dirs"].metadata)["Trainer"]["model"] == run["outputs"]["Trainer"]["model"]
+    assert "blessed: True" in stdout and len(_versions(run)) == len(versions) + 1  # the same model, pushed again
+    versions = _versions(run)
+    code, stdout, states = _pipeline_run(run)  # from now on: fully cached, nothing pushed
+    assert code == 0 and _versions(run) == versions
+    assert {states[node] for node in COMPONENTS_WITH_OUTPUTS} == {"CACHED"}, states
+
+
+def test_a_model_below_the_auc_floor_is_not_blessed_and_not_pushed(run):
+    """Only the Evaluator's threshold changes: everything upstream is a cache hit; the Pusher runs and pushes nothing."""
+    from pipeline.metadata import run_outputs
+
+    versions = _versions(run)
+    code, stdout, states = _pipeline_run(run, "--auc-floor", "1.01")  # no AUC reaches it
+    assert code == 0
+    for node in UP_TO_TRANSFORM + ("Trainer",):
+        assert states[node] == "CACHED", (node, states)
+    assert states["Evaluator"] == "COMPLETE" and states["Pusher"] == "COMPLETE", states
+    outputs = run_outputs(run["dirs"].metadata)
+    assert os.listdir(outputs["Evaluator"]["blessing"][0]) == ["NOT_BLESSED"]
+    ok, failures = _threshold_failures(outputs["Evaluator"]["evaluation"][0])
+    assert not ok and failures and all(name == "auc" and not diff and value < 1.01 for name, diff, value in failures)
+    assert "blessed: False" in stdout and "pushed model: (none: not blessed)" in stdout
+    assert _versions(run) == versions
+
+
+def test_a_regression_beyond_max_auc_drop_against_the_blessed_baseline_is_not_pushed(run):
+    """A candidate trained by gradient ascent (negative learning rate: only the Trainer's settings change, so
+    Transform and everything before it are cache hits) scores far below the blessed baseline; with the AUC floor at 0
+    only the change threshold (candidate AUC - baseline AUC >= -max_auc_drop) can fail, and it does."""
+    from pipeline.metadata import run_outputs
+
+    versions = _versions(run)
+    worse = [s for s in MODEL_SETTINGS if not s.startswith(("epochs=", "learning_rate="))] + \
+        ["epochs=1", "learning_rate=-0.01"]
+    code, stdout, states = _pipeline_run(run, "--auc-floor", "0.0", "--max-auc-drop", "0.01", settings=worse)
+    assert code == 0
+    for node in UP_TO_TRANSFORM:
+        assert states[node] == "CACHED", (node, states)
+    assert states["Trainer"] == states["Evaluator"] == "COMPLETE", states
+    outputs = run_outputs(run["dirs"].metadata)
+    assert outputs["Trainer"]["model"] != run["outputs"]["Trainer"]["model"]  # a new candidate
+    assert os.listdir(outputs["Evaluator"]["blessing"][0]) == ["NOT_BLESSED"]
+    ok, failures = _threshold_failures(outputs["Evaluator"]["evaluation"][0])
+    assert not ok and failures, failures
+    assert all(name == "auc" and diff and value < -0.01 for name, diff, value in failures), failures
+    assert "blessed: False" in stdout and _versions(run) == versions
+
+
+def test_unreadable_rows_above_max_bad_row_fraction_stop_the_run_at_history_gen(run, tmp_path):
+    """The demo's interactions plus rows with click = 2 (one anomalous feature, allowed): HistoryGen drops and counts
+    them, and stops the run because their share exceeds --max-bad-row-fraction. Only the interaction components
+    re-execute (their input changed); the item and schema components are cache hits; nothing after HistoryGen runs."""
+    from mtin_tf.data.canonical import INTERACTIONS_FILE, ITEM_FEATURES_FILE
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(os.path.join(run["data"], ITEM_FEATURES_FILE), data / ITEM_FEATURES_FILE)
+    good = pd.read_parquet(os.path.join(run["data"], INTERACTIONS_FILE), columns=list(F.INTERACTION_COLUMNS))
+    bad = good.iloc[::100].copy()
+    bad[F.CLICK] = 2
+    pd.concat([good, bad]).to_csv(data / "interactions.csv", index=False)
+    versions = _versions(run)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, _, states = _pipeline_run(run, "--max-anomalous-features", "1", "--max-bad-row-fraction", "0.005",
+                                        data=str(data))
+    assert code == 1
+    message = err.getvalue()
+    assert f"{len(bad)} of {len(good) + len(bad)} interaction rows" in message and "unreadable" in message, message
+    assert states["ItemsGen"] == states["InteractionsSchema"] == "CACHED", states
+    assert states["InteractionsGen"] == states["InteractionsStats"] == states["InteractionsValidator"] == "COMPLETE"
+    assert states["HistoryGen"] == "FAILED", states
+    assert not {"Transform", "Trainer", "Evaluator", "Pusher"} & set(states), states
+    assert _versions(run) == versions

@@ -1,5 +1,6 @@
-"""The client's requests against the real SavedModel signatures (what TF Serving checks), its history padding, its
-retries, and the server-side request checks and version store in process (no gRPC server)."""
+"""The client's requests against the real SavedModel signatures (what TF Serving checks), its history padding, and
+the server-side request checks in process (no gRPC server). The client's retries and the server's version store run
+against real `mtin serve` processes in tests/test_serving_server.py and tests/test_serving_resilience.py."""
 import grpc
 import numpy as np
 import pytest
@@ -10,7 +11,6 @@ from mtin_tf.data.examples import serialize_example, to_model_arrays
 from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
 from serving.client import MTINClient, predict_request, raw_inputs
 from serving.errors import ServingError
-from serving.model_store import AVAILABLE, END, LoadedVersion, ModelStore
 from serving.validation import check_inputs, input_specs
 from test_serving_support import L, exported
 
@@ -82,38 +82,12 @@ def test_raw_inputs_rejects_mismatched_history_lengths():
         raw_inputs(USER, [1], 0, L, clicked=[1, 2], clicked_times=[1])
 
 
-class _Unavailable(grpc.RpcError):
-    def code(self):
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self):
-        return "connection refused"
-
-
-class _FlakyStub:
-    """Fails ``failures`` times with UNAVAILABLE, then answers."""
-
-    def __init__(self, failures):
-        self.failures, self.calls = failures, 0
-
-    def Predict(self, request, timeout):
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise _Unavailable()
-        return "response"
-
-
-def test_client_retries_unavailable_a_bounded_number_of_times():
-    client = MTINClient("127.0.0.1:1", max_attempts=3, initial_backoff=0.001)
-    client.stub = _FlakyStub(failures=2)
-    assert client.call("Predict", None) == "response" and client.stub.calls == 3
-    client.stub = _FlakyStub(failures=5)
-    with pytest.raises(grpc.RpcError) as info:
-        client.call("Predict", None)
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and client.stub.calls == 3
-    with pytest.raises(ValueError, match="no candidates"):
+def test_client_refuses_an_empty_candidate_list_before_any_rpc():
+    # Retries, backoff and version loading run against real `mtin serve` processes: tests/test_serving_resilience.py.
+    with MTINClient("127.0.0.1:1") as client, pytest.raises(ValueError, match="no candidates"):
         client.predict(USER, [], 0)
-    client.close()
+    with pytest.raises(ValueError, match="max_attempts"):
+        MTINClient("127.0.0.1:1", max_attempts=0)
 
 
 # -- request checks of the server (serving.validation), on the real signature ------------------------------------
@@ -147,45 +121,3 @@ def test_validation_rejects_an_empty_batch_and_accepts_a_good_one(loaded):
         check_inputs(_raw_protos(n=0), specs, RAW_SIGNATURE)
     arrays = check_inputs(_raw_protos(n=3), specs, RAW_SIGNATURE)
     assert arrays[F.CLICKED_ITEMS].shape == (3, L) and arrays[F.USER_ID].dtype == np.int64
-
-
-# -- the version store (serving.model_store), with a stand-in loader --------------------------------------------
-def _make_version(base, version, complete=True):
-    path = base / str(version)
-    path.mkdir()
-    if complete:
-        (path / "saved_model.pb").write_bytes(b"")
-
-
-def test_model_store_serves_newest_versions_swaps_and_survives_a_broken_version(tmp_path):
-    def loader(path, version):
-        if version == 4:
-            raise OSError("corrupt")
-        return LoadedVersion(version, path, {}, {})
-
-    store = ModelStore("mtin", str(tmp_path), num_versions=2, version_labels={"stable": 1, "gone": 9}, loader=loader)
-    with pytest.raises(ServingError) as info:
-        store.get("mtin")
-    assert info.value.code == grpc.StatusCode.UNAVAILABLE
-    _make_version(tmp_path, 1)
-    _make_version(tmp_path, 2, complete=False)  # Pusher still copying: not ready
-    (tmp_path / "notaversion").mkdir()
-    assert store.poll() and store.loaded_versions() == [1]
-    held = store.get("mtin", label="stable")  # a request in flight keeps its version through the swap
-    (tmp_path / "2" / "saved_model.pb").write_bytes(b"")
-    _make_version(tmp_path, 3)
-    assert store.poll() and store.loaded_versions() == [2, 3] and store.get("mtin").version == 3
-    assert held.version == 1 and held.path == str(tmp_path / "1")
-    for name, kwargs in [("mtin", dict(version=1)), ("mtin", dict(label="stable")), ("mtin", dict(label="nope")),
-                         ("mtin", dict(label="gone")), ("other", {})]:
-        with pytest.raises(ServingError) as info:
-            store.get(name, **kwargs)
-        assert info.value.code == grpc.StatusCode.NOT_FOUND, (name, kwargs)
-    assert store.get("mtin", version=2).version == 2
-
-    _make_version(tmp_path, 4)  # fails to load: 2 and 3 keep serving, 4 is reported and not retried
-    assert not store.poll() and store.loaded_versions() == [2, 3]
-    states = {s.version: (s.state, s.error) for s in store.statuses()}
-    assert states[1] == (END, "") and states[3] == (AVAILABLE, "") and states[4][0] == END
-    assert "corrupt" in states[4][1]
-    assert not store.poll()

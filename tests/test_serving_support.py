@@ -54,7 +54,8 @@ def install_version(seed: int, base: str, version: int) -> str:
     return final
 
 
-def start_server(base: str, *extra_args: str) -> LocalServer:
-    """`mtin serve` over ``base`` in a subprocess on a free localhost port, polling for versions every 0.5 s."""
-    return LocalServer(base, "--poll-seconds", "0.5", *extra_args,
+def start_server(base: str, *extra_args: str, port: int | None = None) -> LocalServer:
+    """`mtin serve` over ``base`` in a subprocess on localhost (a free port unless ``port``), polling for versions
+    every 0.5 s."""
+    return LocalServer(base, "--poll-seconds", "0.5", *extra_args, port=port,
                        log_path=os.path.join(_TMP, f"serve-{next(_SERVERS)}.log"))

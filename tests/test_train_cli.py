@@ -84,6 +84,47 @@ def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_
     printed = capsys.readouterr().out
     assert "Floor: logit user rate + logit item rate: test AUC" in printed and "chosen on validation" in printed
 
+    # config.json: exactly the configuration trained (MTINConfig with the --set overrides, every field)
+    import dataclasses
+
+    from mtin_tf.config import MTINConfig
+
+    config = json.load(open(tmp_path / "mtin" / "config.json"))
+    assert config == json.loads(json.dumps(dataclasses.asdict(MTINConfig(**dict(TINY_BASE, epochs=3)))))
+    # TensorBoard: one scalar per epoch for the training and the validation split; the validation AUC curve is the one
+    # metrics.json reports (and early stopping watched)
+    scalars = _tensorboard_scalars(tmp_path / "mtin" / "logs")
+    assert len(scalars["train"]["epoch_loss"]) == saved["epochs_run"]
+    np.testing.assert_allclose(scalars["validation"]["epoch_logit_auc"], curve, atol=1e-6)
+    # the restored weights are the best validation epoch's: the exported model's validation AUC, with the same
+    # (200-threshold) metric Keras logged per epoch, is that epoch's value
+    import tf_keras
+
+    from mtin_tf.train import predict_probabilities
+
+    model = tf_keras.models.load_model(saved["model_path"])
+    probabilities = predict_probabilities(model, data["validation"])
+    keras_auc = tf_keras.metrics.AUC()
+    keras_auc.update_state(data["validation"][F.LABEL], probabilities)
+    assert float(keras_auc.result()) == pytest.approx(curve[saved["best_epoch"] - 1], abs=1e-4)
+
+
+def _tensorboard_scalars(log_dir):
+    """{run ("train", "validation"): {tag: [value per step]}} of the tf.summary event files under log_dir."""
+    import glob
+
+    import tensorflow as tf
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(str(log_dir), "*", "events.out.tfevents.*"))):
+        run = os.path.basename(os.path.dirname(path))
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    out.setdefault(run, {}).setdefault(value.tag, []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+    return {run: {tag: [v for _, v in sorted(values)] for tag, values in tags.items()} for run, tags in out.items()}
+
 
 def test_train_on_examples_built_before_the_validation_split_asks_to_rebuild(tiny_planted, tmp_path):  # noqa: F811
     from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE
