@@ -11,9 +11,11 @@ READOUTS = ("paper", "attention")
 
 
 # The paper's model as written (section 4 and 5.1 where it is specific; this project's choices where it is silent):
-# eq. 6 strict, eq. 11 sum pooling, free memory rows, features only, learnable α and β, ε = 0.1, τ = 0.1.
+# eq. 6 strict, eq. 11 sum pooling, free memory rows, features only, learnable α and β, routing on σ(p), ε = 0.1,
+# τ = 0.1.
 PAPER_FAITHFUL = {"temporal_self": False, "readout": "paper", "memory_anchors": 0, "use_id_embedding": False,
-                  "use_item_bias": False, "learnable_branch_weights": True, "routing_epsilon": 0.1, "tau": 0.1}
+                  "use_item_bias": False, "learnable_branch_weights": True, "routing_epsilon": 0.1,
+                  "routing_center": False, "tau": 0.1}
 
 VARIANTS = {"MTIN": {}, "MTIN-I": {"use_routing": False}, "MTIN-P": {"pretrain_memory": False},
             "MTIN-paper": PAPER_FAITHFUL}
@@ -37,8 +39,10 @@ class MTINConfig:
     # parallel_routing is the approximate data-parallel variant; jit_routing runs the routing loop under XLA when
     # training and scoring in process (exported models route without XLA unless asked: see mtin_tf.export).
     routing_iterations: int = 3
-    routing_epsilon: float = 0.5
+    routing_epsilon: float = 0.45
     routing_base: float = 2.0
+    # Route σ(p − p̄), p̄ the mean of p over the history (ours): ε then filters relative to the user's own items.
+    routing_center: bool = True
     parallel_routing: bool = False
     jit_routing: bool = True
     # Eq. 5–7: ω_k log-spaced over [omega_min, omega_max]; learnable or fixed; position or real time gaps.

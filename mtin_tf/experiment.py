@@ -249,7 +249,7 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
     from mtin_tf import features as F
     from mtin_tf import metrics
     from mtin_tf.baselines import BUILDERS
-    from mtin_tf.model import build_mtin
+    from mtin_tf.model import POSITIVE_BRANCH, build_mtin
     from mtin_tf.train import EVAL_AUC, make_dataset, predict_probabilities, train_mtin
 
     config = spec.config(base, seed)
@@ -271,6 +271,9 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
            "curves": {"loss": [float(v) for v in history.history["loss"]], "validation_auc": curve}}
     if ds.oracle_auc is not None:
         row["oracle_auc"] = ds.oracle_auc
+    dropped = history.history.get(f"val_{POSITIVE_BRANCH}_dropped")
+    if dropped and row["best_epoch"]:  # share of the real clicked items routing left out, at the chosen epoch
+        row["dropped"] = float(dropped[row["best_epoch"] - 1])
     if F.OUTPUT_GROUP_ASSIGNMENT in out and ds.item_cluster is not None and config.use_routing:
         row.update(group_recovery(ds.test[F.USER_ID], ds.test[F.CLICKED_ITEMS], np.asarray(
             out[F.OUTPUT_GROUP_ASSIGNMENT]), ds.item_cluster, seed=seed))
@@ -368,7 +371,7 @@ def aggregate(rows: list[dict]) -> dict:
     summary = {}
     for key, rs in groups.items():
         stats = {}
-        for metric in METRIC_KEYS + ("ari", "ari_shuffled", "oracle_auc", "train_seconds", "epochs_run"):
+        for metric in METRIC_KEYS + ("ari", "ari_shuffled", "dropped", "oracle_auc", "train_seconds", "epochs_run"):
             values = np.array([r[metric] for r in rs if metric in r], float)
             if values.size:
                 std = float(values.std(ddof=1)) if values.size > 1 else 0.0
@@ -409,6 +412,8 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
             columns = list(TABLE_METRICS)
             if any("ari" in (s or {}) for s in stats.values()):
                 columns += [("ari", "ARI"), ("ari_shuffled", "ARI shuffled")]
+            if any("dropped" in (s or {}) for s in stats.values()):
+                columns += [("dropped", "dropped")]
             columns += [("epochs_run", "epochs"), ("train_seconds", "train s")]
             lines = [f"**{d}**\n", "| Model | " + " | ".join(label for _, label in columns) + " |",
                      "|---|" + "---|" * len(columns)]

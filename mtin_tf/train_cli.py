@@ -26,6 +26,7 @@ from mtin_tf.config import VARIANTS as _VARIANTS
 MODELS = ("mtin", "bpr", "lstm", "cnn", "ncf", "atrank", "din", "mind")
 VARIANTS = tuple(_VARIANTS)
 SIGNATURES = ("keras", "predict_raw")
+ROUTING_METRICS = ("_dropped", "_groups_used", "_largest_group")
 
 
 def register(subparsers) -> None:
@@ -115,6 +116,16 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
                   # EarlyStopping(restore_best_weights) restores the first epoch with the best validation AUC
                   best_epoch=int(np.argmax(curve)) + 1 if curve else len(history.history["loss"]),
                   curves={"validation_auc": curve})
+    # Routing diagnostics at the chosen epoch (validation): share of real items dropped, groups used, largest group.
+    best = result["best_epoch"] - 1
+    result["routing"] = {k[len("val_"):]: float(v[best]) for k, v in history.history.items()
+                         if k.startswith("val_") and k.endswith(ROUTING_METRICS) and len(v) > best}
+    # Item identity fits data whose test items recur in training; cold-start data wants features only.
+    seen = float(np.isin(test[F.ITEM_ID], train[F.ITEM_ID]).mean())
+    result["test_items_seen_in_training"] = seen
+    if seen < 0.5 and (config.use_id_embedding or config.use_item_bias):
+        result["hint"] = (f"only {seen:.0%} of the test candidates occur in training: id embeddings and item biases "
+                          "cannot help here; try --set use_id_embedding=false use_item_bias=false")
     result["model_path"] = export_saved_model(model, os.path.join(out_dir, "model"))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -132,6 +143,10 @@ def floor_report(result: dict) -> str:
              f"of {result['epochs_run']}, chosen on validation: AUC {val['auc']:.4f} gAUC {val['gauc']:.4f})"]
     for name, m in result["floors"].items():
         lines.append(f"  {LABELS[name]}: test AUC {m['auc']:.4f} gAUC {m['gauc']:.4f}")
+    for name, value in result.get("routing", {}).items():
+        lines.append(f"  routing {name}: {value:.3f} (validation)")
+    if result.get("hint"):
+        lines.append(f"  hint: {result['hint']}")
     if result["below_floor"]:
         lines.append("  ▽ below floor: the model's test AUC is under the best popularity floor's")
     return "\n".join(lines)

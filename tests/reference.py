@@ -89,8 +89,10 @@ def group_items(assign, values, groups):
     return out, mask
 
 
-def temporal_mask(layer, grouped, mask, ages=None):
-    """Eq. 5–7 literally: Q, P, M = P∘Q, m_i = Σ_j M_ij x_j, r^k = Σ_i m_i, r = MLP(concat_k r^k)."""
+def temporal_mask(layer, grouped, mask, ages=None, weights=None, include_self=False):
+    """Eq. 5–7 literally: Q, P, M = P∘Q, m_i = Σ_j M_ij x_j, r^k = Σ_i m_i, r = MLP(concat_k r^k).
+
+    include_self: P_ii = 1 (i ≥ j) instead of eq. 6's i > j; weights [B, s, L]: a factor on item j's terms."""
     w = layer.w.numpy().astype(np.float64)
     omega = np.exp(layer.log_omega.numpy().astype(np.float64))
     batch, groups, length, d = grouped.shape
@@ -108,13 +110,14 @@ def temporal_mask(layer, grouped, mask, ages=None):
                 for i in range(n):
                     m_i = np.zeros(d)
                     for j in range(n):
-                        if i > j:
+                        if i > j or (include_self and i == j):
                             gap = (ages[b, g, idx[j]] - ages[b, g, idx[i]]) if ages is not None else i - j
                             p_ij = np.exp(-gap * omega[k])  # eq. 6
                         else:
                             p_ij = 0.0
                         q_ij = x[i] @ w[g, k] @ x[j]  # eq. 5
-                        m_i += p_ij * q_ij * x[j]  # eq. 7
+                        w_j = 1.0 if weights is None else weights[b, g, idx[j]]
+                        m_i += w_j * p_ij * q_ij * x[j]  # eq. 7
                     r_k += m_i
                 parts.append(r_k)
             hidden = relu(dense(layer.mlp_hidden, np.concatenate(parts)))

@@ -4,6 +4,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+import reference as ref
+
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.model import build_mtin
@@ -173,3 +175,89 @@ def test_bad_tables_are_rejected():
         build_mtin(small_config(), np.array([2, 2]), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="NaN"):
         build_mtin(small_config(), np.array([1, 2]), np.array([[0.0, np.nan], [1.0, 2.0]]))
+
+
+def _branch_scores(model, x):
+    """Each branch's P(x_e | H) and the item bias, recomputed by calling the model's own layers one by one."""
+    embed = model.get_layer("item_embedding")
+    candidate, _ = embed(x[F.ITEM_ID])
+    scores = []
+    for (items_key, times_key), memory_name, branch_name in zip(
+            F.HISTORY_PAIRS, ("positive_memory", "negative_memory"), ("positive_branch", "negative_branch")):
+        memory = model.get_layer(memory_name)(x[F.USER_ID])
+        if isinstance(memory, tuple):
+            residual, anchor_ids = memory
+            memory = model.get_layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids)])
+        items, known = embed(x[items_key])
+        scores.append(model.get_layer(branch_name)(
+            [items, known, x[times_key], x[F.TIMESTAMP], memory, candidate])[0].numpy())
+    bias = model.get_layer("item_bias")(x[F.ITEM_ID]).numpy() if "item_bias" in [l.name for l in model.layers] else 0
+    return scores[0], scores[1], bias
+
+
+def test_logit_is_alpha_positive_plus_beta_negative_plus_item_bias(table):
+    model = build_mtin(small_config(learnable_branch_weights=True), *table)
+    x = raw_batch(np.random.default_rng(2), table)
+    combiner = model.get_layer(F.OUTPUT_LOGIT)
+    combiner.alpha.assign(2.0)
+    combiner.beta.assign(-3.0)
+    model.get_layer("item_bias").bias.assign(np.random.default_rng(3).normal(size=41))
+    positive, negative, bias = _branch_scores(model, x)
+    assert np.abs(bias).max() > 0.1
+    np.testing.assert_allclose(model(x)[F.OUTPUT_LOGIT].numpy(), 2 * positive - 3 * negative + bias, atol=1e-5)
+    assert not any(w.trainable for w in build_mtin(small_config(), *table).get_layer(F.OUTPUT_LOGIT).weights)
+
+
+@pytest.mark.parametrize("readout", ["paper", "attention"])
+def test_readout_matches_its_formula(table, readout):
+    model = build_mtin(small_config(readout=readout), *table)
+    branch = model.get_layer("positive_branch")
+    rng = np.random.default_rng(4)
+    rows, cand = rng.normal(size=(5, 3, 8)).astype(np.float32), rng.normal(size=(5, 8)).astype(np.float32)
+    got = branch.score(tf.constant(rows), tf.constant(cand)).numpy()
+    if readout == "paper":  # eq. 11: q = Σ_p u_p, MLP([q, x_e])
+        head = np.concatenate([rows.sum(1), cand], -1)
+    else:  # a_p = softmax_p(u_p·x_e/√d), q = Σ_p a_p u_p, MLP([q, x_e, q ⊙ x_e])
+        logits = np.einsum("bpd,bd->bp", rows, cand) / np.sqrt(8)
+        a = np.exp(logits - logits.max(1, keepdims=True))
+        q = np.einsum("bp,bpd->bd", a / a.sum(1, keepdims=True), rows)
+        head = np.concatenate([q, cand, q * cand], -1)
+    want = ref.dense(branch.predict_out, ref.relu(ref.dense(branch.predict_hidden, head.astype(np.float64))))[:, 0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_defaults_filter_routing_and_threshold_the_interest_mask_at_one_over_s(table):
+    config = MTINConfig(embedding_dim=8, num_masks=2, num_groups=4, max_history=L)
+    assert config.interest_tau == 0.25
+    model = build_mtin(config, *table)
+    assert model.get_layer("positive_branch").interest.tau == pytest.approx(0.25)
+    x = raw_batch(np.random.default_rng(5), table)
+    y = {F.OUTPUT_LOGIT: np.zeros(16, np.float32)}
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    for branch in ("positive_branch", "negative_branch"):  # the routing metrics are logged and mean what they say
+        assert 0.0 <= logs[f"{branch}_dropped"] <= 1.0
+        assert 0.0 <= logs[f"{branch}_groups_used"] <= 4.0
+    assignment = model(x)[F.OUTPUT_GROUP_ASSIGNMENT].numpy()
+    real = x[F.CLICKED_ITEMS] > 0
+    np.testing.assert_allclose(logs["positive_branch_dropped"], 1 - (assignment >= 0).sum() / real.sum(), atol=1e-6)
+
+
+def test_id_embedding_l2_counts_the_rows_a_batch_uses(table):
+    model = build_mtin(small_config(use_id_embedding=True, l2=1e-2), *table)
+    x = raw_batch(np.random.default_rng(6), table)
+    embed = model.get_layer("item_embedding")
+    model(x)
+    before = float(tf.add_n(model.losses))
+    embed.id_embedding.assign(embed.id_embedding * 10.0)
+    model(x)
+    assert float(tf.add_n(model.losses)) > before + 1e-3  # the id embedding is regularised
+
+
+def test_group_normalized_gates_average_one_per_group_and_ignore_their_scale():
+    from mtin_tf.layers.branch import group_normalized
+
+    gate = tf.constant([[0.2, 0.4, 0.9, 0.3, 0.0]])
+    assignment = tf.constant([[0, 0, 1, -1, 1]])
+    w = group_normalized(gate, assignment, 3).numpy()
+    np.testing.assert_allclose(w, [[0.2 / 0.3, 0.4 / 0.3, 0.9 / 0.45, 0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(group_normalized(gate * 0.1, assignment, 3).numpy(), w, rtol=1e-5)

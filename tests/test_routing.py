@@ -210,3 +210,35 @@ def test_routing_layer_serializes():
                                  activation="tanh")
     clone = InterestGroupRouting.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_the_default_threshold_drops_a_low_matching_item_that_the_old_one_kept():
+    from mtin_tf.config import MTINConfig
+
+    default = MTINConfig()
+    # Matching probabilities σ(p): three items that match group 0 well and one that matches nothing well.
+    p = np.array([[[0.8, 0.3], [0.75, 0.3], [0.7, 0.35], [0.32, 0.3]]])
+    mask = np.ones((1, 4), bool)
+    route = lambda eps: route_interest_groups(tf.constant(p), mask, iterations=default.routing_iterations,  # noqa: E731
+                                              epsilon=eps, base=default.routing_base).numpy()
+    np.testing.assert_array_equal(route(default.routing_epsilon), ref.route(p, mask, 3, default.routing_epsilon, 2.0))
+    assert route(default.routing_epsilon)[0, 3] == -1 and (route(default.routing_epsilon)[0, :3] == 0).all()
+    assert route(0.1)[0, 3] != -1  # the old default: ξ ≤ log₂3, so 0.32 / ξ > 0.1 and every item was kept
+
+
+def test_centred_routing_ignores_the_level_of_the_scores():
+    layer, items, memory, mask = _routing_layer_case()
+    layer.center, layer.epsilon = True, 0.45
+    out = layer([items, memory], mask=mask)
+    scores = out["scores"].numpy().astype(np.float64)
+    real = np.broadcast_to(mask[..., None], scores.shape)
+    mean = np.array([scores[b][real[b]].mean() if real[b].any() else 0.0 for b in range(len(scores))])
+    np.testing.assert_allclose(out["matching"].numpy()[mask], (1 / (1 + np.exp(-(scores - mean[:, None, None]))))[mask],
+                               atol=1e-6)
+    np.testing.assert_array_equal(out["assignment"].numpy(), ref.route(out["matching"].numpy().astype(np.float64),
+                                                                       mask, 3, 0.45, 2.0))
+    assert (out["assignment"].numpy()[mask] == -1).any()  # some items match worse than the user's average: dropped
+    layer.w_ph.bias.assign(layer.w_ph.bias + 5.0)  # every p up by 5: σ(p) saturates, σ(p − p̄) does not move
+    shifted = layer([items, memory], mask=mask)
+    np.testing.assert_array_equal(shifted["assignment"].numpy(), out["assignment"].numpy())
+    np.testing.assert_allclose(shifted["gate"].numpy(), out["gate"].numpy(), atol=1e-5)

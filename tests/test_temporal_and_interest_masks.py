@@ -21,20 +21,51 @@ def _history_case(seed=0, batch=4, length=9, groups=3, d=5):
     return items, assignment, ages.copy()
 
 
-def _reference(layer, items, assignment, ages, groups):
+def _reference(layer, items, assignment, ages, groups, weights=None):
     grouped, mask = ref.group_items(assignment, items.astype(np.float64), groups)
     grouped_ages, _ = ref.group_items(assignment, ages.astype(np.float64), groups)
-    return ref.temporal_mask(layer, grouped, mask, grouped_ages if layer.use_time_gaps else None), mask
+    grouped_weights = None if weights is None else ref.group_items(assignment, weights.astype(np.float64), groups)[0]
+    return ref.temporal_mask(layer, grouped, mask, grouped_ages if layer.use_time_gaps else None, grouped_weights,
+                             layer.include_self), mask
 
 
 @pytest.mark.parametrize("use_time_gaps", [False, True])
-def test_temporal_mask_matches_eq_5_to_7(use_time_gaps):
+@pytest.mark.parametrize("include_self", [False, True])
+def test_temporal_mask_matches_eq_5_to_7(use_time_gaps, include_self):
     items, assignment, ages = _history_case()
-    layer = ParallelTemporalMask(3, num_masks=3, omega_min=0.1, omega_max=1.5, use_time_gaps=use_time_gaps)
+    layer = ParallelTemporalMask(3, num_masks=3, omega_min=0.1, omega_max=1.5, use_time_gaps=use_time_gaps,
+                                 include_self=include_self)
     got = layer(items, assignment=assignment, ages=ages).numpy()
     want, mask = _reference(layer, items, assignment, ages, 3)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.all(got[~mask.any(-1)] == 0)  # empty groups give r_g = 0
+
+
+def test_a_one_item_group_is_a_constant_under_eq_6_and_its_item_with_p_ii():
+    rng = np.random.default_rng(4)
+    items = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    assignment = np.array([[0, -1, -1], [0, -1, -1]], np.int32)  # one item in group 0, different in each row
+    strict = ParallelTemporalMask(2, num_masks=2)
+    r = strict(items, assignment=assignment).numpy()
+    np.testing.assert_allclose(r[0, 0], r[1, 0], atol=1e-6)  # r_g = MLP(0) whatever the item
+    with_self = ParallelTemporalMask(2, num_masks=2, include_self=True)
+    r = with_self(items, assignment=assignment).numpy()
+    assert np.abs(r[0, 0] - r[1, 0]).max() > 1e-3
+
+
+def test_temporal_mask_weights_scale_each_items_term_once():
+    items, assignment, ages = _history_case(5)
+    weights = np.random.default_rng(5).uniform(0.1, 1.0, size=assignment.shape).astype(np.float32)
+    layer = ParallelTemporalMask(3, num_masks=2, include_self=True)
+    got = layer(items, assignment=assignment, ages=ages, weights=weights).numpy()
+    np.testing.assert_allclose(got, _reference(layer, items, assignment, ages, 3, weights)[0], atol=1e-5)
+    # Linear in the weights, not cubic (as scaling the items themselves would be): compare before the MLP.
+    layer.mlp_hidden.activation = tf_keras.activations.linear
+    layer.mlp_hidden.bias.assign(tf.zeros_like(layer.mlp_hidden.bias))
+    layer.mlp_out.bias.assign(tf.zeros_like(layer.mlp_out.bias))
+    once = layer(items, assignment=assignment, weights=weights).numpy()
+    twice = layer(items, assignment=assignment, weights=2 * weights).numpy()
+    np.testing.assert_allclose(twice, 2 * once, rtol=1e-4, atol=1e-6)
 
 
 def test_temporal_mask_at_scale_matches_eq_5_to_7():

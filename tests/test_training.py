@@ -54,8 +54,8 @@ def test_kmeans_recovers_separated_clusters():
 
 def test_pretrain_memory_sets_rows_to_centroids_of_history_embeddings():
     arrays, item_ids, feats = two_cluster_users()
-    model = build_mtin(MTINConfig(embedding_dim=8, num_masks=2, num_groups=2, max_history=L), item_ids, feats,
-                       np.unique(arrays[F.USER_ID]))
+    model = build_mtin(MTINConfig(embedding_dim=8, num_masks=2, num_groups=2, max_history=L, memory_anchors=0),
+                       item_ids, feats, np.unique(arrays[F.USER_ID]))
     histories = user_histories_from_arrays(arrays)
     assert set(histories) == set(np.unique(arrays[F.USER_ID]).tolist())
     before = model.get_layer(POSITIVE_MEMORY).memory.numpy().copy()
@@ -67,6 +67,38 @@ def test_pretrain_memory_sets_rows_to_centroids_of_history_embeddings():
     row = model.get_layer(POSITIVE_MEMORY).rows(tf.constant([1])).numpy()[0]
     assert np.all(after[row] >= x.numpy().min(0) - 1e-5) and np.all(after[row] <= x.numpy().max(0) + 1e-5)
     assert not np.allclose(after[row], before[row])
+
+
+def test_anchored_memory_rows_follow_their_clusters_as_the_embeddings_train():
+    arrays, item_ids, feats = two_cluster_users()
+    model = build_mtin(MTINConfig(embedding_dim=8, num_masks=2, num_groups=2, max_history=L, memory_anchors=4,
+                                  use_id_embedding=False),
+                       item_ids, feats, np.unique(arrays[F.USER_ID]))
+    histories = user_histories_from_arrays(arrays)
+    assert pretrain_memory(model, histories, memory_layer=POSITIVE_MEMORY) == len(histories)
+    layer, embed = model.get_layer(POSITIVE_MEMORY), model.get_layer("item_embedding")
+    anchored = model.get_layer(f"{POSITIVE_MEMORY}_anchored")
+    cluster_of = {int(i): c for c, i in zip(np.repeat(np.arange(4), 15), item_ids)}  # two_cluster_users' layout
+
+    def memory_of(user):
+        residual, ids = layer(tf.constant([user]))
+        return anchored([residual, *embed(ids)]).numpy()[0], ids.numpy()[0]
+
+    for user, history in histories.items():
+        rows, ids = memory_of(user)
+        for g in range(2):  # each row: up to 4 of the user's items, all from one planted cluster, nearest first
+            members = ids[g][ids[g] > 0]
+            assert 0 < len(members) <= 4 and set(members.tolist()) <= set(np.asarray(history).tolist())
+            assert len({cluster_of[int(i)] for i in members}) == 1
+            np.testing.assert_allclose(rows[g], embed(tf.constant(members))[0].numpy().mean(0), atol=1e-5)
+    # The rows move with W_e: scaling the projection scales each row's (bias-free part of the) mean with it.
+    user = next(iter(histories))
+    before, ids = memory_of(user)
+    kernel = embed.projection.kernel
+    kernel.assign(kernel * 3.0)
+    after, _ = memory_of(user)
+    bias = embed.projection.bias.numpy()
+    np.testing.assert_allclose(after - bias, 3.0 * (before - bias), rtol=1e-4, atol=1e-5)
 
 
 def test_mtin_overfits_a_small_planted_dataset():

@@ -21,10 +21,20 @@ def history_ages(history_times, candidate_time, time_scale):
 
 # Every setting of a branch with its default; MTINConfig has a field of the same name for each (one place to add one).
 BRANCH_SETTINGS = dict(
-    num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.5, routing_base=2.0,
-    parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
+    num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
+    routing_center=True, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
     use_time_gaps=False, temporal_self=True, time_scale=86400.0, tau=None, straight_through=True,
     aggregation="concat_pool", readout="attention", activation="relu")
+
+
+def group_normalized(gate, assignment, num_groups):
+    """Each routed item's gate over the mean gate of its group, w_j = σ_j / mean_{i ∈ g(j)} σ_i: [B, L], 0 for items in
+    no group. The weights of a group average 1, so only how an item matches relative to its group mates changes
+    the group's representation: the scale of every gate gets no gradient, and the gates cannot drift down together
+    until routing drops every item (which, with the raw gate, it did within two epochs on MovieLens-100K)."""
+    member = tf.one_hot(assignment, num_groups, dtype=gate.dtype)  # [B, L, s]
+    mean = tf.math.divide_no_nan(tf.einsum("bl,blg->bg", gate, member), tf.reduce_sum(member, axis=1))  # [B, s]
+    return tf.math.divide_no_nan(gate, tf.einsum("bg,blg->bl", mean, member))
 
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
@@ -33,6 +43,7 @@ class InterestBranch(tf_keras.layers.Layer):
 
       groups:  S = Algorithm 1 on σ(p_{g←j}) (eq. 2–4), or one group holding every item when ``use_routing`` is False
       eq. 5–7: r_g from each group's items, each item's term scaled by its gate   [B, s, d]
+               σ(p_{S_j←j}) over its group's mean gate (group_normalized)
       eq. 8–10: h_p, w_{p,g} from the memory rows c_p and the r_g                [B, s, d], [B, s, s]
       eq. 10:  u_p = c_p^{memory} + agg(r_p, h_p), the updated memory rows        [B, s, d]
       readout "paper" (eq. 11):  q = Σ_p u_p;  P(x_e | H) = MLP([q, x_e])          [B]
@@ -70,8 +81,8 @@ class InterestBranch(tf_keras.layers.Layer):
         self.routing = InterestGroupRouting(
             self.num_groups, iterations=settings["routing_iterations"], epsilon=settings["routing_epsilon"],
             base=settings["routing_base"], parallel_routing=settings["parallel_routing"],
-            jit_compile=settings["jit_routing"], activation=settings["activation"], kernel_regularizer=reg,
-            name="routing") if self.use_routing else None
+            jit_compile=settings["jit_routing"], center=settings["routing_center"], activation=settings["activation"],
+            kernel_regularizer=reg, name="routing") if self.use_routing else None
         self.temporal = ParallelTemporalMask(
             self.num_groups, settings["num_masks"], omega_min=settings["omega_min"], omega_max=settings["omega_max"],
             learnable_decay=settings["learnable_decay"], use_time_gaps=settings["use_time_gaps"],
@@ -95,7 +106,8 @@ class InterestBranch(tf_keras.layers.Layer):
         gate = None
         if self.use_routing:
             routed = self.routing([items, memory], mask=known)
-            assignment, gate = routed["assignment"], routed["gate"]
+            assignment = routed["assignment"]
+            gate = group_normalized(routed["gate"], assignment, self.num_groups)
             self._routing_metrics(assignment, known)
         else:
             assignment = tf.where(known, 0, -1)

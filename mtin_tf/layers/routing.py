@@ -161,15 +161,21 @@ class InterestGroupRouting(tf_keras.layers.Layer):
     Args:
       num_groups: s; iterations, epsilon, base: Algorithm 1's passes, ε and b; parallel_routing: the data-parallel
         approximation (see route_interest_groups); jit_compile: run the routing loop under XLA (the co-attention
-        is never compiled: XLA's CPU matmuls are slower than TensorFlow's).
+        is never compiled: XLA's CPU matmuls are slower than TensorFlow's); center: route σ(p − p̄) (below).
 
-    Returns a dict: "assignment" int32 [B, L]; "scores" p [B, L, s] (eq. 4); "matching" σ(p) [B, L, s] (what is
-    routed); "gate" [B, L], σ(p_{S_j←j}) for assigned items and 0 for the rest (differentiable).
+    With ``center`` (ours), routing runs on σ(p − p̄) instead, p̄ the mean of p over the history's real (item, group)
+    pairs: the level of p is arbitrary (eq. 4 ends in a bias), so an absolute ε on σ(p) either drops nothing or,
+    as the level drifts in training, everything; relative to p̄ it drops the items that match the user's groups worse
+    than the user's items do on average.
+
+    Returns a dict: "assignment" int32 [B, L]; "scores" p [B, L, s] (eq. 4); "matching" σ(p) or σ(p − p̄) [B, L, s]
+    (what is routed); "gate" [B, L], σ(p_{S_j←j}) for assigned items and 0 for the rest (differentiable).
     """
 
     def __init__(self, num_groups, iterations=3, epsilon=0.1, base=2.0, parallel_routing=False, jit_compile=False,
-                 activation="relu", kernel_regularizer=None, **kwargs):
+                 center=False, activation="relu", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
+        self.center = bool(center)
         self.num_groups = int(num_groups)
         self.iterations = int(iterations)
         self.epsilon = float(epsilon)
@@ -220,18 +226,26 @@ class InterestGroupRouting(tf_keras.layers.Layer):
             raise ValueError("InterestGroupRouting needs mask (bool [B, L], True for real history items)")
         mask = tf.cast(mask, tf.bool)
         scores = tf.stop_gradient(self.matching_scores(items, memory, mask))
-        matching = tf.sigmoid(scores)
+        offset = self._offset(scores, mask) if self.center else tf.zeros([1, 1], scores.dtype)  # [B, 1] or [1, 1]
+        matching = tf.sigmoid(scores - offset[..., None])
         assignment = route_interest_groups(
             matching, mask, iterations=self.iterations, epsilon=self.epsilon, base=self.base,
             parallel=self.parallel_routing, jit_compile=self.jit_compile)
         own = tf.gather(memory, tf.maximum(assignment, 0), batch_dims=1)  # c_{S_j}, [B, L, d]
-        gate = tf.sigmoid(self.coattention(items, own)) * tf.cast(assignment >= 0, items.dtype)  # [B, L]
+        gate = tf.sigmoid(self.coattention(items, own) - offset) * tf.cast(assignment >= 0, items.dtype)  # [B, L]
         return {"assignment": assignment, "scores": scores, "matching": matching, "gate": gate}
+
+    @staticmethod
+    def _offset(scores, mask):
+        """p̄ [B, 1]: the mean score over a history's real (item, group) pairs (0 for an empty history)."""
+        real = tf.cast(mask, scores.dtype)  # [B, L]
+        total = tf.reduce_sum(scores * real[..., None], axis=[1, 2])
+        return tf.math.divide_no_nan(total, tf.reduce_sum(real, axis=1) * scores.shape[-1])[:, None]
 
     def get_config(self):
         config = super().get_config()
         config.update(num_groups=self.num_groups, iterations=self.iterations, epsilon=self.epsilon, base=self.base,
-                      parallel_routing=self.parallel_routing, jit_compile=self.jit_compile,
+                      parallel_routing=self.parallel_routing, jit_compile=self.jit_compile, center=self.center,
                       activation=tf_keras.activations.serialize(self.activation),
                       kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
         return config
