@@ -136,8 +136,8 @@ def _check(report: dict, df: pd.DataFrame, path: str, first_line: int, valid: se
 
 def _args(**kw):
     defaults = dict(click_threshold=4.0, title_hash_dim=0, time_field=None, strict=False, format="canonical",
-                    max_history=5, test_fraction=0.2, time_cut=None, split="auto", min_history=0, history_from="all",
-                    engine="memory")
+                    max_history=5, test_fraction=0.2, time_cut=None, validation_fraction=0.1, validation_cut=None,
+                    split="auto", min_history=0, history_from="all", engine="memory")
     return argparse.Namespace(**{**defaults, **kw})
 
 
@@ -175,7 +175,7 @@ def test_build_turns_exactly_the_valid_rows_into_examples(engine, examples):
                                             data_command="build")) == 0
             with open(os.path.join(out, "build_report.json")) as f:
                 report = json.load(f)
-            built = E.read_tfrecords(os.path.join(out, E.TRAIN_FILE)) + E.read_tfrecords(os.path.join(out, E.TEST_FILE))
+            built = [ex for name in E.SPLIT_FILES for ex in E.read_tfrecords(os.path.join(out, E.SPLIT_FILES[name]))]
             targets = pd.DataFrame({F.USER_ID: [ex[F.USER_ID] for ex in built],
                                     F.ITEM_ID: [ex[F.ITEM_ID] for ex in built],
                                     F.TIMESTAMP: [ex[F.TIMESTAMP] for ex in built],
