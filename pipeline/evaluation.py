@@ -34,7 +34,7 @@ def ranking_metric_names(k: int) -> tuple:
 
 
 class UserRankingMetrics(tfma.metrics.Metric):
-    """gAUC and per-user Precision/Recall/F1@k (DESIGN.md protocol) from mtin_tf.metrics."""
+    """gAUC and per-user Precision/Recall/F1@k (the docs/EVALUATION.md protocol) from mtin_tf.metrics."""
 
     def __init__(self, name: str = USER_RANKING, k: int = DEFAULT_K, user_key: str = F.USER_ID):
         super().__init__(_user_ranking_computations, name=name, k=k, user_key=user_key)
