@@ -226,7 +226,7 @@ def test_readout_matches_its_formula(table, readout):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_defaults_filter_routing_and_threshold_the_interest_mask_at_one_over_s(table):
+def test_tau_defaults_to_one_over_s_and_the_routing_metrics_report_the_dropped_share(table):
     config = MTINConfig(embedding_dim=8, num_masks=2, num_groups=4, max_history=L)
     assert config.interest_tau == 0.25
     model = build_mtin(config, *table)
