@@ -10,13 +10,16 @@ import shutil
 import time
 
 
-def export_saved_model(model, base_dir: str, version: int | None = None, *, jit_routing: bool = False) -> str:
+def export_saved_model(model, base_dir: str, version: int | None = None, *, jit_routing: bool | None = None) -> str:
     """Save ``model`` (tf_keras) to ``base_dir/<version>`` (default: unix seconds, bumped past existing versions)
-    with the serving signatures of mtin_tf.signatures (tf.Example ``serving_default`` and raw-tensor
-    ``predict_raw``). The directory also reloads as the Keras model (tf_keras.models.load_model).
+    with the serving signatures of mtin_tf.signatures (tf.Example ``serving_default``, raw-tensor ``predict_raw``
+    and ``score_candidates``). The directory also reloads as the Keras model (tf_keras.models.load_model).
 
-    What is saved is ``serving_model(model, jit_routing)``: the item table pre-projected, routing without XLA unless
-    ``jit_routing`` (TF Serving's CPU build runs XLA-compiled functions only with --xla_cpu_compilation_enabled)."""
+    What is saved is ``serving_model(model, jit_routing=jit_routing)``: the item table pre-projected, and MTIN's
+    routing loop under XLA as the model was built (MTINConfig.jit_routing, default on) unless ``jit_routing`` says
+    otherwise. TF Serving's CPU build runs XLA-compiled functions only with ``--xla_cpu_compilation_enabled=true``
+    (set in serving/docker-compose.yml and serving/k8s/deployment.yaml); export with ``jit_routing=False`` for a
+    server without it (docs/SERVING.md measures both)."""
     from mtin_tf.signatures import serving_signatures
 
     model = serving_model(model, jit_routing=jit_routing)
@@ -35,10 +38,10 @@ def export_saved_model(model, base_dir: str, version: int | None = None, *, jit_
     return final
 
 
-def serving_model(model, *, jit_routing: bool = False):
+def serving_model(model, *, jit_routing: bool | None = None):
     """The same model for serving: equal outputs, with every ItemEmbedding's frozen feature table [N, F] and W_e
     replaced by the pre-projected table [N, d] of x_j = W_e f_j + b_e (+ e_j) (mtin_tf.layers.ItemEmbedding), and
-    MTIN's routing run with or without XLA as ``jit_routing`` says. Every other weight is copied as it is; the
+    MTIN's routing run with or without XLA as ``jit_routing`` says (None: as in ``model``). Every other weight is copied as it is; the
     compile arguments (loss, metrics) are kept so that TFMA's Keras reload finds them."""
     import tf_keras
 
@@ -50,7 +53,7 @@ def serving_model(model, *, jit_routing: bool = False):
         name = layer.get("registered_name")
         if name == tf_keras.saving.get_registered_name(ItemEmbedding):
             layer["config"].update(projected=True, feature_dim=layer["config"]["embedding_dim"])
-        elif name == tf_keras.saving.get_registered_name(InterestBranch):
+        elif name == tf_keras.saving.get_registered_name(InterestBranch) and jit_routing is not None:
             layer["config"]["jit_routing"] = bool(jit_routing)
     served = model.__class__.from_config(config)
     for new in served.layers:

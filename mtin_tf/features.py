@@ -52,6 +52,10 @@ MODEL_INPUTS = (
     FeatureSpec(BROWSED_TIMES, "int64", True),
 )
 MODEL_INPUT_NAMES = tuple(f.name for f in MODEL_INPUTS)
+# What a user encoding depends on: every model input but the candidate (TIMESTAMP is the impression time).
+USER_INPUT_NAMES = tuple(name for name in MODEL_INPUT_NAMES if name != ITEM_ID)
+# The candidates of the score_candidates signature and the candidate scorer: int64 [U, N].
+CANDIDATE_IDS = "candidate_ids"
 HISTORY_PAIRS = ((CLICKED_ITEMS, CLICKED_TIMES), (BROWSED_ITEMS, BROWSED_TIMES))
 EXAMPLE_FEATURES = MODEL_INPUTS + (FeatureSpec(LABEL, "int64", False),)
 
@@ -60,3 +64,6 @@ OUTPUT_LOGIT = "logit"
 OUTPUT_PROBABILITY = "click_probability"
 OUTPUT_GROUP_WEIGHTS = "group_weights"
 OUTPUT_GROUP_ASSIGNMENT = "group_assignment"
+# The user encoder's outputs: each branch's updated memory rows u_p [B, s, d].
+OUTPUT_POSITIVE_ROWS = "positive_rows"
+OUTPUT_NEGATIVE_ROWS = "negative_rows"

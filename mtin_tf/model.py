@@ -1,4 +1,6 @@
-"""build_mtin: the MTIN model from its layers — the one model builder shared by the TFX Trainer and `mtin train`."""
+"""build_mtin: the MTIN model from its layers — the one model builder shared by the TFX Trainer and `mtin train` —
+and its two halves on the same weights: ``user_encoder`` (user, histories, impression time → each branch's memory
+rows) and ``candidate_scorer`` (those rows and N candidate ids → N logits). The fused model is their composition."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +10,12 @@ import tf_keras
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
+from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, UserMemory
 
 POSITIVE_MEMORY, NEGATIVE_MEMORY = "positive_memory", "negative_memory"
 POSITIVE_BRANCH, NEGATIVE_BRANCH = "positive_branch", "negative_branch"
+POSITIVE_READOUT, NEGATIVE_READOUT = "positive_readout", "negative_readout"
 ITEM_EMBEDDING = "item_embedding"
 ITEM_BIAS = "item_bias"
 
@@ -38,11 +42,11 @@ class ClickCombiner(tf_keras.layers.Layer):
         return {**super().get_config(), "learnable": self.learnable}
 
 
-def model_inputs(max_history: int) -> dict:
-    """Keras inputs named after mtin_tf.features: int64 scalars [B] and int64 histories [B, L]."""
+def model_inputs(max_history: int, names=F.MODEL_INPUT_NAMES) -> dict:
+    """Keras inputs named after mtin_tf.features (those in ``names``): int64 scalars [B], int64 histories [B, L]."""
     return {spec.name: tf_keras.Input(shape=(max_history,) if spec.is_history else (), dtype=tf.int64,
                                       name=spec.name)
-            for spec in F.MODEL_INPUTS}
+            for spec in F.MODEL_INPUTS if spec.name in names}
 
 
 def regularizer(config: MTINConfig):
@@ -63,15 +67,48 @@ def _branch(config: MTINConfig, name: str, regularizer) -> InterestBranch:
                           name=name)
 
 
-def user_memory(config: MTINConfig, user_ids, user_input, embed: ItemEmbedding, name: str):
-    """A branch's interest memory M_u [B, s, d]: free rows, or (after pretraining) rows anchored to history items."""
+def user_memory(config: MTINConfig, user_ids, name: str) -> UserMemory:
+    """A branch's interest memory table M_u: free rows, or (after pretraining) rows anchored to history items."""
     anchors = config.memory_anchors if config.pretrain_memory else 0
-    memory = UserMemory(len(user_ids), config.num_groups, config.embedding_dim, user_ids=user_ids,
-                        row_l2=config.l2, anchor_size=anchors, name=name)(user_input)
-    if not anchors:
-        return memory
-    residual, anchor_ids = memory
-    return AnchoredMemory(name=f"{name}_anchored")([residual, *embed(anchor_ids)])
+    return UserMemory(len(user_ids), config.num_groups, config.embedding_dim, user_ids=user_ids, row_l2=config.l2,
+                      anchor_size=anchors, name=name)
+
+
+# (histories, memory, branch, readout, encoder output) of the positive and the negative branch.
+BRANCHES = tuple(zip(F.HISTORY_PAIRS, (POSITIVE_MEMORY, NEGATIVE_MEMORY), (POSITIVE_BRANCH, NEGATIVE_BRANCH),
+                     (POSITIVE_READOUT, NEGATIVE_READOUT), (F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_NEGATIVE_ROWS)))
+
+
+def encode_user(layer, inputs: dict) -> dict:
+    """The user half of MTIN, given ``layer(name)`` → the model's layer of that name.
+
+    inputs: user_id [B], timestamp [B] (the impression time), the four histories [B, L] (mtin_tf.features).
+    Returns {positive_rows, negative_rows: u [B, s, d] (eq. 10), group_weights [B, s, s] and group_assignment [B, L]
+    of the positive branch}."""
+    embed = layer(ITEM_EMBEDDING)
+    out = {}
+    for (ids_key, times_key), memory_name, branch_name, _, rows_key in BRANCHES:
+        memory = layer(memory_name)(inputs[F.USER_ID])
+        if isinstance(memory, (tuple, list)):  # anchored rows: residual + mean of the anchor items' embeddings
+            residual, anchor_ids = memory
+            memory = layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids)])
+        items, known = embed(inputs[ids_key])
+        rows, weights, assignment = layer(branch_name)([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory])
+        out[rows_key] = rows
+        if branch_name == POSITIVE_BRANCH:
+            out[F.OUTPUT_GROUP_WEIGHTS], out[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment
+    return out
+
+
+def score_candidates(layer, rows: dict, candidate_ids, *, item_bias: bool) -> dict:
+    """The candidate half: rows {positive_rows, negative_rows} [B, s, d] and candidate ids [B] or [B, N] →
+    {logit, click_probability} [B] or [B, N]: ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (section 4.4)."""
+    candidate, _ = layer(ITEM_EMBEDDING)(candidate_ids)
+    scores = [layer(readout_name)([rows[rows_key], candidate]) for *_, readout_name, rows_key in BRANCHES]
+    if item_bias:
+        scores.append(layer(ITEM_BIAS)(candidate_ids))
+    logit = layer(F.OUTPUT_LOGIT)(scores)
+    return {F.OUTPUT_LOGIT: logit, F.OUTPUT_PROBABILITY: layer(F.OUTPUT_PROBABILITY)(logit)}
 
 
 def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, compile: bool = True):
@@ -88,31 +125,68 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     clicked_item_ids / clicked_timestamps [B, L], browsed_item_ids / browsed_timestamps [B, L] — int64, histories in
     time order, padded with 0. Outputs (dict): logit [B], click_probability [B], group_weights [B, s, s] (w_{p,g} of
     the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group).
+    The model is ``candidate_scorer(user_encoder(inputs), item_id)`` on the same layers (see those functions).
     """
     user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)
     reg = regularizer(config)
-    inputs = model_inputs(config.max_history)
     embed = item_embedding(config, item_ids, item_features)
-    candidate, _ = embed(inputs[F.ITEM_ID])
-    scores, outputs = [], {}
-    for (ids_key, times_key), memory_name, branch_name in zip(
-            F.HISTORY_PAIRS, (POSITIVE_MEMORY, NEGATIVE_MEMORY), (POSITIVE_BRANCH, NEGATIVE_BRANCH)):
-        memory = user_memory(config, user_ids, inputs[F.USER_ID], embed, memory_name)
-        items, known = embed(inputs[ids_key])
-        score, weights, assignment = _branch(config, branch_name, reg)(
-            [items, known, inputs[times_key], inputs[F.TIMESTAMP], memory, candidate])
-        scores.append(score)
-        if branch_name == POSITIVE_BRANCH:
-            outputs[F.OUTPUT_GROUP_WEIGHTS], outputs[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment
+    layers = {ITEM_EMBEDDING: embed}
+    for *_, memory_name, branch_name, readout_name, _ in BRANCHES:
+        layers[memory_name] = user_memory(config, user_ids, memory_name)
+        if layers[memory_name].anchor_size:
+            layers[f"{memory_name}_anchored"] = AnchoredMemory(name=f"{memory_name}_anchored")
+        layers[branch_name] = _branch(config, branch_name, reg)
+        layers[readout_name] = InterestReadout(config.readout, config.activation, kernel_regularizer=reg,
+                                               name=readout_name)
     if config.use_item_bias:
-        scores.append(ItemBias(len(item_ids), item_ids=item_ids, name=ITEM_BIAS)(inputs[F.ITEM_ID]))
-    logit = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)(scores)
-    outputs[F.OUTPUT_LOGIT] = logit
-    outputs[F.OUTPUT_PROBABILITY] = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)(logit)
+        layers[ITEM_BIAS] = ItemBias(len(item_ids), item_ids=item_ids, name=ITEM_BIAS)
+    layers[F.OUTPUT_LOGIT] = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)
+    layers[F.OUTPUT_PROBABILITY] = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)
+    inputs = model_inputs(config.max_history)
+    encoded = encode_user(layers.get, inputs)
+    outputs = score_candidates(layers.get, encoded, inputs[F.ITEM_ID], item_bias=config.use_item_bias)
+    outputs.update({k: encoded[k] for k in (F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT)})
     model = tf_keras.Model(inputs, outputs, name="mtin")
     if compile:
         compile_model(model, config)
     return model
+
+
+def is_mtin(model) -> bool:
+    """Whether ``model`` is an MTIN built by build_mtin (or reloaded from one), which splits into encoder and scorer."""
+    return {POSITIVE_BRANCH, POSITIVE_READOUT} <= {layer.name for layer in model.layers}
+
+
+def user_encoder(model) -> tf_keras.Model:
+    """The user half of an MTIN ``model`` as a Model on the same layers (weights shared, not copied).
+
+    Inputs: user_id, timestamp int64 [B] and the four histories int64 [B, L]. Outputs: positive_rows,
+    negative_rows float [B, s, d] (each branch's updated memory rows u_p), group_weights [B, s, s],
+    group_assignment int32 [B, L] (as the fused model's)."""
+    _check_mtin(model)
+    inputs = model_inputs(int(model.input[F.CLICKED_ITEMS].shape[-1]), names=F.USER_INPUT_NAMES)
+    return tf_keras.Model(inputs, encode_user(model.get_layer, inputs), name="mtin_user_encoder")
+
+
+def candidate_scorer(model) -> tf_keras.Model:
+    """The candidate half of an MTIN ``model`` as a Model on the same layers.
+
+    Inputs: positive_rows, negative_rows float [B, s, d] (user_encoder's outputs) and candidate_ids int64 [B, N].
+    Outputs: logit, click_probability float [B, N], each candidate scored against its row's user."""
+    _check_mtin(model)
+    branch = model.get_layer(POSITIVE_BRANCH)
+    s, d = branch.num_groups, int(model.get_layer(ITEM_EMBEDDING).embedding_dim)
+    rows = {key: tf_keras.Input(shape=(s, d), name=key) for *_, key in BRANCHES}
+    candidates = tf_keras.Input(shape=(None,), dtype=tf.int64, name=F.CANDIDATE_IDS)
+    has_bias = ITEM_BIAS in {layer.name for layer in model.layers}
+    outputs = score_candidates(model.get_layer, rows, candidates, item_bias=has_bias)
+    return tf_keras.Model({**rows, F.CANDIDATE_IDS: candidates}, outputs, name="mtin_candidate_scorer")
+
+
+def _check_mtin(model):
+    if not is_mtin(model):
+        raise ValueError(f"model {model.name!r} is not an MTIN from build_mtin (no {POSITIVE_BRANCH!r} and "
+                         f"{POSITIVE_READOUT!r} layers): only MTIN splits into a user encoder and a candidate scorer")
 
 
 def compile_model(model, config: MTINConfig):

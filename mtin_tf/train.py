@@ -88,6 +88,18 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
 
 
 def predict_probabilities(model, arrays, batch_size: int = 1024) -> np.ndarray:
-    """Click probabilities [N] for model-input arrays."""
-    out = model.predict(make_dataset(arrays, batch_size), verbose=0)
-    return np.asarray(out[F.OUTPUT_PROBABILITY]).reshape(-1)
+    """Click probabilities [N] for model-input arrays, in their order. Rows are scored in (user, time) order through
+    mtin_tf.signatures.row_scorer, so that for MTIN every (user, impression time, histories) of a batch — all the
+    candidates of one impression — is encoded once."""
+    from mtin_tf.signatures import raw_input_signature, row_scorer
+
+    n = len(arrays[F.LABEL])
+    order = np.lexsort((np.asarray(arrays[F.TIMESTAMP]), np.asarray(arrays[F.USER_ID])))
+    max_history = np.asarray(arrays[F.CLICKED_ITEMS]).shape[1]
+    score = tf.function(row_scorer(model), input_signature=[raw_input_signature(max_history)])
+    out = np.empty([n], np.float32)
+    for start in range(0, n, batch_size):
+        rows = order[start:start + batch_size]
+        batch = {name: tf.constant(np.asarray(arrays[name])[rows], tf.int64) for name in F.MODEL_INPUT_NAMES}
+        out[rows] = score(batch)[F.OUTPUT_PROBABILITY].numpy().reshape(-1)
+    return out

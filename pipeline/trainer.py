@@ -62,23 +62,22 @@ def vocabulary_ids(tf_transform_output, name: str) -> np.ndarray:
 
 def transform_signatures(model, tf_transform_output, max_history: int) -> dict:
     """mtin_tf's signatures with ``serving_default`` running the Transform graph: {name: concrete function}."""
-    from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, serving_signatures
+    from mtin_tf.signatures import serving_signatures
 
     model.tft_layer = tf_transform_output.transform_features_layer()  # tracked: the TFT assets travel with the model
     raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items() if k != F.LABEL}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    def serve_examples(examples):
+    def parse(examples):
         transformed = model.tft_layer(tf.io.parse_example(examples, raw_spec))
-        return model({name: transformed[name] for name in F.MODEL_INPUT_NAMES}, training=False)
+        return {name: transformed[name] for name in F.MODEL_INPUT_NAMES}
 
-    return {DEFAULT_SIGNATURE: serve_examples.get_concrete_function(),
-            RAW_SIGNATURE: serving_signatures(model, max_history)[RAW_SIGNATURE]}
+    return serving_signatures(model, max_history, parse=parse)
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``run_fn='pipeline.trainer.run_fn'``)."""
     from mtin_tf.config import MTINConfig
+    from mtin_tf.export import serving_model
     from mtin_tf.train import select_strategy, train_mtin
     from pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
 
@@ -103,8 +102,9 @@ def run_fn(fn_args) -> None:
              strategy.num_replicas_in_sync)
     model, history = train_mtin(config, train, item_ids, item_features, eval_arrays=validation, user_ids=users,
                                 strategy=strategy, log_dir=fn_args.model_run_dir, verbose=2)
-    model.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
-               signatures=transform_signatures(model, tf_transform_output, config.max_history))
+    served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
+    served.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
+                signatures=transform_signatures(served, tf_transform_output, config.max_history))
     with open(os.path.join(fn_args.model_run_dir, "training.json"), "w") as f:
         json.dump({"config": json.loads(config.to_json()), "epochs_run": len(history.history["loss"]),
                    "train_examples": int(len(train[F.LABEL])), "validation_examples": int(len(validation[F.LABEL])),

@@ -1,7 +1,7 @@
 """Serving MTIN over TF Serving's gRPC API.
 
-- Deployment for the real ``tensorflow/serving`` image: ``models.config``, ``batching_parameters.txt``,
-  ``docker-compose.yml`` and ``k8s/`` (Deployment + Service), all agreeing with the constants below.
+- Deployment for the real ``tensorflow/serving`` image: ``models.config``, ``docker-compose.yml``
+  and ``k8s/`` (Deployment + Service), all agreeing with the constants below.
 - :mod:`serving.client`: ``MTINClient`` (PredictionService Predict / GetModelMetadata over gRPC).
 - A local server speaking the same API over the same versioned SavedModel directory (the embedded default and what the
   tests run): :mod:`serving.model_store` (versions, polling, hot swap), :mod:`serving.validation` (request checks

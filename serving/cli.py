@@ -112,11 +112,12 @@ def _query(args, top_k: int | None) -> int:
 
 
 def prediction_json(prediction, model_name: str, user_id: int, timestamp: int) -> dict:
-    """The JSON document ``mtin predict`` / ``mtin recommend`` print: one entry per candidate, in the prediction's
-    order, with its click probability, logit and s x s group weights."""
+    """The JSON document ``mtin predict`` / ``mtin recommend`` print: the user's s x s group weights (null for a
+    model without them) and one entry per candidate, in the prediction's order, with its click probability and
+    logit."""
+    weights = prediction.group_weights
     return {"model": model_name, "model_version": prediction.model_version, "user_id": user_id,
-            "timestamp": timestamp,
-            "candidates": [{"item_id": int(item), "click_probability": float(p), "logit": float(z),
-                            "group_weights": w.tolist()}
-                           for item, p, z, w in zip(prediction.item_ids, prediction.click_probability,
-                                                    prediction.logit, prediction.group_weights)]}
+            "timestamp": timestamp, "group_weights": None if weights is None else weights[0].tolist(),
+            "candidates": [{"item_id": int(item), "click_probability": float(p), "logit": float(z)}
+                           for item, p, z in zip(prediction.item_ids, prediction.click_probability,
+                                                 prediction.logit)]}

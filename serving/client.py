@@ -2,15 +2,16 @@
 
 :class:`MTINClient` scores one user's candidates:
 
-- :meth:`MTINClient.predict` sends raw ids through the ``predict_raw`` signature: the user's histories (oldest first)
-  are cut to the most recent L and right-padded with 0, then repeated once per candidate; L is read once from
-  GetModelMetadata (the signature's ``clicked_item_ids`` shape [-1, L]) and cached.
+- :meth:`MTINClient.predict` sends raw ids through the ``score_candidates`` signature: the user's histories (oldest
+  first) cut to the most recent L and right-padded with 0, once, and the N candidate ids; the model encodes the user
+  once. L is read once from GetModelMetadata (the signature's ``clicked_item_ids`` shape [-1, L]) and cached.
+- :meth:`MTINClient.recommend`: the same query, the k most probable candidates, best first.
 - :meth:`MTINClient.predict_examples` sends serialized tf.Example through ``serving_default``.
 
 Both return a :class:`Prediction`. Calls failing with UNAVAILABLE (server starting, restarting or briefly
 unreachable) are retried with exponential backoff, at most ``max_attempts`` times; other errors raise
 ``grpc.RpcError`` at once. Requests are ``PredictRequest`` protos built with ``tf.make_tensor_proto``; the module-level
-builders (:func:`raw_inputs`, :func:`predict_request`) are what the contract tests check against the SavedModel.
+builders (:func:`candidate_inputs`, :func:`raw_inputs`, :func:`predict_request`) are what the contract tests check against the SavedModel.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import to_model_arrays
-from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
 from serving import DEFAULT_MODEL_NAME, GRPC_OPTIONS, METADATA_FIELD
 
 
@@ -36,8 +37,9 @@ class Prediction:
 
     click_probability: float32 [N]; logit: float32 [N]; group_weights: float32 [N, s, s], the per-group interest
     weights w_{p,g} = softmax_g(c_p^T W_h r_g) of the clicked-history branch (eq. 8; row p: memory row, column g:
-    interest group);
+    interest group), the user's: the same for every candidate of one user;
     group_assignment: int32 [N, L], the interest group of each clicked-history item (-1: padding / no group);
+    both None for a model without them (the baselines);
     item_ids: int64 [N] the candidates (None for tf.Example requests); model_version: the version that answered.
     """
     click_probability: np.ndarray
@@ -56,15 +58,12 @@ class Prediction:
                                    group_assignment=pick(self.group_assignment), item_ids=pick(self.item_ids))
 
 
-def raw_inputs(user_id: int, candidates: Sequence[int], timestamp, max_history: int, *,
-               clicked: Sequence[int] = (), clicked_times: Sequence[int] = (),
-               browsed: Sequence[int] = (), browsed_times: Sequence[int] = ()) -> dict[str, np.ndarray]:
-    """``predict_raw`` inputs for one user and N candidates: int64 [N] user_id, item_id, timestamp (a scalar
-    ``timestamp`` is used for every candidate) and int64 [N, L] histories (the user's, repeated per candidate).
-
-    Histories are oldest first; each items list must be as long as its times list."""
-    candidates = np.asarray(candidates, np.int64).reshape(-1)
-    n = candidates.shape[0]
+def user_inputs(user_id: int, timestamp: int, max_history: int, *, clicked: Sequence[int] = (),
+                clicked_times: Sequence[int] = (), browsed: Sequence[int] = (),
+                browsed_times: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """One user's row of the user inputs (mtin_tf.features.USER_INPUT_NAMES): int64 [1] user_id and timestamp (the
+    impression time), int64 [1, L] histories, the most recent L entries (oldest first), right-padded with 0.
+    Each items list must be as long as its times list."""
     history = {F.CLICKED_ITEMS: clicked, F.CLICKED_TIMES: clicked_times,
                F.BROWSED_ITEMS: browsed, F.BROWSED_TIMES: browsed_times}
     for items_key, times_key in F.HISTORY_PAIRS:
@@ -72,13 +71,35 @@ def raw_inputs(user_id: int, candidates: Sequence[int], timestamp, max_history: 
             raise ValueError(f"{items_key} has {len(history[items_key])} entries but {times_key} has "
                              f"{len(history[times_key])}")
     # One example row (candidate and label are placeholders) gives the padded, truncated histories [1, L].
-    row = to_model_arrays([{**history, F.USER_ID: user_id, F.ITEM_ID: F.PADDING_ID, F.TIMESTAMP: 0, F.LABEL: 0}],
-                          max_history)
-    inputs = {F.USER_ID: np.full(n, user_id, np.int64), F.ITEM_ID: candidates,
-              F.TIMESTAMP: np.broadcast_to(np.asarray(timestamp, np.int64), (n,)).copy()}
-    for items_key, times_key in F.HISTORY_PAIRS:
-        for key in (items_key, times_key):
-            inputs[key] = np.repeat(row[key], n, axis=0)
+    row = to_model_arrays([{**history, F.USER_ID: user_id, F.ITEM_ID: F.PADDING_ID, F.TIMESTAMP: timestamp,
+                            F.LABEL: 0}], max_history)
+    return {key: np.asarray(row[key], np.int64) for key in F.USER_INPUT_NAMES}
+
+
+def _candidate_ids(candidates) -> np.ndarray:
+    candidates = np.asarray(candidates, np.int64).reshape(-1)
+    if candidates.size == 0:
+        raise ValueError("no candidates to score")
+    return candidates
+
+
+def candidate_inputs(user_id: int, candidates: Sequence[int], timestamp: int, max_history: int,
+                     **histories) -> dict[str, np.ndarray]:
+    """``score_candidates`` inputs for one user and N candidates: :func:`user_inputs` and candidate_ids int64 [1, N].
+    ``histories``: clicked, clicked_times, browsed, browsed_times as for :func:`user_inputs`."""
+    inputs = user_inputs(user_id, timestamp, max_history, **histories)
+    inputs[F.CANDIDATE_IDS] = _candidate_ids(candidates)[None, :]
+    return inputs
+
+
+def raw_inputs(user_id: int, candidates: Sequence[int], timestamp: int, max_history: int,
+               **histories) -> dict[str, np.ndarray]:
+    """``predict_raw`` inputs for one user and N candidates: int64 [N] user_id, item_id, timestamp and int64 [N, L]
+    histories (the user's row of :func:`user_inputs`, repeated per candidate)."""
+    candidates = _candidate_ids(candidates)
+    inputs = {key: np.repeat(value, len(candidates), axis=0)
+              for key, value in user_inputs(user_id, timestamp, max_history, **histories).items()}
+    inputs[F.ITEM_ID] = candidates
     return inputs
 
 
@@ -106,9 +127,19 @@ def predict_request(model_name: str, signature_name: str, inputs: Mapping[str, n
 
 
 def prediction_from_response(response, item_ids=None) -> Prediction:
+    """A Prediction from a PredictResponse of any of the signatures: per-candidate outputs [N] (or [1, N] from
+    score_candidates) flattened to [N]; the user's group outputs ([1, ...] from score_candidates) repeated per
+    candidate."""
     out = {key: tf.make_ndarray(response.outputs[key]) for key in response.outputs}
-    return Prediction(out[F.OUTPUT_PROBABILITY], out[F.OUTPUT_LOGIT], out[F.OUTPUT_GROUP_WEIGHTS],
-                      out[F.OUTPUT_GROUP_ASSIGNMENT], item_ids, int(response.model_spec.version.value))
+    probability = out[F.OUTPUT_PROBABILITY].reshape(-1)
+    n = probability.shape[0]
+
+    def per_candidate(key):
+        value = out.get(key)
+        return None if value is None else np.broadcast_to(value, (n,) + value.shape[1:])
+
+    return Prediction(probability, out[F.OUTPUT_LOGIT].reshape(-1), per_candidate(F.OUTPUT_GROUP_WEIGHTS),
+                      per_candidate(F.OUTPUT_GROUP_ASSIGNMENT), item_ids, int(response.model_spec.version.value))
 
 
 class MTINClient:
@@ -196,29 +227,34 @@ class MTINClient:
 
     @property
     def max_history(self) -> int:
-        """L of the served model: dimension 1 of ``predict_raw``'s clicked_item_ids (fetched once, then cached)."""
+        """L of the served model: dimension 1 of ``score_candidates``' clicked_item_ids (fetched once, then cached)."""
         if self._max_history is None:
             defs = self.signature_defs()
-            if RAW_SIGNATURE not in defs or F.CLICKED_ITEMS not in defs[RAW_SIGNATURE].inputs:
-                raise RuntimeError(f"model {self.model_name!r} at {self.target} has no {RAW_SIGNATURE!r} signature "
-                                   f"with input {F.CLICKED_ITEMS!r}; its signatures: {sorted(defs)}")
-            dims = defs[RAW_SIGNATURE].inputs[F.CLICKED_ITEMS].tensor_shape.dim
+            if SCORE_SIGNATURE not in defs or F.CLICKED_ITEMS not in defs[SCORE_SIGNATURE].inputs:
+                raise RuntimeError(f"model {self.model_name!r} at {self.target} has no {SCORE_SIGNATURE!r} signature "
+                                   f"with input {F.CLICKED_ITEMS!r} (its signatures: {sorted(defs)}); re-export it "
+                                   f"with this version of mtin_tf")
+            dims = defs[SCORE_SIGNATURE].inputs[F.CLICKED_ITEMS].tensor_shape.dim
             self._max_history = int(dims[1].size)
         return self._max_history
 
-    def predict(self, user_id: int, candidates: Sequence[int], timestamp, *, clicked: Sequence[int] = (),
+    def predict(self, user_id: int, candidates: Sequence[int], timestamp: int, *, clicked: Sequence[int] = (),
                 clicked_times: Sequence[int] = (), browsed: Sequence[int] = (),
                 browsed_times: Sequence[int] = ()) -> Prediction:
         """Click probabilities of ``candidates`` (N item ids) for ``user_id`` at ``timestamp``, given the user's
-        clicked and browsed-not-clicked histories (item ids and their timestamps, oldest first)."""
-        candidates = np.asarray(candidates, np.int64).reshape(-1)
-        if candidates.size == 0:
-            raise ValueError("no candidates to score")
-        inputs = raw_inputs(user_id, candidates, timestamp, self.max_history, clicked=clicked,
-                            clicked_times=clicked_times, browsed=browsed, browsed_times=browsed_times)
-        request = predict_request(self.model_name, RAW_SIGNATURE, inputs, version=self.version,
+        clicked and browsed-not-clicked histories (item ids and their timestamps, oldest first). One request; the
+        model encodes the user once for all N."""
+        candidates = _candidate_ids(candidates)
+        inputs = candidate_inputs(user_id, candidates, timestamp, self.max_history, clicked=clicked,
+                                  clicked_times=clicked_times, browsed=browsed, browsed_times=browsed_times)
+        request = predict_request(self.model_name, SCORE_SIGNATURE, inputs, version=self.version,
                                   version_label=self.version_label)
         return prediction_from_response(self.call("Predict", request), candidates)
+
+    def recommend(self, user_id: int, candidates: Sequence[int], timestamp: int, k: int = 10,
+                  **histories) -> Prediction:
+        """The ``k`` most probable of ``candidates``, best first (:meth:`predict`, then :meth:`Prediction.top`)."""
+        return self.predict(user_id, candidates, timestamp, **histories).top(k)
 
     def predict_examples(self, serialized: Sequence[bytes]) -> Prediction:
         """Scores of serialized tf.Example (``mtin_tf.data.examples.serialize_example``) via ``serving_default``."""

@@ -83,7 +83,8 @@ def check_inputs(inputs: Mapping, specs: Mapping, signature_name: str) -> dict[s
 
 
 def check_batch(arrays: Mapping[str, np.ndarray]) -> int:
-    """All inputs share dimension 0 (the batch: one row per candidate) and it is not empty; returns it."""
+    """All inputs share dimension 0 (the batch: one row per candidate, or per user for score_candidates), it is not
+    empty, and no input is empty in another dimension (candidate_ids [U, 0]); returns the batch size."""
     sizes = {name: a.shape[0] for name, a in arrays.items()}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{n} has {s}" for n, s in sorted(sizes.items()))
@@ -91,6 +92,9 @@ def check_batch(arrays: Mapping[str, np.ndarray]) -> int:
     size = next(iter(sizes.values()), 0)
     if size == 0:
         raise _invalid("empty batch: no candidates to score (every input has 0 rows)")
+    for name, a in sorted(arrays.items()):
+        if a.size == 0:
+            raise _invalid(f"input {name!r} is empty (shape {list(a.shape)}): no candidates to score")
     return size
 
 

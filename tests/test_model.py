@@ -182,15 +182,15 @@ def _branch_scores(model, x):
     embed = model.get_layer("item_embedding")
     candidate, _ = embed(x[F.ITEM_ID])
     scores = []
-    for (items_key, times_key), memory_name, branch_name in zip(
-            F.HISTORY_PAIRS, ("positive_memory", "negative_memory"), ("positive_branch", "negative_branch")):
+    for (items_key, times_key), memory_name, name in zip(
+            F.HISTORY_PAIRS, ("positive_memory", "negative_memory"), ("positive", "negative")):
         memory = model.get_layer(memory_name)(x[F.USER_ID])
         if isinstance(memory, tuple):
             residual, anchor_ids = memory
             memory = model.get_layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids)])
         items, known = embed(x[items_key])
-        scores.append(model.get_layer(branch_name)(
-            [items, known, x[times_key], x[F.TIMESTAMP], memory, candidate])[0].numpy())
+        rows, _, _ = model.get_layer(f"{name}_branch")([items, known, x[times_key], x[F.TIMESTAMP], memory])
+        scores.append(model.get_layer(f"{name}_readout")([rows, candidate]).numpy())
     bias = model.get_layer("item_bias")(x[F.ITEM_ID]).numpy() if "item_bias" in [l.name for l in model.layers] else 0
     return scores[0], scores[1], bias
 
@@ -211,10 +211,10 @@ def test_logit_is_alpha_positive_plus_beta_negative_plus_item_bias(table):
 @pytest.mark.parametrize("readout", ["paper", "attention"])
 def test_readout_matches_its_formula(table, readout):
     model = build_mtin(small_config(readout=readout), *table)
-    branch = model.get_layer("positive_branch")
+    readout_layer = model.get_layer("positive_readout")
     rng = np.random.default_rng(4)
     rows, cand = rng.normal(size=(5, 3, 8)).astype(np.float32), rng.normal(size=(5, 8)).astype(np.float32)
-    got = branch.score(tf.constant(rows), tf.constant(cand)).numpy()
+    got = readout_layer([tf.constant(rows), tf.constant(cand)]).numpy()
     if readout == "paper":  # eq. 11: q = Σ_p u_p, MLP([q, x_e])
         head = np.concatenate([rows.sum(1), cand], -1)
     else:  # a_p = softmax_p(u_p·x_e/√d), q = Σ_p a_p u_p, MLP([q, x_e, q ⊙ x_e])
@@ -222,8 +222,62 @@ def test_readout_matches_its_formula(table, readout):
         a = np.exp(logits - logits.max(1, keepdims=True))
         q = np.einsum("bp,bpd->bd", a / a.sum(1, keepdims=True), rows)
         head = np.concatenate([q, cand, q * cand], -1)
-    want = ref.dense(branch.predict_out, ref.relu(ref.dense(branch.predict_hidden, head.astype(np.float64))))[:, 0]
+    want = ref.dense(readout_layer.out, ref.relu(ref.dense(readout_layer.hidden, head.astype(np.float64))))[:, 0]
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # N candidates per user against the same rows: [B, N, d] → [B, N], each equal to its own single-candidate score.
+    many = rng.normal(size=(5, 4, 8)).astype(np.float32)
+    together = readout_layer([tf.constant(rows), tf.constant(many)]).numpy()
+    alone = np.stack([readout_layer([tf.constant(rows), tf.constant(many[:, n])]).numpy() for n in range(4)], 1)
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [dict(readout="paper"), dict(readout="attention"),
+                                       dict(readout="paper", memory_anchors=0, use_item_bias=False),
+                                       dict(use_routing=False)], ids=["paper", "attention", "paper-free-rows", "MTIN-I"])
+def test_user_encoder_and_candidate_scorer_compose_to_the_fused_model(table, overrides):
+    from mtin_tf.model import candidate_scorer, user_encoder
+    from mtin_tf.signatures import candidates_scorer, row_scorer
+
+    model = build_mtin(small_config(**overrides), *table)
+    x = raw_batch(np.random.default_rng(7), table)
+    fused = model(x)
+    encoder, scorer = user_encoder(model), candidate_scorer(model)
+    assert {w.ref() for w in encoder.weights + scorer.weights} <= {w.ref() for w in model.weights}  # shared
+    users = {k: x[k] for k in F.USER_INPUT_NAMES}
+    encoded = encoder(users)
+    others = np.roll(x[F.ITEM_ID], 3)
+    candidates = np.stack([x[F.ITEM_ID], others], axis=1)  # [B, 2]: the row's own candidate and another row's
+    split = scorer({F.OUTPUT_POSITIVE_ROWS: encoded[F.OUTPUT_POSITIVE_ROWS],
+                    F.OUTPUT_NEGATIVE_ROWS: encoded[F.OUTPUT_NEGATIVE_ROWS], F.CANDIDATE_IDS: candidates})
+    np.testing.assert_allclose(split[F.OUTPUT_LOGIT].numpy()[:, 0], fused[F.OUTPUT_LOGIT].numpy(), atol=1e-5)
+    np.testing.assert_allclose(split[F.OUTPUT_LOGIT].numpy()[:, 1], model({**x, F.ITEM_ID: others})[F.OUTPUT_LOGIT],
+                               atol=1e-5)
+    np.testing.assert_allclose(encoded[F.OUTPUT_GROUP_WEIGHTS], fused[F.OUTPUT_GROUP_WEIGHTS], atol=1e-6)
+    np.testing.assert_array_equal(encoded[F.OUTPUT_GROUP_ASSIGNMENT], fused[F.OUTPUT_GROUP_ASSIGNMENT])
+    # The serving paths: per-row scoring with one encoding per distinct user row, and [U, N] candidate scoring.
+    repeated = {k: np.repeat(v, 3, axis=0) for k, v in x.items()}
+    repeated[F.ITEM_ID] = np.stack([x[F.ITEM_ID], others, x[F.ITEM_ID][::-1]], 1).reshape(-1)
+    by_rows = row_scorer(model)({k: tf.constant(v) for k, v in repeated.items()})
+    np.testing.assert_allclose(by_rows[F.OUTPUT_LOGIT], model(repeated)[F.OUTPUT_LOGIT], atol=1e-5)
+    np.testing.assert_array_equal(by_rows[F.OUTPUT_GROUP_ASSIGNMENT], model(repeated)[F.OUTPUT_GROUP_ASSIGNMENT])
+    by_user = candidates_scorer(model)({k: tf.constant(v) for k, v in users.items()}, tf.constant(candidates))
+    np.testing.assert_allclose(by_user[F.OUTPUT_LOGIT], split[F.OUTPUT_LOGIT], atol=1e-6)
+
+
+def test_distinct_users_finds_each_user_row_once():
+    from mtin_tf.signatures import distinct_users
+
+    x = random_batch(np.random.default_rng(8), batch=5)
+    x[F.TIMESTAMP][3] += 1  # user row 3 differs from the others only in the impression time, row 4 only in a history
+    x[F.BROWSED_TIMES][4, 0] += 1
+    batch = {k: tf.constant(v[[0, 1, 0, 2, 1, 0, 3, 4]]) for k, v in x.items()}
+    users, index = distinct_users(batch)
+    index = index.numpy()
+    assert len(users[F.USER_ID]) == 5 and users[F.CLICKED_ITEMS].shape == (5, L)
+    assert index[0] == index[2] == index[5] and index[1] == index[4] and len(set(index[[0, 1, 3, 6, 7]])) == 5
+    for b in range(8):
+        for name in F.USER_INPUT_NAMES:
+            np.testing.assert_array_equal(users[name].numpy()[index[b]], batch[name].numpy()[b], err_msg=name)
 
 
 def test_tau_defaults_to_one_over_s_and_the_routing_metrics_report_the_dropped_share(table):

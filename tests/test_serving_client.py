@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import serialize_example, to_model_arrays
-from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
-from serving.client import MTINClient, predict_request, raw_inputs
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
+from serving.client import MTINClient, candidate_inputs, predict_request, raw_inputs
 from serving.errors import ServingError
 from serving.validation import check_inputs, input_specs
 from test_serving_support import L, exported
@@ -68,6 +68,29 @@ def test_raw_request_matches_predict_raw_signature_and_scores_like_the_model(loa
         assert inputs[F.CLICKED_ITEMS][0, -1] == 1000 * (L + 3)  # the newest item survives truncation
 
 
+@pytest.mark.parametrize("history", sorted(HISTORIES))
+def test_candidates_request_matches_score_candidates_and_scores_like_predict_raw(loaded, history):
+    model, saved = loaded
+    candidates = [2000, 7000, 40000, 123]  # 123 is no item: scored from the unknown-item embedding, as in the model
+    inputs = candidate_inputs(USER, candidates, 10_000, L, **HISTORIES[history])
+    request = predict_request("mtin", SCORE_SIGNATURE, inputs)
+    _assert_matches_signature(request, saved.signatures[SCORE_SIGNATURE])
+    rows = raw_inputs(USER, candidates, 10_000, L, **HISTORIES[history])
+    for name in F.USER_INPUT_NAMES:  # the user's row once, where predict_raw repeats it per candidate
+        np.testing.assert_array_equal(np.repeat(inputs[name], len(candidates), axis=0), rows[name], err_msg=name)
+    served = saved.signatures[SCORE_SIGNATURE](**{k: tf.constant(v) for k, v in inputs.items()})
+    per_row = saved.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in rows.items()})
+    keras = model(rows)
+    assert served[F.OUTPUT_LOGIT].shape == (1, len(candidates))
+    for key in (F.OUTPUT_LOGIT, F.OUTPUT_PROBABILITY):
+        np.testing.assert_allclose(served[key].numpy()[0], per_row[key].numpy(), atol=1e-5)
+        np.testing.assert_allclose(served[key].numpy()[0], keras[key].numpy(), atol=1e-5)
+    np.testing.assert_allclose(served[F.OUTPUT_GROUP_WEIGHTS].numpy()[0], keras[F.OUTPUT_GROUP_WEIGHTS].numpy()[0],
+                               atol=1e-5)
+    np.testing.assert_array_equal(served[F.OUTPUT_GROUP_ASSIGNMENT].numpy()[0],
+                                  keras[F.OUTPUT_GROUP_ASSIGNMENT].numpy()[0])
+
+
 def test_examples_request_matches_serving_default_signature(loaded):
     _, saved = loaded
     ex = {F.USER_ID: USER, F.ITEM_ID: 2000, F.TIMESTAMP: 5, F.LABEL: 0, F.CLICKED_ITEMS: [1000], F.CLICKED_TIMES: [1],
@@ -92,7 +115,8 @@ def test_client_refuses_an_empty_candidate_list_before_any_rpc():
 
 # -- request checks of the server (serving.validation), on the real signature ------------------------------------
 def _raw_protos(n=3, **changes):
-    inputs = raw_inputs(USER, list(range(1000, 1000 * (n + 1), 1000)), 10, L, **HISTORIES["short"])
+    inputs = raw_inputs(USER, list(range(1000, 1000 * (max(n, 1) + 1), 1000)), 10, L, **HISTORIES["short"])
+    inputs = {k: v[:n] for k, v in inputs.items()}
     inputs.update(changes)
     return predict_request("mtin", RAW_SIGNATURE, {k: v for k, v in inputs.items() if v is not None}).inputs
 
@@ -119,5 +143,10 @@ def test_validation_rejects_an_empty_batch_and_accepts_a_good_one(loaded):
     specs = input_specs(loaded[1].signatures[RAW_SIGNATURE])
     with pytest.raises(ServingError, match="empty batch"):
         check_inputs(_raw_protos(n=0), specs, RAW_SIGNATURE)
+    no_candidates = candidate_inputs(USER, [1000], 10, L)
+    no_candidates[F.CANDIDATE_IDS] = np.zeros([1, 0], np.int64)
+    with pytest.raises(ServingError, match=r"'candidate_ids' is empty \(shape \[1, 0\]\)"):
+        check_inputs(predict_request("mtin", SCORE_SIGNATURE, no_candidates).inputs,
+                     input_specs(loaded[1].signatures[SCORE_SIGNATURE]), SCORE_SIGNATURE)
     arrays = check_inputs(_raw_protos(n=3), specs, RAW_SIGNATURE)
     assert arrays[F.CLICKED_ITEMS].shape == (3, L) and arrays[F.USER_ID].dtype == np.int64

@@ -15,8 +15,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from mtin_tf import features as F
 from mtin_tf.cli import main as mtin
 from mtin_tf.data.examples import serialize_example
-from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
-from serving.client import MTINClient, predict_request, raw_inputs
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
+from serving.client import MTINClient, candidate_inputs, predict_request, prediction_from_response, raw_inputs
 from test_serving_support import L, exported, install_version, start_server
 
 USER = 21
@@ -64,16 +64,19 @@ def _assert_close(prediction, want):
     np.testing.assert_array_equal(prediction.group_assignment, want[F.OUTPUT_GROUP_ASSIGNMENT])
 
 
-def test_both_signatures_score_like_the_in_process_keras_model(server):
+def test_every_signature_scores_like_the_in_process_keras_model(server):
     inputs = raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY)
     want = _keras(1, inputs)
     with MTINClient(server.target, version=1) as client:
         assert client.max_history == L
-        prediction = client.predict(USER, CANDIDATES, NOW, **HISTORY)
+        prediction = client.predict(USER, CANDIDATES, NOW, **HISTORY)  # score_candidates: the user encoded once
         assert prediction.model_version == 1
         np.testing.assert_array_equal(prediction.item_ids, CANDIDATES)
         _assert_close(prediction, want)
         assert prediction.group_weights.shape == (len(CANDIDATES), 3, 3)
+        by_rows = prediction_from_response(client.call("Predict", predict_request(
+            "mtin", RAW_SIGNATURE, inputs, version=1)))  # predict_raw: one row per candidate
+        _assert_close(by_rows, want)
 
         examples = [serialize_example({F.USER_ID: USER, F.ITEM_ID: c, F.TIMESTAMP: NOW, F.LABEL: 0,
                                        F.CLICKED_ITEMS: HISTORY["clicked"], F.CLICKED_TIMES: HISTORY["clicked_times"],
@@ -98,7 +101,8 @@ def test_cli_predict_and_recommend(server, capsys):
     assert doc["model_version"] == 1 and doc["user_id"] == USER
     assert [c["item_id"] for c in doc["candidates"]] == CANDIDATES
     np.testing.assert_allclose([c["click_probability"] for c in doc["candidates"]], want, atol=1e-5)
-    assert np.shape(doc["candidates"][0]["group_weights"]) == (3, 3)
+    np.testing.assert_allclose(doc["group_weights"], _keras(1, raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY))[
+        F.OUTPUT_GROUP_WEIGHTS][0], atol=1e-5)  # the user's, once
 
     assert mtin(["recommend", *query, "--top-k", "3"]) == 0
     top = json.loads(capsys.readouterr().out)["candidates"]
@@ -146,8 +150,14 @@ BAD_REQUESTS = {
     "unknown model": (lambda: _renamed(_good_request(), "other"), grpc.StatusCode.NOT_FOUND, ["'other'"]),
     "unknown version": (lambda: _good_request(version=999), grpc.StatusCode.NOT_FOUND, ["version 999"]),
     "unknown label": (lambda: _good_request(version_label="beta"), grpc.StatusCode.NOT_FOUND, ["'beta'"]),
-    "empty candidates": (lambda: predict_request("mtin", RAW_SIGNATURE, raw_inputs(USER, [], NOW, L, **HISTORY)),
-                         grpc.StatusCode.INVALID_ARGUMENT, ["empty batch"]),
+    "empty candidates": (lambda: predict_request("mtin", RAW_SIGNATURE, {k: v[:0] for k, v in raw_inputs(
+        USER, CANDIDATES, NOW, L, **HISTORY).items()}), grpc.StatusCode.INVALID_ARGUMENT, ["empty batch"]),
+    "score_candidates without candidates": (lambda: predict_request("mtin", SCORE_SIGNATURE, {
+        **candidate_inputs(USER, CANDIDATES, NOW, L, **HISTORY), F.CANDIDATE_IDS: np.zeros([1, 0], np.int64)}),
+        grpc.StatusCode.INVALID_ARGUMENT, ["'candidate_ids'", "[1, 0]", "no candidates"]),
+    "score_candidates with two users but one history": (lambda: predict_request("mtin", SCORE_SIGNATURE, {
+        **candidate_inputs(USER, CANDIDATES, NOW, L, **HISTORY), F.USER_ID: np.array([USER, USER], np.int64)}),
+        grpc.StatusCode.INVALID_ARGUMENT, ["disagree on the batch size", "user_id has 2"]),
     "unknown signature": (lambda: _signature(_good_request(), "classify"), grpc.StatusCode.INVALID_ARGUMENT,
                           ["'classify' not found"]),
     "malformed tf.Example": (lambda: predict_request("mtin", DEFAULT_SIGNATURE,

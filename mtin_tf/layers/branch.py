@@ -1,6 +1,8 @@
-"""One interest branch of MTIN: a user's history (clicked, or browsed-not-clicked) → P(x_e | H) (sections 4.1–4.4).
+"""One interest branch of MTIN: a user's history (clicked, or browsed-not-clicked) → the updated memory rows u_p
+(sections 4.1–4.3), which mtin_tf.layers.readout scores against candidates (section 4.4).
 
-The positive and negative branches are two instances with separate weights.
+The positive and negative branches are two instances with separate weights. Nothing here depends on the candidate:
+a user's rows are computed once per (user, histories, impression time) for any number of candidates.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ BRANCH_SETTINGS = dict(
     num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
     routing_center=True, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
     use_time_gaps=False, temporal_self=True, time_scale=86400.0, tau=None, straight_through=True,
-    aggregation="concat_pool", readout="attention", activation="relu")
+    aggregation="concat_pool", activation="relu")
 
 
 def group_normalized(gate, assignment, num_groups):
@@ -39,24 +41,21 @@ def group_normalized(gate, assignment, num_groups):
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
 class InterestBranch(tf_keras.layers.Layer):
-    """Routing → parallel temporal masks → interest mask → aggregation → memory update → prediction, for one history.
+    """Routing → parallel temporal masks → interest mask → aggregation → memory update, for one history.
 
       groups:  S = Algorithm 1 on σ(p_{g←j}) (eq. 2–4), or one group holding every item when ``use_routing`` is False
       eq. 5–7: r_g from each group's items, each item's term scaled by its gate   [B, s, d]
                σ(p_{S_j←j}) over its group's mean gate (group_normalized)
       eq. 8–10: h_p, w_{p,g} from the memory rows c_p and the r_g                [B, s, d], [B, s, s]
       eq. 10:  u_p = c_p^{memory} + agg(r_p, h_p), the updated memory rows        [B, s, d]
-      readout "paper" (eq. 11):  q = Σ_p u_p;  P(x_e | H) = MLP([q, x_e])          [B]
-      readout "attention" (ours): a_p = softmax_p(u_p·x_e / √d), q = Σ_p a_p u_p;
-                                  P(x_e | H) = MLP([q, x_e, q ⊙ x_e])             [B]
-    The MLP has one hidden layer of d units. Either readout sees the candidate only through the rows u_p.
+    InterestReadout (mtin_tf.layers.readout) turns the rows and a candidate into P(x_e | H).
 
     Args: the keys of BRANCH_SETTINGS (see MTINConfig for each), ``kernel_regularizer`` and Layer arguments. τ = None
     is 1/s.
 
-    Call arguments: [items float [B, L, d], known bool [B, L], history_times int64 [B, L], candidate_time int64 [B],
-    memory float [B, s, d], candidate float [B, d]].
-    Outputs: (score [B], weights w [B, s, s], assignment int32 [B, L]).
+    Call arguments: [items float [B, L, d], known bool [B, L], history_times int64 [B, L], impression_time int64 [B]
+    (the candidate's time: ages are taken from it), memory float [B, s, d]].
+    Outputs: (rows u [B, s, d], weights w [B, s, s], assignment int32 [B, L]).
     An empty history is valid: every group is empty, r = h = 0, and the rows are the memory alone.
     With routing, the branch reports metrics (TensorBoard, fit history): ``<name>_dropped``, the fraction of real
     items routing left out of every group; ``<name>_groups_used``, the mean number of non-empty groups;
@@ -70,13 +69,9 @@ class InterestBranch(tf_keras.layers.Layer):
         self.num_groups, self.use_routing = int(settings["num_groups"]), bool(settings["use_routing"])
         if not self.use_routing and self.num_groups != 1:
             raise ValueError("without routing (MTIN-I) there is exactly one group; set num_groups=1")
-        if settings["readout"] not in ("paper", "attention"):
-            raise ValueError(f"readout must be 'paper' or 'attention', got {settings['readout']!r}")
-        self.readout = settings["readout"]
         self.time_scale = float(settings["time_scale"])
         tau = settings["tau"]
         self.tau = 1.0 / self.num_groups if tau is None else float(tau)
-        self.activation = tf_keras.activations.get(settings["activation"])
         self.kernel_regularizer = reg = tf_keras.regularizers.get(kernel_regularizer)
         self.routing = InterestGroupRouting(
             self.num_groups, iterations=settings["routing_iterations"], epsilon=settings["routing_epsilon"],
@@ -92,17 +87,10 @@ class InterestBranch(tf_keras.layers.Layer):
                                      kernel_regularizer=reg, name="interest_mask")
         self.aggregate = InterestAggregation(settings["aggregation"], kernel_regularizer=reg, name="aggregation")
 
-    def build(self, input_shape):
-        d = int(input_shape[0][-1])
-        self.predict_hidden = tf_keras.layers.Dense(d, activation=self.activation, name="predict_hidden",
-                                                    kernel_regularizer=self.kernel_regularizer)
-        self.predict_out = tf_keras.layers.Dense(1, name="predict_out", kernel_regularizer=self.kernel_regularizer)
-        super().build(input_shape)
-
     def call(self, inputs):
-        items, known, history_times, candidate_time, memory, candidate = inputs
+        items, known, history_times, impression_time, memory = inputs
         known = tf.cast(known, tf.bool)
-        ages = history_ages(history_times, candidate_time, self.time_scale)
+        ages = history_ages(history_times, impression_time, self.time_scale)
         gate = None
         if self.use_routing:
             routed = self.routing([items, memory], mask=known)
@@ -115,19 +103,7 @@ class InterestBranch(tf_keras.layers.Layer):
         nonempty = tf.reduce_any(assignment[:, :, None] == tf.range(self.num_groups)[None, None, :], axis=1)
         h, weights = self.interest([memory, r], group_mask=nonempty)  # eq. 8–10
         rows = memory + self.aggregate([r, h])  # u_p: the memory rows updated by c_p
-        return self.score(rows, candidate), weights, assignment
-
-    def score(self, rows, candidate):
-        """The readout and prediction MLP: rows u [B, s, d] (or [B, 1, s, d] against candidates [B, N, d]) → [B(, N)]."""
-        if self.readout == "paper":
-            q = tf.reduce_sum(rows, axis=-2)  # eq. 11
-            q = tf.broadcast_to(q, tf.shape(candidate))
-            head = tf.concat([q, candidate], axis=-1)
-        else:
-            logits = tf.reduce_sum(rows * candidate[..., None, :], -1) / tf.sqrt(tf.cast(tf.shape(rows)[-1], rows.dtype))
-            q = tf.reduce_sum(tf.nn.softmax(logits, axis=-1)[..., None] * rows, axis=-2)
-            head = tf.concat([q, candidate, q * candidate], axis=-1)
-        return self.predict_out(self.predict_hidden(head))[..., 0]
+        return rows, weights, assignment
 
     def _routing_metrics(self, assignment, known):
         real = tf.reduce_sum(tf.cast(known, tf.float32))

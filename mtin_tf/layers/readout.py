@@ -1,0 +1,58 @@
+"""Interest readout (section 4.4, eq. 11): a branch's updated memory rows u_p and a candidate x_e → P(x_e | H).
+
+The rows depend on the user, the histories and the impression time only, so one user's rows can be computed once and
+scored against any number of candidates: ``candidate`` [B, d] gives one score per row, [B, N, d] scores N candidates
+against the same rows.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+from mtin_tf.config import READOUTS
+
+
+@tf_keras.saving.register_keras_serializable(package="mtin")
+class InterestReadout(tf_keras.layers.Layer):
+    """P(x_e | H) from the memory rows u [B, s, d] and candidates x_e [B, d] (→ [B]) or [B, N, d] (→ [B, N]).
+
+      readout "paper" (eq. 11):  q = Σ_p u_p;  P(x_e | H) = MLP([q, x_e])
+      readout "attention" (ours): a_p = softmax_p(u_p·x_e / √d), q = Σ_p a_p u_p;
+                                  P(x_e | H) = MLP([q, x_e, q ⊙ x_e])
+    The MLP has one hidden layer of d units (``activation``) and a linear output: the score is a logit-scale value,
+    not a probability (the click combiner adds the branches' scores).
+    """
+
+    def __init__(self, readout="attention", activation="relu", kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        self.readout = readout
+        self.activation = tf_keras.activations.get(activation)
+        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        d = int(input_shape[0][-1])
+        self.hidden = tf_keras.layers.Dense(d, activation=self.activation, name="hidden",
+                                            kernel_regularizer=self.kernel_regularizer)
+        self.out = tf_keras.layers.Dense(1, name="out", kernel_regularizer=self.kernel_regularizer)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        rows, candidate = inputs
+        if candidate.shape.rank == rows.shape.rank:  # N candidates per row of rows: [B, N, d] against [B, s, d]
+            rows = rows[:, None]  # [B, 1, s, d]
+        if self.readout == "paper":
+            q = tf.broadcast_to(tf.reduce_sum(rows, axis=-2), tf.shape(candidate))  # eq. 11
+            head = tf.concat([q, candidate], axis=-1)
+        else:
+            scale = tf.sqrt(tf.cast(tf.shape(rows)[-1], rows.dtype))
+            attention = tf.nn.softmax(tf.reduce_sum(rows * candidate[..., None, :], -1) / scale, axis=-1)
+            q = tf.reduce_sum(attention[..., None] * rows, axis=-2)
+            head = tf.concat([q, candidate, q * candidate], axis=-1)
+        return self.out(self.hidden(head))[..., 0]
+
+    def get_config(self):
+        return {**super().get_config(), "readout": self.readout,
+                "activation": tf_keras.activations.serialize(self.activation),
+                "kernel_regularizer": tf_keras.regularizers.serialize(self.kernel_regularizer)}
