@@ -36,8 +36,9 @@ class MTINConfig:
     epochs: int = 5
     seed: int = 0
     # Algorithm 1 on the matching probabilities σ(p): iterations, threshold ε, discount base b;
-    # parallel_routing is the approximate data-parallel variant; jit_routing runs the routing loop under XLA when
-    # training and scoring in process (exported models route without XLA unless asked: see mtin_tf.export).
+    # parallel_routing is the approximate data-parallel variant; jit_routing runs the routing loop under XLA in
+    # training, in process and in the exported model (TF Serving then needs --xla_cpu_compilation_enabled=true;
+    # false exports a model any TF Serving runs, about 2x slower per request: docs/SERVING.md).
     routing_iterations: int = 3
     routing_epsilon: float = 0.45
     routing_base: float = 2.0

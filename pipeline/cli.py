@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     run.add_argument("--direct-num-workers", type=int, default=0,
                      help="> 1: Beam DirectRunner in multi-process mode with this many workers")
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
+    run.add_argument("--strict", action="store_true",
+                     help="stop at the first CSV line of the wrong shape (default: skip it, count it in "
+                          "RUN_DIR/inputs/staging_report.json)")
     _pipeline_options(run)
     run.set_defaults(func=run_command)
 
@@ -72,6 +75,7 @@ def register(subparsers) -> None:
     af.add_argument("--dags-folder", required=True, help="Airflow's dags folder")
     af.add_argument("--run-dir", default="runs/pipeline", help="artifacts, metadata.sqlite, serving/")
     af.add_argument("--data", help="canonical data directory to stage into RUN_DIR/inputs now")
+    af.add_argument("--strict", action="store_true", help="stop staging at the first CSV line of the wrong shape")
     _pipeline_options(af)
     af.set_defaults(func=airflow_dag_command)
 
@@ -94,7 +98,7 @@ def run_command(args) -> int:
     try:
         dirs = run_local(args.data, args.run_dir, beam_pipeline_args=args.beam_arg,
                          direct_num_workers=args.direct_num_workers, enable_cache=not args.no_cache,
-                         **pipeline_kwargs(args))
+                         strict=args.strict, **pipeline_kwargs(args))
     except (BadInputError, DataValidationError) as e:
         print(f"mtin pipeline: data validation stopped the run:\n{e}", file=sys.stderr)
         return 1
@@ -142,7 +146,7 @@ def airflow_dag_command(args) -> int:
     if args.data:
         from pipeline.inputs import stage_inputs
 
-        stage_inputs(args.data, dirs.inputs)
+        stage_inputs(args.data, dirs.inputs, strict=args.strict)
     settings = dict(run_dir=dirs.run_dir, beam_pipeline_args=beam_args(args.beam_arg), **pipeline_kwargs(args))
     path = write_dag_file(args.dags_folder, settings)
     print(f"mtin pipeline: Airflow DAG file written to {path} (DAG id mtin; inputs expected in {dirs.inputs})")

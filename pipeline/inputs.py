@@ -3,34 +3,42 @@
 The pipeline reads two ExampleGen inputs under one input directory:
 
 - ``<inputs>/interactions/*.csv`` — raw click logs with a header ``user_id,item_id,timestamp,click`` (read by
-  CsvExampleGen; lines with the wrong number of fields, which CsvExampleGen cannot parse, are rejected here with their
-  line numbers; malformed values in well-formed lines are caught by StatisticsGen + ExampleValidator against
-  ``schemas/interactions/schema.pbtxt``).
+  CsvExampleGen, which cannot parse a line with the wrong number of fields: such lines are left out of the staged copy
+  here and counted with their file:line in ``<inputs>/staging_report.json``, or stop the staging with ``strict``;
+  malformed values in well-formed lines are caught by StatisticsGen + ExampleValidator against
+  ``schemas/interactions/schema.pbtxt`` and counted by HistoryGen).
 - ``<inputs>/items/items.tfrecord`` — item features as tf.Example (``item_id`` int64, ``features`` float list,
   optional ``category`` int64), read by ImportExampleGen.
 
 :func:`stage_inputs` writes both from a canonical data directory (``interactions.parquet`` or ``*.csv`` files plus
-``item_features.npz``, as written by ``mtin data convert`` / ``mtin data generate``). CSV interactions are copied as
-they are, so bad rows reach the pipeline's validation. Files are rewritten only when their content changes, so a rerun
+``item_features.npz``, as written by ``mtin data convert`` / ``mtin data generate``). CSV interactions are copied line
+for line but for those of the wrong shape, so bad values reach the pipeline's validation. Files are rewritten only when their content changes, so a rerun
 with the same data leaves ExampleGen's input fingerprint unchanged and is served from the ML Metadata cache.
 """
 from __future__ import annotations
 
 import filecmp
 import glob
+import logging
 import os
-import shutil
 import tempfile
 
 from mtin_tf import features as F
 
+log = logging.getLogger(__name__)
 INTERACTIONS_DIR, ITEMS_DIR = "interactions", "items"
 INTERACTIONS_CSV, ITEMS_TFRECORD = "interactions.csv", "items.tfrecord"
+STAGING_REPORT = "staging_report.json"
 
 
-def stage_inputs(data_dir: str, inputs_dir: str) -> dict:
-    """Write ``inputs_dir/interactions/`` and ``inputs_dir/items/`` from canonical ``data_dir``; returns their paths."""
+def stage_inputs(data_dir: str, inputs_dir: str, *, strict: bool = False) -> dict:
+    """Write ``inputs_dir/interactions/`` and ``inputs_dir/items/`` from canonical ``data_dir``; returns their paths.
+
+    CSV lines with a field count other than the header's are skipped and counted (``malformed_row``: more fields,
+    ``missing_field``: fewer) in ``inputs_dir/staging_report.json``, whose summary is also logged; ``strict`` raises
+    BadInputError at the first one instead."""
     from mtin_tf.data.canonical import INTERACTIONS_FILE, ITEM_FEATURES_FILE
+    from mtin_tf.data.report import Report
 
     items_path = os.path.join(data_dir, ITEM_FEATURES_FILE)
     if not os.path.exists(items_path):
@@ -42,6 +50,7 @@ def stage_inputs(data_dir: str, inputs_dir: str) -> dict:
     out = {INTERACTIONS_DIR: os.path.join(inputs_dir, INTERACTIONS_DIR), ITEMS_DIR: os.path.join(inputs_dir, ITEMS_DIR)}
     for path in out.values():
         os.makedirs(path, exist_ok=True)
+    report = Report("stage", strict=strict)
     with tempfile.TemporaryDirectory(dir=inputs_dir) as tmp:
         staged = []
         if os.path.exists(parquet):
@@ -52,36 +61,50 @@ def stage_inputs(data_dir: str, inputs_dir: str) -> dict:
             staged.append(INTERACTIONS_CSV)
         else:
             for path in csvs:
-                check_csv_shape(path)
-                shutil.copyfile(path, os.path.join(tmp, os.path.basename(path)))
+                copy_well_formed_lines(path, os.path.join(tmp, os.path.basename(path)), report)
                 staged.append(os.path.basename(path))
         _replace_dir_contents(tmp, staged, out[INTERACTIONS_DIR])
         write_item_examples(items_path, os.path.join(tmp, ITEMS_TFRECORD))
         _replace_dir_contents(tmp, [ITEMS_TFRECORD], out[ITEMS_DIR])
+    report.write_json(os.path.join(inputs_dir, STAGING_REPORT))
+    log.info("%s", report.summary())
     return out
 
 
-def check_csv_shape(path: str, max_listed: int = 5) -> None:
-    """Raise BadInputError unless the header has the interaction columns and every line has as many fields.
+def copy_well_formed_lines(path: str, out_path: str, report) -> int:
+    """Copy the CSV at ``path`` to ``out_path`` without its lines whose field count differs from the header's, each
+    counted in ``report`` with its file:line (``malformed_row`` for more fields, ``missing_field`` for fewer); the
+    kept lines are written byte for byte. Returns the number of data lines kept.
 
-    CsvExampleGen cannot read a file whose lines have different field counts (it fails deep inside Beam); bad
-    values in well-formed lines are left to the pipeline's validation.
+    Raises BadInputError when the header lacks an interaction column (nothing of the file could be read). CsvExampleGen
+    cannot read a file whose lines have different field counts (it fails deep inside Beam); bad values in well-formed
+    lines are left to the pipeline's validation.
     """
     import csv
 
-    from mtin_tf.data.report import BadInputError
+    from mtin_tf.data.report import MALFORMED_ROW, MISSING_FIELD, BadInputError
 
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
+    kept = 0
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f, \
+            open(out_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as out:
+        header_line = f.readline()
+        header = next(csv.reader([header_line]), [])
         missing = [c for c in F.INTERACTION_COLUMNS if c not in header]
         if missing:
             raise BadInputError(f"{path}: header {header} lacks column(s) {missing}")
-        bad = [(reader.line_num, len(row)) for row in reader if len(row) != len(header)]
-    if bad:
-        listed = ", ".join(f"line {line} has {n}" for line, n in bad[:max_listed])
-        raise BadInputError(f"{path}: {len(bad)} line(s) do not have the header's {len(header)} fields ({listed}"
-                            f"{', ...' if len(bad) > max_listed else ''})")
+        out.write(header_line)
+        for number, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            fields = next(csv.reader([line]), [])
+            if len(fields) != len(header):
+                kind = MALFORMED_ROW if len(fields) > len(header) else MISSING_FIELD
+                report.bad_input(kind, [f"{path}:{number}: {len(fields)} fields, the header has {len(header)}"])
+                continue
+            out.write(line if line.endswith("\n") else line + "\n")
+            kept += 1
+    report.count("csv_lines_kept", kept)
+    return kept
 
 
 def write_item_examples(npz_path: str, out_path: str) -> int:

@@ -11,7 +11,7 @@ from mtin_tf.data.examples import serialize_example
 from mtin_tf.export import export_saved_model, latest_version
 from mtin_tf.baselines import build_din
 from mtin_tf.model import build_mtin
-from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
 from test_model import L, raw_batch, small_config
 
 
@@ -20,7 +20,7 @@ def _table():
     return rng.permutation(np.arange(1, 41)) * 1000, rng.normal(size=(40, 6)).astype(np.float32), np.arange(1, 11) * 7
 
 
-def test_export_writes_numeric_versions_with_both_signatures(tmp_path):
+def test_export_writes_numeric_versions_with_every_signature(tmp_path):
     table = _table()
     model = build_mtin(small_config(), *table)
     x = raw_batch(np.random.default_rng(1), table)
@@ -33,7 +33,7 @@ def test_export_writes_numeric_versions_with_both_signatures(tmp_path):
     assert sorted(os.listdir(base)) == sorted(["1", os.path.basename(second)])  # no staging directory left behind
 
     loaded = tf.saved_model.load(second)
-    assert set(loaded.signatures) == {DEFAULT_SIGNATURE, RAW_SIGNATURE}
+    assert set(loaded.signatures) == {DEFAULT_SIGNATURE, RAW_SIGNATURE, SCORE_SIGNATURE}
     raw = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
     for key in (F.OUTPUT_PROBABILITY, F.OUTPUT_LOGIT, F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT):
         np.testing.assert_allclose(raw[key].numpy(), want[key].numpy(), atol=1e-5)

@@ -106,10 +106,18 @@ def test_a_pipeline_run_on_bad_rows_stops_at_validation_with_the_report(tmp_path
     with pytest.raises(DataValidationError, match="anomalous feature") as err:
         run_local(str(data), str(tmp_path / "run"), stop_after="HistoryGen")
     assert "feature 'user_id'" in str(err.value) and "feature 'click'" in str(err.value)
-    # A line with the wrong number of fields (CsvExampleGen cannot parse it) is rejected before the run, by line.
-    (data / "interactions.csv").write_text(BAD_CSV + "4,15,600,1,extra\n")
-    with pytest.raises(BadInputError, match="line 9 has 5"):
+    # Lines with the wrong number of fields (CsvExampleGen cannot parse them) are left out of the staged copy and
+    # counted by file:line; --strict stops at the first.
+    (data / "interactions.csv").write_text(BAD_CSV + "4,15,600,1,extra\n4,16\n")
+    with pytest.raises(BadInputError, match=r"malformed_row at .*interactions.csv:9: 5 fields"):
+        run_local(str(data), str(tmp_path / "strict"), stop_after="HistoryGen", strict=True)
+    with pytest.raises(DataValidationError, match="anomalous feature"):  # the bad values still reach validation
         run_local(str(data), str(tmp_path / "run"), stop_after="HistoryGen")
+    report = json.loads((tmp_path / "run" / "inputs" / "staging_report.json").read_text())
+    assert report["bad_input"]["malformed_row"]["count"] == 1 and report["bad_input"]["missing_field"]["count"] == 1
+    assert report["bad_input"]["missing_field"]["examples"][0].endswith("interactions.csv:10: 2 fields, the header has 4")
+    staged = (tmp_path / "run" / "inputs" / "interactions" / "interactions.csv").read_text()
+    assert staged == BAD_CSV  # every well-formed line kept, byte for byte
 
 
 def test_history_component_counts_unreadable_rows_instead_of_crashing():

@@ -278,12 +278,14 @@ def test_unavailable_until_a_version_appears_and_sigterm_exits_0_after_in_flight
         install_version(1, str(tmp_path), 7)
         proc.wait_available(7)
 
-        # A large request (20k candidates) is in flight when SIGTERM arrives: it completes, then the process exits 0.
+        # A large request (20k rows, each its own impression time: 20k user encodings) is in flight when SIGTERM
+        # arrives: it completes, then the process exits 0.
         many = np.arange(20_000) % 40 * 1000 + 1000
+        rows = raw_inputs(USER, many, NOW, L, **HISTORY)
+        rows[F.TIMESTAMP] = rows[F.TIMESTAMP] + np.arange(len(many))
         with MTINClient(proc.target, max_attempts=1, timeout=60) as client:
             assert client.predict(USER, CANDIDATES, NOW).model_version == 7
-            future = client.stub.Predict.future(
-                predict_request("mtin", RAW_SIGNATURE, raw_inputs(USER, many, NOW, L, **HISTORY)), timeout=60)
+            future = client.stub.Predict.future(predict_request("mtin", RAW_SIGNATURE, rows), timeout=60)
             time.sleep(0.3)
             assert not future.done()  # else this test would not show that in-flight requests finish
             start = time.monotonic()

@@ -47,9 +47,11 @@ def beam_args(extra: Sequence[str] = (), direct_num_workers: int = 0) -> list:
 
 
 def run_local(data_dir: str, run_dir: str, *, beam_pipeline_args: Sequence[str] = (), direct_num_workers: int = 0,
-              stop_after: Optional[str] = None, **pipeline_kwargs) -> RunDirs:
+              stop_after: Optional[str] = None, strict: bool = False, **pipeline_kwargs) -> RunDirs:
     """Stage ``data_dir`` and run the pipeline with LocalDagRunner; returns the run directory layout.
 
+    ``strict``: stop at the first CSV line of the wrong shape while staging (pipeline.inputs.stage_inputs), instead
+    of skipping and counting it.
     ``pipeline_kwargs`` go to :func:`pipeline.pipeline.create_pipeline` (mtin_config, max_history, thresholds...).
     """
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Beam worker processes inherit it
@@ -60,7 +62,7 @@ def run_local(data_dir: str, run_dir: str, *, beam_pipeline_args: Sequence[str] 
 
     dirs = RunDirs.at(run_dir)
     os.makedirs(dirs.run_dir, exist_ok=True)
-    stage_inputs(data_dir, dirs.inputs)
+    stage_inputs(data_dir, dirs.inputs, strict=strict)
     pipe = create_pipeline(pipeline_root=dirs.root, inputs_dir=dirs.inputs, serving_model_dir=dirs.serving,
                            metadata_path=dirs.metadata, stop_after=stop_after,
                            beam_pipeline_args=beam_args(beam_pipeline_args, direct_num_workers), **pipeline_kwargs)
