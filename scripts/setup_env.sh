@@ -32,7 +32,8 @@ PY=$(find_python310) || die "Python 3.10 was not found (looked at \$PYTHON310, p
 mtin-tf runs on TFX 1.16, which supports Python 3.9-3.10 only, and newer TFX wheels need glibc >= 2.38. \
 Install Python 3.10 (e.g. 'pyenv install 3.10' or your distribution's python3.10) or point PYTHON310 at it."
 
-if command -v uv >/dev/null 2>&1; then UV=(uv); else
+# A uv on PATH that does not run (e.g. a pyenv shim for another Python version) is as good as none.
+if command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1; then UV=(uv); else
   "$PY" -m uv --version >/dev/null 2>&1 || "$PY" -m pip install -q "uv>=0.4" >/dev/null 2>&1 \
     || die "uv is not installed and 'pip install uv' failed for $PY."
   UV=("$PY" -m uv)

@@ -1,4 +1,4 @@
-"""Versioned SavedModel export with the tf.Example and raw-tensor serving signatures."""
+"""Versioned SavedModel export with the tf.Example, raw-tensor and score_candidates serving signatures."""
 import os
 
 import numpy as np
@@ -26,7 +26,7 @@ def test_export_writes_numeric_versions_with_every_signature(tmp_path):
     x = raw_batch(np.random.default_rng(1), table)
     want = model(x)
     base = str(tmp_path / "mtin")
-    first = export_saved_model(model, base, version=1)
+    first = export_saved_model(build_din(small_config(), *table), base, version=1)  # any model: a cheap one
     second = export_saved_model(model, base)
     assert os.path.basename(first) == "1" and int(os.path.basename(second)) > 1
     assert latest_version(base) == second
@@ -82,5 +82,13 @@ def test_export_carries_the_pre_projected_item_table_with_equal_scores(tmp_path,
     assert layer.projected and tuple(layer.table.shape) == (40, small_config().embedding_dim)
     assert not any("feature_table" in v.name or "feature_projection" in v.name for v in served.variables)
     np.testing.assert_allclose(served(x)[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)
-    raw = tf.saved_model.load(path).signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
+    signatures = tf.saved_model.load(path).signatures
+    raw = signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
     np.testing.assert_allclose(raw[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)
+    # score_candidates: each row's user against [its candidate, row 0's candidate] (DIN repeats the user's row).
+    candidates = np.stack([x[F.ITEM_ID], np.full_like(x[F.ITEM_ID], x[F.ITEM_ID][0])], axis=1)
+    by_user = signatures[SCORE_SIGNATURE](**{k: tf.constant(x[k]) for k in F.USER_INPUT_NAMES},
+                                          candidate_ids=tf.constant(candidates))
+    np.testing.assert_allclose(by_user[F.OUTPUT_LOGIT].numpy()[:, 0], want, atol=1e-5)
+    np.testing.assert_allclose(by_user[F.OUTPUT_LOGIT].numpy()[:, 1],
+                               model({**x, F.ITEM_ID: candidates[:, 1]})[F.OUTPUT_LOGIT].numpy(), atol=1e-5)
