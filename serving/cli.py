@@ -45,6 +45,9 @@ def register_serve(subparsers) -> None:
     p.add_argument("--num-versions", type=int, default=1, help="serve the newest N versions (TF Serving's latest)")
     p.add_argument("--version-labels", type=_labels, default={}, help="label=version pairs, e.g. stable=3,canary=4")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    p.add_argument("--max-load-retries", type=int, default=5,
+                   help="times a version that failed to load is tried again (also: whenever its directory changes)")
+    p.add_argument("--load-retry-seconds", type=float, default=60.0, help="time between those retries")
     p.add_argument("--max-workers", type=int, default=16, help="RPC handler threads")
     p.add_argument("--grace-seconds", type=float, default=10.0, help="time in-flight RPCs get after SIGTERM")
     p.set_defaults(func=_serve)
@@ -56,7 +59,8 @@ def _serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = ModelStore(args.model_name, args.model_base_path, num_versions=args.num_versions,
-                       poll_seconds=args.poll_seconds, version_labels=args.version_labels)
+                       poll_seconds=args.poll_seconds, version_labels=args.version_labels,
+                       max_load_retries=args.max_load_retries, load_retry_seconds=args.load_retry_seconds)
     return serve(store, args.host, args.port, max_workers=args.max_workers, grace_seconds=args.grace_seconds)
 
 

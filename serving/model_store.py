@@ -8,7 +8,10 @@ the N highest ready versions are served, and a request without a version gets th
 Swapping never fails a request in flight: a new version is loaded completely (``tf.saved_model.load``) before the
 table of served versions is replaced in one assignment, and a request keeps the :class:`LoadedVersion` it resolved
 until it finishes; an unloaded version is freed when its last request drops it. A version that fails to load is
-logged, reported by :meth:`ModelStore.statuses` and not retried (the previous version keeps serving).
+logged and reported by :meth:`ModelStore.statuses` (``END`` with its error) while the previous version keeps serving;
+like TF Serving it is retried every ``load_retry_seconds``, at most ``max_load_retries`` times, and at once whenever
+its directory changes (a copy that put ``saved_model.pb`` in place before ``variables/``, then completed). A base
+path that does not exist is logged as a warning (once, and again if it disappears) and named in UNAVAILABLE answers.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from typing import Callable, Mapping
 
 import grpc
@@ -84,6 +88,28 @@ def warm_up(signatures: Mapping) -> None:
             log.debug("warm-up call of signature %r failed as expected for synthetic input: %s", name, exc)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    """A version that failed to load: the directory as it was then, the attempts so far, when to try again."""
+    fingerprint: tuple
+    attempts: int
+    retry_at: float
+
+
+def directory_fingerprint(path: str) -> tuple:
+    """(relative path, size, mtime in ns) of every file under ``path``, sorted: changes when a copy completes."""
+    entries = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                stat = os.stat(full)
+            except FileNotFoundError:  # removed while we looked: the next poll sees the new state
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
 def ready_versions(base_path: str) -> list[int]:
     """Numeric version directories under ``base_path`` whose ``saved_model.pb`` exists, ascending ([] if the base
     directory does not exist yet)."""
@@ -104,12 +130,15 @@ class ModelStore:
       num_versions: how many of the newest versions to serve (TF Serving's ``latest`` policy; default 1).
       poll_seconds: how often :meth:`start`'s thread looks for new versions.
       version_labels: {label: version} for ``model_spec.version_label`` (as ``version_labels`` in models.config).
+      max_load_retries, load_retry_seconds: a version that failed to load is tried again every
+        ``load_retry_seconds``, at most ``max_load_retries`` more times (TF Serving's defaults: 5 and 60 s), and at
+        once whenever its directory changes.
       loader: (path, version) -> LoadedVersion; :func:`load_version` unless a test replaces it.
     """
 
     def __init__(self, name: str, base_path: str, *, num_versions: int = 1, poll_seconds: float = 1.0,
-                 version_labels: Mapping[str, int] | None = None,
-                 loader: Callable[[str, int], LoadedVersion] = load_version):
+                 version_labels: Mapping[str, int] | None = None, max_load_retries: int = 5,
+                 load_retry_seconds: float = 60.0, loader: Callable[[str, int], LoadedVersion] = load_version):
         if num_versions < 1:
             raise ValueError(f"num_versions must be >= 1, got {num_versions}")
         self.name = name
@@ -121,7 +150,9 @@ class ModelStore:
         self._served: dict[int, LoadedVersion] = {}  # replaced, never mutated: readers need no lock
         self._status: dict[int, VersionStatus] = {}
         self._status_lock = threading.Lock()
-        self._failed: set[int] = set()
+        self.max_load_retries, self.load_retry_seconds = int(max_load_retries), float(load_retry_seconds)
+        self._failed: dict[int, _Failure] = {}
+        self._base_missing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -130,10 +161,13 @@ class ModelStore:
         """One pass: load the newest ``num_versions`` ready versions not loaded yet, then swap the served table and
         drop versions that fell out of the policy. Returns True if the served set changed."""
         ready = ready_versions(self.base_path)
+        self._check_base_path()
         served = self._served
         loaded = {}
+        now = time.monotonic()
+        retry = {v for v in ready if v in self._failed and self._may_retry(v, now)}
         while True:  # a version that fails to load leaves the policy, and the next older one may enter it
-            wanted = [v for v in ready if v not in self._failed][-self.num_versions:]
+            wanted = [v for v in ready if v not in self._failed or v in retry][-self.num_versions:]
             missing = sorted(set(wanted) - set(served) - set(loaded), reverse=True)  # newest first: serves soonest
             if not missing:
                 break
@@ -143,9 +177,10 @@ class ModelStore:
                 log.info("loading model %r version %d from %s", self.name, version, path)
                 try:
                     loaded[version] = self._loader(path, version)
+                    self._failed.pop(version, None)
                 except Exception as exc:  # noqa: BLE001 - any load failure must leave the server serving
-                    self._failed.add(version)
-                    self._set_status(version, END, f"failed to load {path}: {exc}")
+                    retry.discard(version)
+                    self._set_status(version, END, f"failed to load {path}: {exc}; {self._record_failure(version)}")
                     log.exception("model %r version %d failed to load; serving %s", self.name, version,
                                   sorted(served))
         keep = {v: served[v] for v in served if v in wanted}
@@ -162,6 +197,35 @@ class ModelStore:
             self._set_status(version, END)
             log.info("model %r version %d unloaded (in-flight requests finish on it)", self.name, version)
         return True
+
+    def _may_retry(self, version: int, now: float) -> bool:
+        """A failed version is tried again when its directory changed, or its retry time came and retries are left."""
+        failure = self._failed[version]
+        path = os.path.join(self.base_path, str(version))
+        if directory_fingerprint(path) != failure.fingerprint:
+            log.info("model %r version %d changed on disk since it failed to load: retrying", self.name, version)
+            self._failed[version] = dataclasses.replace(failure, attempts=0)
+            return True
+        return failure.attempts <= self.max_load_retries and now >= failure.retry_at
+
+    def _record_failure(self, version: int) -> str:
+        """Count a failed load of ``version``; returns what happens next, for its status message."""
+        previous = self._failed.get(version)
+        attempts = (previous.attempts if previous else 0) + 1
+        path = os.path.join(self.base_path, str(version))
+        self._failed[version] = _Failure(directory_fingerprint(path), attempts,
+                                         time.monotonic() + self.load_retry_seconds)
+        if attempts <= self.max_load_retries:
+            return (f"attempt {attempts} of {self.max_load_retries + 1}; retried in {self.load_retry_seconds:g} s "
+                    f"or as soon as the directory changes")
+        return "no retries left; retried when the directory changes"
+
+    def _check_base_path(self) -> None:
+        missing = not os.path.isdir(self.base_path)
+        if missing and not self._base_missing:
+            log.warning("model %r: base path %s does not exist; nothing to serve until it does", self.name,
+                        self.base_path)
+        self._base_missing = missing
 
     def start(self) -> "ModelStore":
         """Poll once now, then every ``poll_seconds`` in a daemon thread until :meth:`stop`."""
@@ -198,8 +262,9 @@ class ModelStore:
                                    f"{sorted(self.version_labels)}")
             version = self.version_labels[label]
         if not served:
+            why = "which does not exist" if self._base_missing else "no version has loaded"
             raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                               f"no version of model {self.name!r} is loaded yet (watching {self.base_path})")
+                               f"no version of model {self.name!r} is loaded yet (watching {self.base_path}, {why})")
         if version is None:
             return served[max(served)]
         if version not in served:

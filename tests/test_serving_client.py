@@ -150,3 +150,20 @@ def test_validation_rejects_an_empty_batch_and_accepts_a_good_one(loaded):
                      input_specs(loaded[1].signatures[SCORE_SIGNATURE]), SCORE_SIGNATURE)
     arrays = check_inputs(_raw_protos(n=3), specs, RAW_SIGNATURE)
     assert arrays[F.CLICKED_ITEMS].shape == (3, L) and arrays[F.USER_ID].dtype == np.int64
+
+
+def test_a_missing_base_path_is_logged_and_named_in_unavailable(tmp_path, caplog):
+    from serving.model_store import ModelStore
+
+    store = ModelStore("mtin", str(tmp_path / "not-yet"))
+    with caplog.at_level("WARNING", logger="serving.model_store"):
+        assert store.poll() is False
+        store.poll()
+    assert sum("does not exist" in r.getMessage() for r in caplog.records) == 1  # once, not every poll
+    with pytest.raises(ServingError) as info:
+        store.get("mtin")
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE and "which does not exist" in info.value.message
+    (tmp_path / "not-yet").mkdir()
+    store.poll()
+    with pytest.raises(ServingError, match="no version has loaded"):
+        store.get("mtin")

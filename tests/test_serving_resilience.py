@@ -130,7 +130,7 @@ def _wait_statuses(server, done, timeout=90.0):
 def test_corrupt_versions_are_reported_and_skipped_while_the_previous_version_keeps_serving(tmp_path):
     base = str(tmp_path)
     install_version(1, base, 1)
-    server = start_server(base)
+    server = start_server(base, "--load-retry-seconds", "600")  # no timed retry within the test: only on changes
     try:
         server.wait_available(1)
         want = _keras_probabilities(1)
@@ -153,7 +153,8 @@ def test_corrupt_versions_are_reported_and_skipped_while_the_previous_version_ke
             client.predict(USER, CANDIDATES, NOW, **HISTORY)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
-        # saved_model.pb arrives (atomically): version 4 loads and takes over; the broken ones are not retried.
+        # saved_model.pb arrives (atomically): version 4 loads and takes over; the broken ones, unchanged on disk,
+        # are not retried before their retry time.
         os.replace(os.path.join(base, ".saved_model.pb-4"), os.path.join(base, "4", "saved_model.pb"))
         statuses = _wait_statuses(server, lambda s: s.get(4) and s[4].state == AVAILABLE)
         assert statuses[1].state == statuses[2].state == statuses[3].state == END
@@ -161,9 +162,25 @@ def test_corrupt_versions_are_reported_and_skipped_while_the_previous_version_ke
             prediction = client.predict(USER, CANDIDATES, NOW, **HISTORY)
         assert prediction.model_version == 4
         np.testing.assert_allclose(prediction.click_probability, want, atol=1e-5)
+
+        # A non-atomic copy (gsutil cp, a slow volume): saved_model.pb lands before variables/. The load fails, and
+        # is retried as soon as the directory changes: the completed version 5 takes over without a restart.
+        _, source = exported(1)
+        os.makedirs(os.path.join(base, "5"))
+        shutil.copy(os.path.join(source, "saved_model.pb"), os.path.join(base, "5", "saved_model.pb"))
+        statuses = _wait_statuses(server, lambda s: s.get(5) and s[5].state == END)
+        assert "attempt 1 of 6" in statuses[5].status.error_message
+        for name in os.listdir(source):
+            if name != "saved_model.pb":
+                copy = shutil.copytree if os.path.isdir(os.path.join(source, name)) else shutil.copy
+                copy(os.path.join(source, name), os.path.join(base, "5", name))
+        statuses = _wait_statuses(server, lambda s: s[5].state == AVAILABLE)
+        with MTINClient(server.target) as client:
+            assert client.predict(USER, CANDIDATES, NOW, **HISTORY).model_version == 5
         log = server.log()
         for version in (2, 3):
             assert len(re.findall(rf"version {version} failed to load", log)) == 1, log[-3000:]
+        assert "version 5 changed on disk since it failed to load: retrying" in log
         assert "notaversion" not in log
     finally:
         server.kill()
