@@ -3,9 +3,10 @@ from mtin_tf.layers.aggregation import InterestAggregation
 from mtin_tf.layers.branch import InterestBranch
 from mtin_tf.layers.grouped_matmul import grouped_matmul
 from mtin_tf.layers.interest_mask import InterestMask
+from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.routing import InterestGroupRouting, route_interest_groups
 from mtin_tf.layers.tables import ItemEmbedding, UserMemory
 from mtin_tf.layers.temporal_mask import ParallelTemporalMask
 
-__all__ = ["InterestAggregation", "InterestBranch", "InterestGroupRouting", "InterestMask", "ItemEmbedding",
-           "ParallelTemporalMask", "UserMemory", "grouped_matmul", "route_interest_groups"]
+__all__ = ["InterestAggregation", "InterestBranch", "InterestGroupRouting", "InterestMask", "InterestReadout",
+           "ItemEmbedding", "ParallelTemporalMask", "UserMemory", "grouped_matmul", "route_interest_groups"]
