@@ -79,12 +79,13 @@ BRANCHES = tuple(zip(F.HISTORY_PAIRS, (POSITIVE_MEMORY, NEGATIVE_MEMORY), (POSIT
                      (POSITIVE_READOUT, NEGATIVE_READOUT), (F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_NEGATIVE_ROWS)))
 
 
-def encode_user(layer, inputs: dict) -> dict:
+def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     """The user half of MTIN, given ``layer(name)`` → the model's layer of that name.
 
     inputs: user_id [B], timestamp [B] (the impression time), the four histories [B, L] (mtin_tf.features).
     Returns {positive_rows, negative_rows: u [B, s, d] (eq. 10), group_weights [B, s, s] and group_assignment [B, L]
-    of the positive branch}."""
+    of the positive branch}. ``report_metrics``: whether the branches update their routing metrics (the training
+    model does; the serving and scoring paths do not)."""
     embed = layer(ITEM_EMBEDDING)
     out = {}
     for (ids_key, times_key), memory_name, branch_name, _, rows_key in BRANCHES:
@@ -93,7 +94,8 @@ def encode_user(layer, inputs: dict) -> dict:
             residual, anchor_ids = memory
             memory = layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids)])
         items, known = embed(inputs[ids_key])
-        rows, weights, assignment = layer(branch_name)([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory])
+        rows, weights, assignment = layer(branch_name)([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory],
+                                                       report_metrics=report_metrics)
         out[rows_key] = rows
         if branch_name == POSITIVE_BRANCH:
             out[F.OUTPUT_GROUP_WEIGHTS], out[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment

@@ -75,7 +75,7 @@ def _halves(model):
     from mtin_tf.model import ITEM_BIAS, encode_user, score_candidates
 
     has_bias = ITEM_BIAS in {layer.name for layer in model.layers}
-    return (lambda users: encode_user(model.get_layer, users),
+    return (lambda users: encode_user(model.get_layer, users, report_metrics=False),
             lambda rows, candidate_ids: score_candidates(model.get_layer, rows, candidate_ids, item_bias=has_bias))
 
 

@@ -59,7 +59,9 @@ class InterestBranch(tf_keras.layers.Layer):
     An empty history is valid: every group is empty, r = h = 0, and the rows are the memory alone.
     With routing, the branch reports metrics (TensorBoard, fit history): ``<name>_dropped``, the fraction of real
     items routing left out of every group; ``<name>_groups_used``, the mean number of non-empty groups;
-    ``<name>_largest_group``, the mean share of the routed items in the largest group.
+    ``<name>_largest_group``, the mean share of the routed items in the largest group. ``report_metrics=False``
+    (the serving and scoring paths) computes the same outputs without touching the metrics' state, which also keeps
+    a model trained under a distribution strategy callable outside ``strategy.run``.
     """
 
     def __init__(self, kernel_regularizer=None, **kwargs):
@@ -87,7 +89,7 @@ class InterestBranch(tf_keras.layers.Layer):
                                      kernel_regularizer=reg, name="interest_mask")
         self.aggregate = InterestAggregation(settings["aggregation"], kernel_regularizer=reg, name="aggregation")
 
-    def call(self, inputs):
+    def call(self, inputs, report_metrics=True):
         items, known, history_times, impression_time, memory = inputs
         known = tf.cast(known, tf.bool)
         ages = history_ages(history_times, impression_time, self.time_scale)
@@ -96,7 +98,8 @@ class InterestBranch(tf_keras.layers.Layer):
             routed = self.routing([items, memory], mask=known)
             assignment = routed["assignment"]
             gate = group_normalized(routed["gate"], assignment, self.num_groups)
-            self._routing_metrics(assignment, known)
+            if report_metrics:
+                self._routing_metrics(assignment, known)
         else:
             assignment = tf.where(known, 0, -1)
         r = self.temporal(items, assignment=assignment, ages=ages, weights=gate)  # eq. 5–7
