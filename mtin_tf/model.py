@@ -159,6 +159,11 @@ def is_mtin(model) -> bool:
     return {POSITIVE_BRANCH, POSITIVE_READOUT} <= {layer.name for layer in model.layers}
 
 
+def has_item_bias(model) -> bool:
+    """Whether ``model`` has the per-item logit bias layer (config.use_item_bias)."""
+    return ITEM_BIAS in {layer.name for layer in model.layers}
+
+
 def user_encoder(model) -> tf_keras.Model:
     """The user half of an MTIN ``model`` as a Model on the same layers (weights shared, not copied).
 
@@ -180,8 +185,7 @@ def candidate_scorer(model) -> tf_keras.Model:
     s, d = branch.num_groups, int(model.get_layer(ITEM_EMBEDDING).embedding_dim)
     rows = {key: tf_keras.Input(shape=(s, d), name=key) for *_, key in BRANCHES}
     candidates = tf_keras.Input(shape=(None,), dtype=tf.int64, name=F.CANDIDATE_IDS)
-    has_bias = ITEM_BIAS in {layer.name for layer in model.layers}
-    outputs = score_candidates(model.get_layer, rows, candidates, item_bias=has_bias)
+    outputs = score_candidates(model.get_layer, rows, candidates, item_bias=has_item_bias(model))
     return tf_keras.Model({**rows, F.CANDIDATE_IDS: candidates}, outputs, name="mtin_candidate_scorer")
 
 

@@ -72,9 +72,9 @@ def distinct_users(inputs: dict):
 def _halves(model):
     """(encode(users) → encoder outputs, score(rows, candidate_ids) → {logit, click_probability}) calling the MTIN
     ``model``'s own layers (mtin_tf.model.encode_user / score_candidates on tensors: no new Keras objects)."""
-    from mtin_tf.model import ITEM_BIAS, encode_user, score_candidates
+    from mtin_tf.model import encode_user, has_item_bias, score_candidates
 
-    has_bias = ITEM_BIAS in {layer.name for layer in model.layers}
+    has_bias = has_item_bias(model)
     return (lambda users: encode_user(model.get_layer, users, report_metrics=False),
             lambda rows, candidate_ids: score_candidates(model.get_layer, rows, candidate_ids, item_bias=has_bias))
 
