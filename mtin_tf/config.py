@@ -73,6 +73,9 @@ class MTINConfig:
     # q = Σ_p softmax_p(u_p·x_e/√d) u_p; head MLP([q, x_e, q ⊙ x_e])). The readout sees the candidate only through
     # the rows, never the history, so a user is encoded once for any number of candidates.
     readout: str = "attention"
+    # λ of the interest memory's L2 (each batch's rows, averaged over the batch); None: l2. The memory is the only
+    # per-user parameter of MTIN (2·s·d per user), and with tens of training rows per user it memorises them.
+    memory_l2: float | None = None
     # Item embedding: features projected to d, plus a trainable id embedding (L2 λ on the rows a batch uses) and a
     # per-item logit bias, for data whose test items were seen in training; off for cold-start data (MicroVideo-1.7M).
     use_id_embedding: bool = True
@@ -104,6 +107,11 @@ class MTINConfig:
         if name not in VARIANTS:
             raise ValueError(f"unknown MTIN variant {name!r}; known: {sorted(VARIANTS)}")
         return cls(**{**VARIANTS[name], **overrides})
+
+    @property
+    def memory_row_l2(self) -> float:
+        """λ of the memory rows' L2: memory_l2, or l2."""
+        return self.l2 if self.memory_l2 is None else float(self.memory_l2)
 
     @property
     def interest_tau(self) -> float:

@@ -62,6 +62,11 @@ def item_embedding(config: MTINConfig, item_ids, item_features) -> ItemEmbedding
                          kernel_regularizer=regularizer(config), id_l2=config.l2, name=ITEM_EMBEDDING)
 
 
+def item_bias(config: MTINConfig, item_ids) -> ItemBias:
+    """The per-item logit bias every model adds when config.use_item_bias, under the model's λ‖·‖²."""
+    return ItemBias(len(item_ids), item_ids=item_ids, regularizer=regularizer(config), name=ITEM_BIAS)
+
+
 def _branch(config: MTINConfig, name: str, regularizer) -> InterestBranch:
     return InterestBranch(**{key: getattr(config, key) for key in BRANCH_SETTINGS}, kernel_regularizer=regularizer,
                           name=name)
@@ -70,8 +75,8 @@ def _branch(config: MTINConfig, name: str, regularizer) -> InterestBranch:
 def user_memory(config: MTINConfig, user_ids, name: str) -> UserMemory:
     """A branch's interest memory table M_u: free rows, or (after pretraining) rows anchored to history items."""
     anchors = config.memory_anchors if config.pretrain_memory else 0
-    return UserMemory(len(user_ids), config.num_groups, config.embedding_dim, user_ids=user_ids, row_l2=config.l2,
-                      anchor_size=anchors, name=name)
+    return UserMemory(len(user_ids), config.num_groups, config.embedding_dim, user_ids=user_ids,
+                      row_l2=config.memory_row_l2, anchor_size=anchors, name=name)
 
 
 # (histories, memory, branch, readout, encoder output) of the positive and the negative branch.
@@ -90,9 +95,10 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     out = {}
     for (ids_key, times_key), memory_name, branch_name, _, rows_key in BRANCHES:
         memory = layer(memory_name)(inputs[F.USER_ID])
-        if isinstance(memory, (tuple, list)):  # anchored rows: residual + mean of the anchor items' embeddings
-            residual, anchor_ids = memory
-            memory = layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids)])
+        if isinstance(memory, (tuple, list)):  # anchored rows: residual + mean of the past anchors' embeddings
+            residual, anchor_ids, anchor_times = memory
+            memory = layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids), anchor_times,
+                                                       inputs[F.TIMESTAMP]])
         items, known = embed(inputs[ids_key])
         rows, weights, assignment = layer(branch_name)([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory],
                                                        report_metrics=report_metrics)
@@ -141,7 +147,7 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
         layers[readout_name] = InterestReadout(config.readout, config.activation, kernel_regularizer=reg,
                                                name=readout_name)
     if config.use_item_bias:
-        layers[ITEM_BIAS] = ItemBias(len(item_ids), item_ids=item_ids, name=ITEM_BIAS)
+        layers[ITEM_BIAS] = item_bias(config, item_ids)
     layers[F.OUTPUT_LOGIT] = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)
     layers[F.OUTPUT_PROBABILITY] = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)
     inputs = model_inputs(config.max_history)

@@ -44,29 +44,44 @@ def kmeans(points, k, *, iterations=10, rng=None):
     return centroids
 
 
-def user_histories_from_arrays(arrays: Mapping[str, np.ndarray], items_key: str = F.CLICKED_ITEMS) -> dict:
-    """{user id: sorted unique non-padding item ids} from model-input arrays (user_id [N], items_key [N, L])."""
+def user_histories_from_arrays(arrays: Mapping[str, np.ndarray], items_key: str = F.CLICKED_ITEMS,
+                               times_key: str | None = None) -> dict:
+    """{user id: sorted unique non-padding item ids} from model-input arrays (user_id [N], items_key [N, L]); with
+    ``times_key`` (the history's timestamps [N, L]) {user id: (those ids, the earliest time each appears)}."""
     users = np.asarray(arrays[F.USER_ID]).reshape(-1)
     items = np.asarray(arrays[items_key])
-    pairs = np.stack([np.repeat(users, items.shape[1]), items.reshape(-1)], 1)
-    pairs = np.unique(pairs[pairs[:, 1] != F.PADDING_ID], axis=0)
-    split = np.flatnonzero(np.diff(pairs[:, 0])) + 1
-    return {int(chunk[0, 0]): chunk[:, 1] for chunk in np.split(pairs, split) if len(chunk)}
+    times = np.asarray(arrays[times_key]).reshape(-1) if times_key else np.zeros(items.size, np.int64)
+    rows = np.stack([np.repeat(users, items.shape[1]), items.reshape(-1), times], 1)
+    rows = rows[rows[:, 1] != F.PADDING_ID]
+    rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # by user, item, time: first of each pair earliest
+    first = np.ones(len(rows), bool)
+    first[1:] = np.any(rows[1:, :2] != rows[:-1, :2], axis=1)
+    rows = rows[first]
+    split = np.flatnonzero(np.diff(rows[:, 0])) + 1
+    chunks = [chunk for chunk in np.split(rows, split) if len(chunk)]
+    if times_key:
+        return {int(chunk[0, 0]): (chunk[:, 1], chunk[:, 2]) for chunk in chunks}
+    return {int(chunk[0, 0]): chunk[:, 1] for chunk in chunks}
 
 
 def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_layer: str, iterations: int = 10,
                     seed: int = 0) -> int:
     """Initialise ``memory_layer``'s rows from a k-means clustering of each user's history.
 
-    model: a model from build_mtin; histories: {raw user id: raw item ids}; memory_layer: "positive_memory" or
-    "negative_memory". Users not in the memory table or without known items are left as they are.
-    Returns the number of users initialised.
+    model: a model from build_mtin; histories: {raw user id: raw item ids} or {raw user id: (raw item ids, the time
+    the user first met each)} (user_histories_from_arrays with ``times_key``); memory_layer: "positive_memory" or
+    "negative_memory". Anchored rows use an anchor only at impressions after its time (AnchoredMemory); anchors
+    given without times count at every impression. Users not in the memory table or without known items are left as
+    they are. Returns the number of users initialised.
     """
     from mtin_tf.model import ITEM_EMBEDDING
 
     memory = model.get_layer(memory_layer)
     embed = model.get_layer(ITEM_EMBEDDING)
     rng = np.random.default_rng(seed)
+    timed = {int(u): (np.asarray(v[0], np.int64), np.asarray(v[1], np.int64)) if isinstance(v, tuple)
+             else (np.asarray(v, np.int64), np.full(len(v), np.iinfo(np.int64).min)) for u, v in histories.items()}
+    histories = {u: ids for u, (ids, _) in timed.items()}
     users = np.fromiter(histories.keys(), np.int64, len(histories))
     rows = memory.rows(tf.constant(users)).numpy() if len(users) else np.zeros([0], np.int32)
     all_items = np.unique(np.concatenate([np.asarray(v, np.int64) for v in histories.values()] or [[0]]))
@@ -74,7 +89,7 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
     known = item_rows > 0
     if memory.anchor_size:  # cluster in feature space; the rows follow the embeddings of their anchors
         points = tf.gather(embed.table, tf.gather(embed.table_rows, np.maximum(item_rows - 1, 0))).numpy()
-        anchors = memory.anchors.numpy()
+        anchors, anchor_times = memory.anchors.numpy(), memory.anchor_times.numpy()
     else:
         points = embed(tf.constant(all_items))[0].numpy()
     values = memory.memory.numpy()
@@ -82,13 +97,17 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
     for user, row in zip(users, rows):
         if row == 0:
             continue
-        idx = np.searchsorted(all_items, np.asarray(histories[int(user)], np.int64))
-        idx = idx[known[idx]]
+        ids, times = timed[int(user)]
+        keep = known[np.searchsorted(all_items, ids)]
+        ids, times = ids[keep], times[keep]
+        idx = np.searchsorted(all_items, ids)
         if len(idx) == 0:
             continue
         centroids = kmeans(points[idx], memory.num_groups, iterations=iterations, rng=rng)
         if memory.anchor_size:
-            anchors[row] = nearest_members(points[idx], all_items[idx], centroids, memory.anchor_size)
+            anchors[row] = nearest_members(points[idx], ids, centroids, memory.anchor_size)
+            first_met = dict(zip(ids.tolist(), times.tolist()))
+            anchor_times[row] = np.vectorize(lambda i: first_met.get(int(i), 0), otypes=[np.int64])(anchors[row])
             values[row] = 0.0
         else:
             values[row] = centroids
@@ -96,6 +115,7 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
     memory.memory.assign(values)
     if memory.anchor_size:
         memory.anchors.assign(anchors)
+        memory.anchor_times.assign(anchor_times)
     return done
 
 

@@ -75,8 +75,8 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
     with strategy.scope():
         model = builder(config, item_ids, item_features, user_ids)
     if config.pretrain_memory and builder is build_mtin:
-        for layer, key in ((POSITIVE_MEMORY, F.CLICKED_ITEMS), (NEGATIVE_MEMORY, F.BROWSED_ITEMS)):
-            n = pretrain_memory(model, user_histories_from_arrays(train_arrays, key), memory_layer=layer,
+        for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
+            n = pretrain_memory(model, user_histories_from_arrays(train_arrays, key, times_key), memory_layer=layer,
                                 seed=config.seed)
             log.info("pretrained %s for %d users", layer, n)
     global_batch = config.batch_size * strategy.num_replicas_in_sync

@@ -186,8 +186,9 @@ def _branch_scores(model, x):
             F.HISTORY_PAIRS, ("positive_memory", "negative_memory"), ("positive", "negative")):
         memory = model.get_layer(memory_name)(x[F.USER_ID])
         if isinstance(memory, tuple):
-            residual, anchor_ids = memory
-            memory = model.get_layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids)])
+            residual, anchor_ids, anchor_times = memory
+            memory = model.get_layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids), anchor_times,
+                                                                 x[F.TIMESTAMP]])
         items, known = embed(x[items_key])
         rows, _, _ = model.get_layer(f"{name}_branch")([items, known, x[times_key], x[F.TIMESTAMP], memory])
         scores.append(model.get_layer(f"{name}_readout")([rows, candidate]).numpy())

@@ -80,9 +80,9 @@ def test_anchored_memory_rows_follow_their_clusters_as_the_embeddings_train():
     anchored = model.get_layer(f"{POSITIVE_MEMORY}_anchored")
     cluster_of = {int(i): c for c, i in zip(np.repeat(np.arange(4), 15), item_ids)}  # two_cluster_users' layout
 
-    def memory_of(user):
-        residual, ids = layer(tf.constant([user]))
-        return anchored([residual, *embed(ids)]).numpy()[0], ids.numpy()[0]
+    def memory_of(user):  # at an impression after every anchor (histories without times: all count)
+        residual, ids, times = layer(tf.constant([user]))
+        return anchored([residual, *embed(ids), times, tf.constant([10 ** 9])]).numpy()[0], ids.numpy()[0]
 
     for user, history in histories.items():
         rows, ids = memory_of(user)
@@ -99,6 +99,33 @@ def test_anchored_memory_rows_follow_their_clusters_as_the_embeddings_train():
     after, _ = memory_of(user)
     bias = embed.projection.bias.numpy()
     np.testing.assert_allclose(after - bias, 3.0 * (before - bias), rtol=1e-4, atol=1e-5)
+
+
+def test_anchors_count_only_at_impressions_after_the_user_met_them():
+    """A training row's own candidate, which later rows' histories hold, must not sit in the memory that scores it."""
+    arrays = {F.USER_ID: np.array([4, 4, 4]), F.CLICKED_ITEMS: np.array([[11, 0], [11, 22], [22, 33]]),
+              F.CLICKED_TIMES: np.array([[50, 0], [50, 70], [60, 90]])}
+    histories = user_histories_from_arrays(arrays, F.CLICKED_ITEMS, F.CLICKED_TIMES)
+    np.testing.assert_array_equal(histories[4][0], [11, 22, 33])
+    np.testing.assert_array_equal(histories[4][1], [50, 60, 90])  # earliest time each item appears
+    np.testing.assert_array_equal(user_histories_from_arrays(arrays)[4], [11, 22, 33])
+
+    item_ids = np.array([11, 22, 33])
+    feats = np.array([[1.0, 0.0], [1.1, 0.0], [1.2, 0.1]], np.float32)  # one cluster of three
+    model = build_mtin(MTINConfig(embedding_dim=4, num_masks=1, num_groups=1, max_history=2, memory_anchors=3,
+                                  use_routing=False), item_ids, feats, np.array([4]))
+    assert pretrain_memory(model, histories, memory_layer=POSITIVE_MEMORY) == 1
+    layer, embed = model.get_layer(POSITIVE_MEMORY), model.get_layer("item_embedding")
+    anchored = model.get_layer(f"{POSITIVE_MEMORY}_anchored")
+    residual, ids, times = layer(tf.constant([4, 4, 4, 4]))
+    assert sorted(ids.numpy()[0, 0].tolist()) == [11, 22, 33]
+    impressions = tf.constant([60, 61, 91, 40], tf.int64)
+    rows = anchored([residual, *embed(ids), times, impressions]).numpy()[:, 0]
+    x = dict(zip([11, 22, 33], embed(tf.constant(item_ids))[0].numpy()))
+    np.testing.assert_allclose(rows[0], x[11], atol=1e-6)  # 22 is met at 60: not before the impression at 60
+    np.testing.assert_allclose(rows[1], (x[11] + x[22]) / 2, atol=1e-6)
+    np.testing.assert_allclose(rows[2], (x[11] + x[22] + x[33]) / 3, atol=1e-6)
+    np.testing.assert_allclose(rows[3], 0.0, atol=1e-6)  # before every anchor: the residual (0) alone
 
 
 def test_mtin_overfits_a_small_planted_dataset():

@@ -1,6 +1,7 @@
 """BPR (Rendle et al., UAI 2009) in the pointwise CTR setting: logit = u·x_e + b_e, trained with a pairwise loss.
 
-  u = user embedding [B, d];  x_e = item embedding from features (+ id) [B, d];  b_e = Dense(1)(x_e) item bias
+  u = user embedding [B, d];  x_e = item embedding from features (+ id) [B, d];  b_e = Dense(1)(x_e) a feature bias
+  (+ the id bias b_i that baselines.common.finish adds when use_item_bias)
   loss = mean over (clicked i, not clicked j) pairs of the batch of softplus(ŝ_j − ŝ_i) = −log σ(ŝ_i − ŝ_j)
 
 Adaptation: the examples are impressions (user, item, click), not (user, positive, sampled negative) triples, so the
@@ -50,6 +51,6 @@ def build_bpr(config: MTINConfig, item_ids, item_features, user_ids=None, *, com
     candidate, _ = embed(inputs[F.ITEM_ID])
     user = user_vector(config, user_ids, inputs[F.USER_ID])
     dot = tf_keras.layers.Dot(axes=1, name="user_item_dot")([user, candidate])
-    bias = tf_keras.layers.Dense(1, use_bias=False, name="item_bias")(candidate)
-    logit = tf_keras.layers.Reshape((), name=F.OUTPUT_LOGIT)(tf_keras.layers.Add(name="score")([dot, bias]))
-    return finish(inputs, logit, "bpr", config, compile=compile, compile_fn=compile_bpr)
+    bias = tf_keras.layers.Dense(1, use_bias=False, name="feature_bias")(candidate)
+    score = tf_keras.layers.Reshape((), name="bpr_score")(tf_keras.layers.Add(name="score")([dot, bias]))
+    return finish(inputs, score, "bpr", config, item_ids, compile=compile, compile_fn=compile_bpr)

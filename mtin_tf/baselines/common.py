@@ -13,7 +13,7 @@ import tf_keras
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.layers.tables import UserMemory
-from mtin_tf.model import compile_model, item_embedding, model_inputs
+from mtin_tf.model import compile_model, item_bias, item_embedding, model_inputs
 
 USER_EMBEDDING = "user_embedding"
 
@@ -54,15 +54,22 @@ def user_vector(config: MTINConfig, user_ids, user_input):
     return tf_keras.layers.Reshape((config.embedding_dim,), name="user_vector")(memory)
 
 
-def mlp_logit(x, units, prefix="mlp"):
-    """Dense ReLU layers of ``units`` then Dense(1): [B, k] → logit [B] (named features.OUTPUT_LOGIT)."""
+def mlp_score(x, units, prefix="mlp"):
+    """Dense ReLU layers of ``units`` then Dense(1): [B, k] → score [B] (``finish`` turns it into the logit)."""
     for i, n in enumerate(units):
         x = tf_keras.layers.Dense(n, activation="relu", name=f"{prefix}_{i}")(x)
-    return tf_keras.layers.Reshape((), name=F.OUTPUT_LOGIT)(tf_keras.layers.Dense(1, name=f"{prefix}_out")(x))
+    return tf_keras.layers.Reshape((), name=f"{prefix}_score")(tf_keras.layers.Dense(1, name=f"{prefix}_out")(x))
 
 
-def finish(inputs, logit, name: str, config: MTINConfig, *, compile: bool = True, compile_fn=compile_model):
-    """The model {logit, click_probability = σ(logit)} named ``name``; compiled with ``compile_fn(model, config)``."""
+def finish(inputs, score, name: str, config: MTINConfig, item_ids, *, compile: bool = True,
+           compile_fn=compile_model):
+    """The model {logit = score [B] (+ the per-item bias b_i when config.use_item_bias, as MTIN's), click_probability
+    = σ(logit)} named ``name``; compiled with ``compile_fn(model, config)``."""
+    if config.use_item_bias:
+        bias = item_bias(config, item_ids)(inputs[F.ITEM_ID])
+        logit = tf_keras.layers.Add(name=F.OUTPUT_LOGIT)([score, bias])
+    else:
+        logit = tf_keras.layers.Activation("linear", name=F.OUTPUT_LOGIT)(score)
     prob = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)(logit)
     model = tf_keras.Model(inputs, {F.OUTPUT_LOGIT: logit, F.OUTPUT_PROBABILITY: prob}, name=name)
     if compile:
@@ -85,4 +92,4 @@ def history_model(name: str, encode, config: MTINConfig, item_ids, item_features
     negative = MaskedPooling("mean", name="browsed_mean")([browsed, browsed_known])
     cross = tf_keras.layers.Multiply(name="interest_x_candidate")([interest, candidate])
     head_input = tf_keras.layers.Concatenate(name="mlp_input")([interest, negative, candidate, cross])
-    return finish(inputs, mlp_logit(head_input, (config.embedding_dim,)), name, config, compile=compile)
+    return finish(inputs, mlp_score(head_input, (config.embedding_dim,)), name, config, item_ids, compile=compile)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tf_keras
 
 from mtin_tf import features as F
-from mtin_tf.baselines.common import finish, inputs_and_items, mlp_logit, user_vector
+from mtin_tf.baselines.common import finish, inputs_and_items, mlp_score, user_vector
 from mtin_tf.config import MTINConfig
 
 
@@ -24,5 +24,5 @@ def build_ncf(config: MTINConfig, item_ids, item_features, user_ids=None, *, com
     hidden = tf_keras.layers.Concatenate(name="mlp_input")([user, candidate])
     for i, n in enumerate((d, max(d // 2, 1))):
         hidden = tf_keras.layers.Dense(n, activation="relu", name=f"ncf_mlp_{i}")(hidden)
-    logit = mlp_logit(tf_keras.layers.Concatenate(name="neumf")([gmf, hidden]), (), prefix="neumf")
-    return finish(inputs, logit, "ncf", config, compile=compile)
+    score = mlp_score(tf_keras.layers.Concatenate(name="neumf")([gmf, hidden]), (), prefix="neumf")
+    return finish(inputs, score, "ncf", config, item_ids, compile=compile)

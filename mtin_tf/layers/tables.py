@@ -166,19 +166,23 @@ class ItemEmbedding(tf_keras.layers.Layer):
 class ItemBias(tf_keras.layers.Layer):
     """A trainable logit bias b_i per item, keyed by raw id (row 0: padding and unknown items, which share it).
 
-    Construction takes ``item_ids`` int [N] (saved as a weight). Call: ids int64 [B] → b float [B].
+    Construction takes ``item_ids`` int [N] (saved as a weight) and ``regularizer`` (the model's λ‖·‖², applied to
+    the whole vector each step: a prior of the same strength for every item, so a bias seen in a few rows stays near
+    0 — without it the bias of 4 000 planted items fit noise, docs/EXPERIMENTS.md). Call: ids int64 [B] → b float [B].
     """
 
-    def __init__(self, num_items, item_ids=None, **kwargs):
+    def __init__(self, num_items, item_ids=None, regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_items = int(num_items)
+        self.regularizer = tf_keras.regularizers.get(regularizer)
         self._init_keys = sorted_unique_keys(item_ids, "item")[0] if item_ids is not None else None
 
     def build(self, input_shape):
         keys = self._init_keys
         self.keys = self.add_weight("item_keys", shape=[self.num_items], dtype=tf.int64, trainable=False,
                                     initializer=tf_keras.initializers.Constant(keys) if keys is not None else "zeros")
-        self.bias = self.add_weight("item_bias", shape=[self.num_items + 1], initializer="zeros")
+        self.bias = self.add_weight("item_bias", shape=[self.num_items + 1], initializer="zeros",
+                                    regularizer=self.regularizer)
         self._init_keys = None
         super().build(input_shape)
 
@@ -186,7 +190,8 @@ class ItemBias(tf_keras.layers.Layer):
         return tf.gather(self.bias, lookup_rows(self.keys, ids))
 
     def get_config(self):
-        return {**super().get_config(), "num_items": self.num_items}
+        return {**super().get_config(), "num_items": self.num_items,
+                "regularizer": tf_keras.regularizers.serialize(self.regularizer)}
 
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
@@ -198,9 +203,11 @@ class UserMemory(tf_keras.layers.Layer):
     O(users); summing over the batch would decay memories B times harder than the loss is weighted).
 
     With ``anchor_size`` m > 0 each row g also holds up to m item ids (``anchors``, set by mtin_tf.pretrain, 0 =
-    none): the memory row is then the mean of those items' current embeddings plus the trained matrix (the residual,
-    on which the L2 acts), computed by AnchoredMemory; so a pretrained row follows the item embeddings as they train.
-    Call: user ids int64 [B] → memory float [B, s, d], or (residual [B, s, d], anchor ids int64 [B, s, m]) when m > 0.
+    none) and the time the user first met each (``anchor_times``, int64 seconds): the memory row is then the mean of
+    the current embeddings of the anchors met before the impression, plus the trained matrix (the residual, on which
+    the L2 acts), computed by AnchoredMemory; so a pretrained row follows the item embeddings as they train.
+    Call: user ids int64 [B] → memory float [B, s, d], or (residual [B, s, d], anchor ids int64 [B, s, m],
+    anchor times int64 [B, s, m]) when m > 0.
     """
 
     def __init__(self, num_users, num_groups, embedding_dim, user_ids=None, row_l2=0.0, anchor_size=0, **kwargs):
@@ -222,8 +229,11 @@ class UserMemory(tf_keras.layers.Layer):
             "memory", shape=[self.num_users + 1, self.num_groups, self.embedding_dim],
             initializer=tf_keras.initializers.RandomNormal(stddev=0.1))
         if self.anchor_size:
-            self.anchors = self.add_weight("anchors", shape=[self.num_users + 1, self.num_groups, self.anchor_size],
-                                           dtype=tf.int64, trainable=False, initializer="zeros")
+            shape = [self.num_users + 1, self.num_groups, self.anchor_size]
+            self.anchors = self.add_weight("anchors", shape=shape, dtype=tf.int64, trainable=False,
+                                           initializer="zeros")
+            self.anchor_times = self.add_weight("anchor_times", shape=shape, dtype=tf.int64, trainable=False,
+                                                initializer="zeros")
         self._init_keys = None
         super().build(input_shape)
 
@@ -236,7 +246,7 @@ class UserMemory(tf_keras.layers.Layer):
         if self.row_l2:
             self.add_loss(self.row_l2 * tf.reduce_mean(tf.reduce_sum(tf.square(memory), axis=[1, 2])))
         if self.anchor_size:
-            return memory, tf.gather(self.anchors, rows)
+            return memory, tf.gather(self.anchors, rows), tf.gather(self.anchor_times, rows)
         return memory
 
     def get_config(self):
@@ -248,13 +258,20 @@ class UserMemory(tf_keras.layers.Layer):
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
 class AnchoredMemory(tf_keras.layers.Layer):
-    """c_g = residual_g + mean of the embeddings of row g's anchor items (none: the residual alone).
+    """c_g = residual_g + mean of the embeddings of row g's anchor items that the user met before the impression
+    (none: the residual alone).
 
-    Inputs: [residual float [B, s, d], anchor embeddings float [B, s, m, d], known bool [B, s, m]].
-    Output: memory float [B, s, d].
+    An anchor counts only once its time (when the user first met it) is before the impression time: the anchors come
+    from the user's whole training history, so without this a training row's own candidate — which later rows'
+    histories hold — would sit in the memory that scores it, a label leak the model learns to read (training loss
+    far below DIN's while validation AUC fell after the first epoch, docs/EXPERIMENTS.md).
+
+    Inputs: [residual float [B, s, d], anchor embeddings float [B, s, m, d], known bool [B, s, m],
+    anchor times int64 [B, s, m], impression time int64 [B]]. Output: memory float [B, s, d].
     """
 
     def call(self, inputs):
-        residual, anchors, known = inputs
-        weight = tf.cast(known, anchors.dtype)[..., None]
+        residual, anchors, known, anchor_times, impression_time = inputs
+        past = anchor_times < tf.cast(impression_time, tf.int64)[:, None, None]
+        weight = tf.cast(tf.logical_and(known, past), anchors.dtype)[..., None]
         return residual + tf.math.divide_no_nan(tf.reduce_sum(anchors * weight, 2), tf.reduce_sum(weight, 2))
