@@ -11,9 +11,10 @@ $MTIN data build --interactions runs/exp/planted/data/interactions.parquet \
 $MTIN data fetch-movielens --out runs/exp/movielens/data
 $MTIN data build --interactions runs/exp/movielens/data/interactions.parquet \
   --items runs/exp/movielens/data/item_features.npz --out runs/exp/movielens/examples --max-history 20
-# Defaults are chosen on validation first (readout, ε), then the main comparison and the ablations; the last call
-# trains anything missing and writes runs/experiments/paper/results.{csv,json,md} and the PNG plots.
-$MTIN experiment --config experiments/paper.json --only readout epsilon
-$MTIN experiment --config experiments/paper.json --only overall ablation --datasets planted
-$MTIN experiment --config experiments/paper.json --only overall --datasets movielens
+# Defaults are chosen on validation first (readout, gated update, item bias, ε: tables "choices" and "identity"),
+# then the main comparison, the ablations and the further baselines; the last call trains anything missing and
+# writes runs/experiments/paper/results.{csv,json,md} and the PNG plots.
+$MTIN experiment --config experiments/paper.json --only choices identity
+$MTIN experiment --config experiments/paper.json --only overall ablation baselines --datasets planted
+$MTIN experiment --config experiments/paper.json --only overall baselines --datasets movielens
 $MTIN experiment --config experiments/paper.json

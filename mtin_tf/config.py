@@ -61,6 +61,9 @@ class MTINConfig:
     straight_through: bool = True
     # Eq. 10–11: how item-level r_p and group-level h_p combine into c_p (Table 3).
     aggregation: str = "concat_pool"
+    # u_p = M_u[p] + γ·c_p with γ learned from 0 (ours): training starts from the memory rows alone and lets the
+    # history's update in as it helps; False is eq. 10 as written (γ = 1).
+    gated_update: bool = False
     # Ablations: MTIN-I (use_routing False: one group, no routing), MTIN-P (pretrain_memory False).
     use_routing: bool = True
     pretrain_memory: bool = True

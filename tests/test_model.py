@@ -8,7 +8,7 @@ import reference as ref
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
-from mtin_tf.model import build_mtin
+from mtin_tf.model import build_mtin, user_encoder
 
 L = 8
 
@@ -316,3 +316,27 @@ def test_group_normalized_gates_average_one_per_group_and_ignore_their_scale():
     w = group_normalized(gate, assignment, 3).numpy()
     np.testing.assert_allclose(w, [[0.2 / 0.3, 0.4 / 0.3, 0.9 / 0.45, 0.0, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(group_normalized(gate * 0.1, assignment, 3).numpy(), w, rtol=1e-5)
+
+
+def test_gated_update_starts_from_the_memory_rows_and_scales_the_update_by_gamma(table):
+    """gated_update: u_p = M_u[p] + γ·c_p with γ = 0 at first (rows = memory); γ = 1 is eq. 10 as written."""
+    x = raw_batch(np.random.default_rng(5), table)
+    config = dict(pretrain_memory=False, use_id_embedding=False, jit_routing=False)
+    x = {k: v for k, v in x.items() if k in F.USER_INPUT_NAMES}
+    gated = build_mtin(small_config(gated_update=True, **config), *table)
+    plain = build_mtin(small_config(**config), *table)
+    encoder = user_encoder(gated)
+    memory = gated.get_layer("positive_memory")(x[F.USER_ID]).numpy()
+    np.testing.assert_allclose(encoder(x)[F.OUTPUT_POSITIVE_ROWS].numpy(), memory, atol=1e-6)
+    gate = gated.get_layer("positive_branch").update_gate
+    for name in ("positive_branch", "negative_branch"):
+        gated.get_layer(name).update_gate.assign(1.0)
+    for layer in plain.layers:  # same weights, γ = 1: the same rows as the ungated branch
+        source = gated.get_layer(layer.name)
+        layer.set_weights([w for v, w in zip(source.weights, source.get_weights()) if "update_gate" not in v.name])
+    np.testing.assert_allclose(encoder(x)[F.OUTPUT_POSITIVE_ROWS].numpy(),
+                               user_encoder(plain)(x)[F.OUTPUT_POSITIVE_ROWS].numpy(), atol=1e-5)
+    gate.assign(0.5)
+    half = encoder(x)[F.OUTPUT_POSITIVE_ROWS].numpy()
+    full = user_encoder(plain)(x)[F.OUTPUT_POSITIVE_ROWS].numpy()
+    np.testing.assert_allclose(half, memory + 0.5 * (full - memory), atol=1e-5)

@@ -26,7 +26,7 @@ BRANCH_SETTINGS = dict(
     num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
     routing_center=True, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
     use_time_gaps=False, temporal_self=True, time_scale=86400.0, tau=None, straight_through=True,
-    aggregation="concat_pool", activation="relu")
+    aggregation="concat_pool", gated_update=False, activation="relu")
 
 
 def group_normalized(gate, assignment, num_groups):
@@ -48,6 +48,7 @@ class InterestBranch(tf_keras.layers.Layer):
                σ(p_{S_j←j}) over its group's mean gate (group_normalized)
       eq. 8–10: h_p, w_{p,g} from the memory rows c_p and the r_g                [B, s, d], [B, s, s]
       eq. 10:  u_p = c_p^{memory} + agg(r_p, h_p), the updated memory rows        [B, s, d]
+               (× a learned γ started at 0 with ``gated_update``)
     InterestReadout (mtin_tf.layers.readout) turns the rows and a candidate into P(x_e | H).
 
     Args: the keys of BRANCH_SETTINGS (see MTINConfig for each), ``kernel_regularizer`` and Layer arguments. τ = None
@@ -88,6 +89,12 @@ class InterestBranch(tf_keras.layers.Layer):
         self.interest = InterestMask(tau=self.tau, straight_through=settings["straight_through"],
                                      kernel_regularizer=reg, name="interest_mask")
         self.aggregate = InterestAggregation(settings["aggregation"], kernel_regularizer=reg, name="aggregation")
+        self.gated_update = bool(settings["gated_update"])
+
+    def build(self, input_shape):
+        if self.gated_update:  # u_p = M_u[p] + γ·c_p, γ learned from 0: training starts from the memory rows alone
+            self.update_gate = self.add_weight("update_gate", shape=[], initializer="zeros")
+        super().build(input_shape)
 
     def call(self, inputs, report_metrics=True):
         items, known, history_times, impression_time, memory = inputs
@@ -105,7 +112,8 @@ class InterestBranch(tf_keras.layers.Layer):
         r = self.temporal(items, assignment=assignment, ages=ages, weights=gate)  # eq. 5–7
         nonempty = tf.reduce_any(assignment[:, :, None] == tf.range(self.num_groups)[None, None, :], axis=1)
         h, weights = self.interest([memory, r], group_mask=nonempty)  # eq. 8–10
-        rows = memory + self.aggregate([r, h])  # u_p: the memory rows updated by c_p
+        update = self.aggregate([r, h])
+        rows = memory + (self.update_gate * update if self.gated_update else update)  # u_p: memory updated by c_p
         return rows, weights, assignment
 
     def _routing_metrics(self, assignment, known):
