@@ -143,3 +143,139 @@ def interest_mask(layer, memory, groups_r, tau, group_mask=None):
                 if wv > tau:
                     h[b, p_] += groups_r[b, g]
     return h, weights
+
+
+# ----------------------------------------------------------------------------- the assembled model (mtin_tf.model)
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def table_rows(keys, ids):
+    """Row of each raw id in a table keyed by ``keys``: its rank among the sorted keys + 1 (0: padding, unknown)."""
+    rank = {int(k): r + 1 for r, k in enumerate(sorted(int(k) for k in keys))}
+    return np.array([rank.get(int(i), 0) for i in np.ravel(ids)], np.int64).reshape(np.shape(ids))
+
+
+def item_embedding(model, config, item_ids, item_features, ids):
+    """x_j = W_e f_j + b_e (+ e_j); f_j = 0 for padding and unknown ids. Returns (x, known, this lookup's λ‖e‖²)."""
+    layer = model.get_layer("item_embedding")
+    position = {int(k): n for n, k in enumerate(item_ids)}
+    ids = np.asarray(ids)
+    known = np.array([int(i) in position for i in ids.ravel()], bool).reshape(ids.shape)
+    f = np.zeros(ids.shape + (item_features.shape[1],))
+    for index in zip(*np.nonzero(known)):
+        f[index] = item_features[position[int(ids[index])]]
+    x = dense(layer.projection, f)
+    l2 = 0.0
+    if config.use_id_embedding:
+        e = layer.id_embedding.numpy().astype(np.float64)[table_rows(item_ids, ids)]
+        x = x + e
+        l2 = config.l2 * np.sum(e[known] ** 2) / ids.shape[0]  # the rows of real items, averaged over the batch
+    return x, known, l2
+
+
+def interest_branch(layer, config, items, known, times, now, memory):
+    """One InterestBranch: routing on σ(p − p̄) (Algorithm 1), gates over their group's mean, eq. 5–7 on each
+    group, eq. 8–10 on the memory rows, aggregation, u = memory + c. Returns (rows u, weights w, assignment)."""
+    s = config.num_groups
+    ages = np.maximum(now[:, None] - times, 0) / config.time_scale
+    gate = None
+    if config.use_routing:
+        p = matching_scores(layer.routing, items, memory)  # [B, L, s]
+        offset = np.zeros(len(p))
+        if config.routing_center:  # p̄: the mean over the real (item, group) pairs of the history
+            offset = np.array([p[b][known[b]].mean() if known[b].any() else 0.0 for b in range(len(p))])
+        matching = sigmoid(p - offset[:, None, None])
+        router = route_parallel if config.parallel_routing else route
+        assign = router(matching, known, config.routing_iterations, config.routing_epsilon, config.routing_base)
+        gate = np.zeros(assign.shape)
+        for b, j in zip(*np.nonzero(assign >= 0)):
+            members = assign[b] == assign[b, j]
+            own = matching[b, members, assign[b, j]]  # the gates of j's group, σ(p_{S_i←i} − p̄)
+            gate[b, j] = matching[b, j, assign[b, j]] / own.mean()
+    else:
+        assign = np.where(known, 0, -1)
+    grouped, mask = group_items(assign, items, s)
+    grouped_ages = group_items(assign, ages, s)[0] if config.use_time_gaps else None
+    grouped_gate = group_items(assign, gate, s)[0] if gate is not None else None
+    r = temporal_mask(layer.temporal, grouped, mask, grouped_ages, grouped_gate, config.temporal_self)
+    h, weights = interest_mask(layer.interest, memory, r, config.interest_tau, mask.any(-1))
+    if config.aggregation == "sum":
+        c = r + h
+    else:
+        c = dense(layer.aggregate.combine, np.concatenate([r, h], -1))
+        if config.aggregation == "concat_pool":
+            c = c + r + h
+    return memory + c, weights, assign
+
+
+def interest_readout(layer, kind, rows, candidate):
+    """Section 4.4: "paper" MLP([Σ_p u_p, x_e]); "attention" MLP([q, x_e, q ⊙ x_e]) with
+    q = Σ_p softmax_p(u_p·x_e/√d) u_p."""
+    if kind == "paper":
+        head = np.concatenate([rows.sum(1), candidate], -1)
+    else:
+        logits = np.einsum("bpd,bd->bp", rows, candidate) / np.sqrt(rows.shape[-1])
+        a = np.exp(logits - logits.max(1, keepdims=True))
+        q = np.einsum("bp,bpd->bd", a / a.sum(1, keepdims=True), rows)
+        head = np.concatenate([q, candidate, q * candidate], -1)
+    return dense(layer.out, relu(dense(layer.hidden, head)))[:, 0]
+
+
+def regularised_kernels(model, config):
+    """Every weight under λ‖·‖² (eq. 12): W_e, and each branch's and readout's dense kernels, W_g^k and W_h."""
+    kernels = [model.get_layer("item_embedding").projection.kernel]
+    for name in ("positive", "negative"):
+        branch = model.get_layer(f"{name}_branch")
+        if config.use_routing:
+            kernels += [getattr(branch.routing, w).kernel for w in ("w_v", "w_u", "w_s", "w_pl_x", "w_pl_c", "w_ph")]
+        kernels += [branch.temporal.w, branch.temporal.mlp_hidden.kernel, branch.temporal.mlp_out.kernel,
+                    branch.interest.w_h]
+        if config.aggregation != "sum":
+            kernels.append(branch.aggregate.combine.kernel)
+        readout = model.get_layer(f"{name}_readout")
+        kernels += [readout.hidden.kernel, readout.out.kernel]
+    return kernels
+
+
+def mtin(model, config, x, labels, item_ids, item_features, user_ids):
+    """The MTIN model of mtin_tf.model.build_mtin on a batch ``x`` (model inputs, raw ids), from the model's weights:
+    ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) and eq. 12's loss, the mean sigmoid cross-entropy plus λ on the
+    kernels, the memory rows a batch uses (mean over the batch) and the id-embedding rows each lookup uses.
+
+    Returns {logit, positive, negative, assignment (of the clicked history), group_weights, cross_entropy,
+    regularisation, loss}."""
+    assert config.activation == "relu"
+    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)  # noqa: E731
+    l2 = config.l2 * sum(np.sum(k.numpy().astype(np.float64) ** 2) for k in regularised_kernels(model, config))
+    now = np.asarray(x["timestamp"])
+    candidate, _, id_l2 = embed(x["item_id"])
+    l2 += id_l2
+    out = {}
+    for name, (ids_key, times_key) in zip(("positive", "negative"), (("clicked_item_ids", "clicked_timestamps"),
+                                                                      ("browsed_item_ids", "browsed_timestamps"))):
+        table = model.get_layer(f"{name}_memory")
+        residual = table.memory.numpy().astype(np.float64)[table_rows(user_ids, x["user_id"])]  # [B, s, d]
+        l2 += config.l2 * np.mean(np.sum(residual ** 2, axis=(1, 2)))
+        memory = residual
+        if config.pretrain_memory and config.memory_anchors:  # + the mean embedding of each row's anchor items
+            anchors, anchor_known, id_l2 = embed(table.anchors.numpy()[table_rows(user_ids, x["user_id"])])
+            l2 += id_l2
+            count = anchor_known.sum(-1, keepdims=True)
+            memory = residual + np.where(count > 0, (anchors * anchor_known[..., None]).sum(2) / np.maximum(count, 1),
+                                         0.0)
+        items, known, id_l2 = embed(x[ids_key])
+        l2 += id_l2
+        rows, weights, assign = interest_branch(model.get_layer(f"{name}_branch"), config, items, known,
+                                                np.asarray(x[times_key]), now, memory)
+        out[name] = interest_readout(model.get_layer(f"{name}_readout"), config.readout, rows, candidate)
+        if name == "positive":
+            out["assignment"], out["group_weights"] = assign, weights
+    combiner = model.get_layer("logit")
+    logit = float(combiner.alpha.numpy()) * out["positive"] + float(combiner.beta.numpy()) * out["negative"]
+    if config.use_item_bias:
+        logit = logit + model.get_layer("item_bias").bias.numpy().astype(np.float64)[table_rows(item_ids,
+                                                                                              x["item_id"])]
+    y = np.asarray(labels, np.float64)
+    cross_entropy = np.mean(np.maximum(logit, 0) - logit * y + np.log1p(np.exp(-np.abs(logit))))
+    return {**out, "logit": logit, "cross_entropy": cross_entropy, "regularisation": l2, "loss": cross_entropy + l2}
