@@ -279,3 +279,114 @@ def mtin(model, config, x, labels, item_ids, item_features, user_ids):
     y = np.asarray(labels, np.float64)
     cross_entropy = np.mean(np.maximum(logit, 0) - logit * y + np.log1p(np.exp(-np.abs(logit))))
     return {**out, "logit": logit, "cross_entropy": cross_entropy, "regularisation": l2, "loss": cross_entropy + l2}
+
+
+# ----------------------------------------------------------------------------- baselines (mtin_tf.baselines)
+def masked_mean(values, mask):
+    """Mean over the True positions of axis 1, 0 where there is none (common.MaskedPooling("mean"))."""
+    count = mask.sum(1)[:, None]
+    return np.where(count > 0, (values * mask[..., None]).sum(1) / np.maximum(count, 1), 0.0)
+
+
+def softmax(logits, mask=None):
+    """Softmax over the last axis; with ``mask``, over the True entries only (rows with none: all 0)."""
+    if mask is not None:
+        logits = np.where(mask, logits, -np.inf)
+    top = np.max(logits, -1, keepdims=True)
+    e = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+    total = e.sum(-1, keepdims=True)
+    return np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
+
+
+def multi_head_attention(layer, query, value, mask):
+    """tf_keras MultiHeadAttention (key = value, no dropout): per head, softmax(q·k/√h) over the allowed keys
+    (``mask`` [B, T, S]); a query allowed no key attends uniformly to all (Keras adds −1e9 to every masked logit)."""
+    def project(dense, x):  # EinsumDense "abc,cde->abde": [B, T, d] → [B, T, heads, h]
+        return np.einsum("btd,dnh->btnh", x, dense.kernel.numpy()) + dense.bias.numpy()
+
+    q, k, v = project(layer._query_dense, query), project(layer._key_dense, value), project(layer._value_dense, value)
+    scores = np.einsum("btnh,bsnh->bnts", q / np.sqrt(q.shape[-1]), k)
+    allowed = np.broadcast_to(mask[:, None], scores.shape)
+    weights = np.where(allowed.any(-1, keepdims=True), softmax(scores, allowed), 1.0 / scores.shape[-1])
+    out = np.einsum("bnts,bsnh->btnh", weights, v)
+    return np.einsum("btnh,nhd->btd", out, layer._output_dense.kernel.numpy()) + layer._output_dense.bias.numpy()
+
+
+def layer_norm(layer, x):
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + layer.epsilon) * layer.gamma.numpy() + layer.beta.numpy()
+
+
+def lstm(layer, x, mask):
+    """tf_keras LSTM (gates i, f, c, o; sigmoid and tanh), the state carried over masked steps: outputs [B, L, u]."""
+    kernel, recurrent, bias = (w.numpy().astype(np.float64) for w in layer.weights)
+    units = recurrent.shape[0]
+    h, c = np.zeros((len(x), units)), np.zeros((len(x), units))
+    out = np.zeros((len(x), x.shape[1], units))
+    for t in range(x.shape[1]):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        i, f, g, o = (z[:, n * units:(n + 1) * units] for n in range(4))
+        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h_new = sigmoid(o) * np.tanh(c_new)
+        keep = mask[:, t][:, None]
+        h, c = np.where(keep, h_new, h), np.where(keep, c_new, c)
+        out[:, t] = h
+    return out
+
+
+def squash(z):
+    sq = np.sum(z ** 2, -1, keepdims=True)
+    return sq / (1 + sq) * z / np.sqrt(sq + 1e-9)
+
+
+def baseline(model, name, config, x, item_ids, item_features, user_ids):
+    """The logit [B] of baseline ``name`` (mtin_tf.baselines.BUILDERS) on model inputs ``x``, from its weights."""
+    layer = model.get_layer
+    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)[:2]  # noqa: E731
+    candidate, _ = embed(x["item_id"])
+    if name in ("bpr", "ncf"):  # histories unused; a user embedding row per known user, row 0 for the others
+        user = layer("user_embedding").memory.numpy().astype(np.float64)[table_rows(user_ids, x["user_id"])][:, 0]
+        if name == "bpr":  # u·x_e + w·x_e
+            return np.sum(user * candidate, -1) + dense(layer("item_bias"), candidate)[:, 0]
+        hidden = relu(dense(layer("ncf_mlp_1"), relu(dense(layer("ncf_mlp_0"), np.concatenate([user, candidate], -1)))))
+        return dense(layer("neumf_out"), np.concatenate([user * candidate, hidden], -1))[:, 0]
+    clicked, clicked_known = embed(x["clicked_item_ids"])
+    browsed, browsed_known = embed(x["browsed_item_ids"])
+    if name == "din":  # a_j = MLP([x_j, x_e, x_j − x_e, x_j ⊙ x_e]), softmax over real items, u = Σ_j a_j x_j
+        attention = layer("target_attention")
+        e = np.broadcast_to(candidate[:, None], clicked.shape)
+        hidden = sigmoid(dense(attention.att_hidden, np.concatenate([clicked, e, clicked - e, clicked * e], -1)))
+        a = softmax(dense(attention.att_out, hidden)[..., 0], clicked_known)
+        interest = np.einsum("bl,bld->bd", a, clicked)
+    elif name == "lstm":  # the mean of the LSTM's hidden states at the real items
+        interest = masked_mean(lstm(layer("lstm"), clicked, clicked_known), clicked_known)
+    elif name == "cnn":  # Conv1D (kernel 3, zero "same" padding, ReLU) over every slot, max over the real items
+        conv = layer("conv")
+        kernel, bias = conv.kernel.numpy(), conv.bias.numpy()
+        padded = np.pad(clicked, ((0, 0), (1, 1), (0, 0)))
+        out = relu(sum(padded[:, k:k + clicked.shape[1]] @ kernel[k] for k in range(3)) + bias)
+        interest = np.where(clicked_known.any(1)[:, None],
+                            np.where(clicked_known[..., None], out, -np.inf).max(1), 0.0)
+    elif name == "atrank":  # behaviour spaces, one masked self-attention block, candidate attention
+        seq = np.concatenate([dense(layer("click_space"), clicked), dense(layer("browse_space"), browsed)], 1)
+        known = np.concatenate([clicked_known, browsed_known], 1)
+        z = layer_norm(layer("norm1"), seq + multi_head_attention(layer("self_attention"), seq, seq,
+                                                                   known[:, :, None] & known[:, None, :]))
+        z = layer_norm(layer("norm2"), z + dense(layer("ffn_out"), relu(dense(layer("ffn_hidden"), z))))
+        interest = multi_head_attention(layer("candidate_attention"), candidate[:, None], z, known[:, None, :])[:, 0]
+    elif name == "mind":  # B2I capsule routing from the saved initial logits, ReLU layer, label-aware attention
+        routing = layer("capsule_routing")
+        u_hat = clicked @ routing.bilinear.numpy()
+        logits = np.broadcast_to(routing.initial_logits.numpy(), (len(clicked),) + routing.initial_logits.shape)
+        for i in range(routing.iterations):
+            w = softmax(np.swapaxes(logits, 1, 2)).swapaxes(1, 2) * clicked_known[:, None, :]  # over interests
+            capsules = squash(np.einsum("bkl,ble->bke", w, u_hat))
+            logits = logits + np.einsum("bke,ble->bkl", capsules, u_hat)
+        interests = relu(dense(layer("interest_layer"), capsules))
+        a = softmax(layer("label_aware_attention").power * np.einsum("bkd,bd->bk", interests, candidate))
+        interest = np.einsum("bk,bkd->bd", a, interests)
+    else:
+        raise ValueError(f"no reference for baseline {name!r}")
+    # The shared head: MLP([h, mean browsed, x_e, h ⊙ x_e])
+    head = np.concatenate([interest, masked_mean(browsed, browsed_known), candidate, interest * candidate], -1)
+    return dense(layer("mlp_out"), relu(dense(layer("mlp_0"), head)))[:, 0]
