@@ -143,3 +143,262 @@ def interest_mask(layer, memory, groups_r, tau, group_mask=None):
                 if wv > tau:
                     h[b, p_] += groups_r[b, g]
     return h, weights
+
+
+# ----------------------------------------------------------------------------- the assembled model (mtin_tf.model)
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def table_rows(keys, ids):
+    """Row of each raw id in a table keyed by ``keys``: its rank among the sorted keys + 1 (0: padding, unknown)."""
+    rank = {int(k): r + 1 for r, k in enumerate(sorted(int(k) for k in keys))}
+    return np.array([rank.get(int(i), 0) for i in np.ravel(ids)], np.int64).reshape(np.shape(ids))
+
+
+def item_embedding(model, config, item_ids, item_features, ids):
+    """x_j = W_e f_j + b_e (+ e_j); f_j = 0 for padding and unknown ids. Returns (x, known, this lookup's λ‖e‖²)."""
+    layer = model.get_layer("item_embedding")
+    position = {int(k): n for n, k in enumerate(item_ids)}
+    ids = np.asarray(ids)
+    known = np.array([int(i) in position for i in ids.ravel()], bool).reshape(ids.shape)
+    f = np.zeros(ids.shape + (item_features.shape[1],))
+    for index in zip(*np.nonzero(known)):
+        f[index] = item_features[position[int(ids[index])]]
+    x = dense(layer.projection, f)
+    l2 = 0.0
+    if config.use_id_embedding:
+        e = layer.id_embedding.numpy().astype(np.float64)[table_rows(item_ids, ids)]
+        x = x + e
+        l2 = config.l2 * np.sum(e[known] ** 2) / ids.shape[0]  # the rows of real items, averaged over the batch
+    return x, known, l2
+
+
+def interest_branch(layer, config, items, known, times, now, memory):
+    """One InterestBranch: routing on σ(p − p̄) (Algorithm 1), gates over their group's mean, eq. 5–7 on each
+    group, eq. 8–10 on the memory rows, aggregation, u = memory + c. Returns (rows u, weights w, assignment)."""
+    s = config.num_groups
+    ages = np.maximum(now[:, None] - times, 0) / config.time_scale
+    gate = None
+    if config.use_routing:
+        p = matching_scores(layer.routing, items, memory)  # [B, L, s]
+        offset = np.zeros(len(p))
+        if config.routing_center:  # p̄: the mean over the real (item, group) pairs of the history
+            offset = np.array([p[b][known[b]].mean() if known[b].any() else 0.0 for b in range(len(p))])
+        matching = sigmoid(p - offset[:, None, None])
+        router = route_parallel if config.parallel_routing else route
+        assign = router(matching, known, config.routing_iterations, config.routing_epsilon, config.routing_base)
+        gate = np.zeros(assign.shape)
+        for b, j in zip(*np.nonzero(assign >= 0)):
+            members = assign[b] == assign[b, j]
+            own = matching[b, members, assign[b, j]]  # the gates of j's group, σ(p_{S_i←i} − p̄)
+            gate[b, j] = matching[b, j, assign[b, j]] / own.mean()
+    else:
+        assign = np.where(known, 0, -1)
+    grouped, mask = group_items(assign, items, s)
+    grouped_ages = group_items(assign, ages, s)[0] if config.use_time_gaps else None
+    grouped_gate = group_items(assign, gate, s)[0] if gate is not None else None
+    r = temporal_mask(layer.temporal, grouped, mask, grouped_ages, grouped_gate, config.temporal_self)
+    h, weights = interest_mask(layer.interest, memory, r, config.interest_tau, mask.any(-1))
+    if config.aggregation == "sum":
+        c = r + h
+    else:
+        c = dense(layer.aggregate.combine, np.concatenate([r, h], -1))
+        if config.aggregation == "concat_pool":
+            c = c + r + h
+    return memory + c, weights, assign
+
+
+def interest_readout(layer, kind, rows, candidate):
+    """Section 4.4: "paper" MLP([Σ_p u_p, x_e]); "attention" MLP([q, x_e, q ⊙ x_e]) with
+    q = Σ_p softmax_p(u_p·x_e/√d) u_p."""
+    if kind == "paper":
+        head = np.concatenate([rows.sum(1), candidate], -1)
+    else:
+        logits = np.einsum("bpd,bd->bp", rows, candidate) / np.sqrt(rows.shape[-1])
+        a = np.exp(logits - logits.max(1, keepdims=True))
+        q = np.einsum("bp,bpd->bd", a / a.sum(1, keepdims=True), rows)
+        head = np.concatenate([q, candidate, q * candidate], -1)
+    return dense(layer.out, relu(dense(layer.hidden, head)))[:, 0]
+
+
+def regularised_kernels(model, config):
+    """Every weight under λ‖·‖² (eq. 12): W_e, and each branch's and readout's dense kernels, W_g^k and W_h."""
+    kernels = [model.get_layer("item_embedding").projection.kernel]
+    for name in ("positive", "negative"):
+        branch = model.get_layer(f"{name}_branch")
+        if config.use_routing:
+            kernels += [getattr(branch.routing, w).kernel for w in ("w_v", "w_u", "w_s", "w_pl_x", "w_pl_c", "w_ph")]
+        kernels += [branch.temporal.w, branch.temporal.mlp_hidden.kernel, branch.temporal.mlp_out.kernel,
+                    branch.interest.w_h]
+        if config.aggregation != "sum":
+            kernels.append(branch.aggregate.combine.kernel)
+        readout = model.get_layer(f"{name}_readout")
+        kernels += [readout.hidden.kernel, readout.out.kernel]
+    return kernels
+
+
+def mtin(model, config, x, labels, item_ids, item_features, user_ids):
+    """The MTIN model of mtin_tf.model.build_mtin on a batch ``x`` (model inputs, raw ids), from the model's weights:
+    ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) and eq. 12's loss, the mean sigmoid cross-entropy plus λ on the
+    kernels, the memory rows a batch uses (mean over the batch) and the id-embedding rows each lookup uses.
+
+    Returns {logit, positive, negative, assignment (of the clicked history), group_weights, cross_entropy,
+    regularisation, loss}."""
+    assert config.activation == "relu"
+    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)  # noqa: E731
+    l2 = config.l2 * sum(np.sum(k.numpy().astype(np.float64) ** 2) for k in regularised_kernels(model, config))
+    now = np.asarray(x["timestamp"])
+    candidate, _, id_l2 = embed(x["item_id"])
+    l2 += id_l2
+    out = {}
+    for name, (ids_key, times_key) in zip(("positive", "negative"), (("clicked_item_ids", "clicked_timestamps"),
+                                                                      ("browsed_item_ids", "browsed_timestamps"))):
+        table = model.get_layer(f"{name}_memory")
+        residual = table.memory.numpy().astype(np.float64)[table_rows(user_ids, x["user_id"])]  # [B, s, d]
+        l2 += config.memory_row_l2 * np.mean(np.sum(residual ** 2, axis=(1, 2)))
+        memory = residual
+        if config.pretrain_memory and config.memory_anchors:  # + the mean embedding of each row's past anchors
+            rows_of_users = table_rows(user_ids, x["user_id"])
+            anchors, anchor_known, id_l2 = embed(table.anchors.numpy()[rows_of_users])
+            l2 += id_l2
+            anchor_known = anchor_known & (table.anchor_times.numpy()[rows_of_users] < now[:, None, None])
+            count = anchor_known.sum(-1, keepdims=True)
+            memory = residual + np.where(count > 0, (anchors * anchor_known[..., None]).sum(2) / np.maximum(count, 1),
+                                         0.0)
+        items, known, id_l2 = embed(x[ids_key])
+        l2 += id_l2
+        rows, weights, assign = interest_branch(model.get_layer(f"{name}_branch"), config, items, known,
+                                                np.asarray(x[times_key]), now, memory)
+        out[name] = interest_readout(model.get_layer(f"{name}_readout"), config.readout, rows, candidate)
+        if name == "positive":
+            out["assignment"], out["group_weights"] = assign, weights
+    combiner = model.get_layer("logit")
+    logit = float(combiner.alpha.numpy()) * out["positive"] + float(combiner.beta.numpy()) * out["negative"]
+    if config.use_item_bias:  # b_i, and λ‖b‖² over the whole vector
+        bias = model.get_layer("item_bias").bias.numpy().astype(np.float64)
+        logit = logit + bias[table_rows(item_ids, x["item_id"])]
+        l2 += config.l2 * np.sum(bias ** 2)
+    y = np.asarray(labels, np.float64)
+    cross_entropy = np.mean(np.maximum(logit, 0) - logit * y + np.log1p(np.exp(-np.abs(logit))))
+    return {**out, "logit": logit, "cross_entropy": cross_entropy, "regularisation": l2, "loss": cross_entropy + l2}
+
+
+# ----------------------------------------------------------------------------- baselines (mtin_tf.baselines)
+def masked_mean(values, mask):
+    """Mean over the True positions of axis 1, 0 where there is none (common.MaskedPooling("mean"))."""
+    count = mask.sum(1)[:, None]
+    return np.where(count > 0, (values * mask[..., None]).sum(1) / np.maximum(count, 1), 0.0)
+
+
+def softmax(logits, mask=None):
+    """Softmax over the last axis; with ``mask``, over the True entries only (rows with none: all 0)."""
+    if mask is not None:
+        logits = np.where(mask, logits, -np.inf)
+    top = np.max(logits, -1, keepdims=True)
+    e = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+    total = e.sum(-1, keepdims=True)
+    return np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
+
+
+def multi_head_attention(layer, query, value, mask):
+    """tf_keras MultiHeadAttention (key = value, no dropout): per head, softmax(q·k/√h) over the allowed keys
+    (``mask`` [B, T, S]); a query allowed no key attends uniformly to all (Keras adds −1e9 to every masked logit)."""
+    def project(dense, x):  # EinsumDense "abc,cde->abde": [B, T, d] → [B, T, heads, h]
+        return np.einsum("btd,dnh->btnh", x, dense.kernel.numpy()) + dense.bias.numpy()
+
+    q, k, v = project(layer._query_dense, query), project(layer._key_dense, value), project(layer._value_dense, value)
+    scores = np.einsum("btnh,bsnh->bnts", q / np.sqrt(q.shape[-1]), k)
+    allowed = np.broadcast_to(mask[:, None], scores.shape)
+    weights = np.where(allowed.any(-1, keepdims=True), softmax(scores, allowed), 1.0 / scores.shape[-1])
+    out = np.einsum("bnts,bsnh->btnh", weights, v)
+    return np.einsum("btnh,nhd->btd", out, layer._output_dense.kernel.numpy()) + layer._output_dense.bias.numpy()
+
+
+def layer_norm(layer, x):
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + layer.epsilon) * layer.gamma.numpy() + layer.beta.numpy()
+
+
+def lstm(layer, x, mask):
+    """tf_keras LSTM (gates i, f, c, o; sigmoid and tanh), the state carried over masked steps: outputs [B, L, u]."""
+    kernel, recurrent, bias = (w.numpy().astype(np.float64) for w in layer.weights)
+    units = recurrent.shape[0]
+    h, c = np.zeros((len(x), units)), np.zeros((len(x), units))
+    out = np.zeros((len(x), x.shape[1], units))
+    for t in range(x.shape[1]):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        i, f, g, o = (z[:, n * units:(n + 1) * units] for n in range(4))
+        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h_new = sigmoid(o) * np.tanh(c_new)
+        keep = mask[:, t][:, None]
+        h, c = np.where(keep, h_new, h), np.where(keep, c_new, c)
+        out[:, t] = h
+    return out
+
+
+def squash(z):
+    sq = np.sum(z ** 2, -1, keepdims=True)
+    return sq / (1 + sq) * z / np.sqrt(sq + 1e-9)
+
+
+def baseline(model, name, config, x, item_ids, item_features, user_ids):
+    """The logit [B] of baseline ``name`` (mtin_tf.baselines.BUILDERS) on model inputs ``x``, from its weights:
+    the baseline's score plus the item bias b_i when config.use_item_bias."""
+    score = _baseline_score(model, name, config, x, item_ids, item_features, user_ids)
+    if config.use_item_bias:
+        score = score + model.get_layer("item_bias").bias.numpy().astype(np.float64)[table_rows(item_ids,
+                                                                                              x["item_id"])]
+    return score
+
+
+def _baseline_score(model, name, config, x, item_ids, item_features, user_ids):
+    layer = model.get_layer
+    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)[:2]  # noqa: E731
+    candidate, _ = embed(x["item_id"])
+    if name in ("bpr", "ncf"):  # histories unused; a user embedding row per known user, row 0 for the others
+        user = layer("user_embedding").memory.numpy().astype(np.float64)[table_rows(user_ids, x["user_id"])][:, 0]
+        if name == "bpr":  # u·x_e + w·x_e
+            return np.sum(user * candidate, -1) + dense(layer("feature_bias"), candidate)[:, 0]
+        hidden = relu(dense(layer("ncf_mlp_1"), relu(dense(layer("ncf_mlp_0"), np.concatenate([user, candidate], -1)))))
+        return dense(layer("neumf_out"), np.concatenate([user * candidate, hidden], -1))[:, 0]
+    clicked, clicked_known = embed(x["clicked_item_ids"])
+    browsed, browsed_known = embed(x["browsed_item_ids"])
+    if name == "din":  # a_j = MLP([x_j, x_e, x_j − x_e, x_j ⊙ x_e]), softmax over real items, u = Σ_j a_j x_j
+        attention = layer("target_attention")
+        e = np.broadcast_to(candidate[:, None], clicked.shape)
+        hidden = sigmoid(dense(attention.att_hidden, np.concatenate([clicked, e, clicked - e, clicked * e], -1)))
+        a = softmax(dense(attention.att_out, hidden)[..., 0], clicked_known)
+        interest = np.einsum("bl,bld->bd", a, clicked)
+    elif name == "lstm":  # the mean of the LSTM's hidden states at the real items
+        interest = masked_mean(lstm(layer("lstm"), clicked, clicked_known), clicked_known)
+    elif name == "cnn":  # Conv1D (kernel 3, zero "same" padding, ReLU) over every slot, max over the real items
+        conv = layer("conv")
+        kernel, bias = conv.kernel.numpy(), conv.bias.numpy()
+        padded = np.pad(clicked, ((0, 0), (1, 1), (0, 0)))
+        out = relu(sum(padded[:, k:k + clicked.shape[1]] @ kernel[k] for k in range(3)) + bias)
+        interest = np.where(clicked_known.any(1)[:, None],
+                            np.where(clicked_known[..., None], out, -np.inf).max(1), 0.0)
+    elif name == "atrank":  # behaviour spaces, one masked self-attention block, candidate attention
+        seq = np.concatenate([dense(layer("click_space"), clicked), dense(layer("browse_space"), browsed)], 1)
+        known = np.concatenate([clicked_known, browsed_known], 1)
+        z = layer_norm(layer("norm1"), seq + multi_head_attention(layer("self_attention"), seq, seq,
+                                                                   known[:, :, None] & known[:, None, :]))
+        z = layer_norm(layer("norm2"), z + dense(layer("ffn_out"), relu(dense(layer("ffn_hidden"), z))))
+        interest = multi_head_attention(layer("candidate_attention"), candidate[:, None], z, known[:, None, :])[:, 0]
+    elif name == "mind":  # B2I capsule routing from the saved initial logits, ReLU layer, label-aware attention
+        routing = layer("capsule_routing")
+        u_hat = clicked @ routing.bilinear.numpy()
+        logits = np.broadcast_to(routing.initial_logits.numpy(), (len(clicked),) + routing.initial_logits.shape)
+        for i in range(routing.iterations):
+            w = softmax(np.swapaxes(logits, 1, 2)).swapaxes(1, 2) * clicked_known[:, None, :]  # over interests
+            capsules = squash(np.einsum("bkl,ble->bke", w, u_hat))
+            logits = logits + np.einsum("bke,ble->bkl", capsules, u_hat)
+        interests = relu(dense(layer("interest_layer"), capsules))
+        a = softmax(layer("label_aware_attention").power * np.einsum("bkd,bd->bk", interests, candidate))
+        interest = np.einsum("bk,bkd->bd", a, interests)
+    else:
+        raise ValueError(f"no reference for baseline {name!r}")
+    # The shared head: MLP([h, mean browsed, x_e, h ⊙ x_e])
+    head = np.concatenate([interest, masked_mean(browsed, browsed_known), candidate, interest * candidate], -1)
+    return dense(layer("mlp_out"), relu(dense(layer("mlp_0"), head)))[:, 0]

@@ -1,17 +1,19 @@
-"""Every baseline builds from MTIN's inputs, trains a few steps, and survives a SavedModel round trip unchanged."""
+"""Every baseline's forward pass against its NumPy reference (tests/reference.py), its training through train_mtin,
+and its reload: each baseline's export transformation and a .keras round trip, one full SavedModel export."""
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
 
+import reference as ref
 from mtin_tf import features as F
 from mtin_tf.baselines import BUILDERS
 from mtin_tf.baselines.bpr import PairwiseLogisticLoss
 from mtin_tf.baselines.common import MaskedPooling
 from mtin_tf.baselines.mind import squash
 from mtin_tf.config import MTINConfig
-from mtin_tf.export import export_saved_model
-from mtin_tf.train import make_dataset, train_mtin
+from mtin_tf.export import export_saved_model, serving_model
+from mtin_tf.train import train_mtin
 
 L = 6
 
@@ -33,28 +35,70 @@ def tiny_data(n=48, seed=0):
     return {k: np.asarray(v, np.int64) for k, v in arrays.items()}, item_ids, feats
 
 
-CONFIG = dict(embedding_dim=8, num_groups=2, num_masks=2, max_history=L, batch_size=16, epochs=1, l2=1e-4)
+# Every field a baseline or train_mtin reads, set here (the tests do not depend on MTINConfig's defaults).
+CONFIG = dict(embedding_dim=8, num_groups=2, num_masks=2, max_history=L, batch_size=16, epochs=1, l2=1e-4,
+              use_id_embedding=True, routing_iterations=3, seed=0, learning_rate=1e-3, optimizer="adam",
+              jit_compile=False, mixed_precision=False)
+
+
+def _inputs(arrays, rows=slice(None)):
+    return {k: arrays[k][rows] for k in F.MODEL_INPUT_NAMES}
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_baseline_trains_and_round_trips_through_saved_model(name, tmp_path):
+def test_baseline_forward_pass_matches_its_numpy_reference(name):
+    arrays, item_ids, feats = tiny_data(n=10, seed=1)
+    config = MTINConfig(**CONFIG)
+    user_ids = np.array([1, 2, 3])  # user 4 is unknown: the shared row
+    tf_keras.utils.set_random_seed(0)
+    model = BUILDERS[name](config, item_ids, feats, user_ids, compile=False)
+    embed = model.get_layer("item_embedding")  # id embeddings that matter, so that a row mix-up would show
+    embed.id_embedding.assign(0.5 * np.random.default_rng(2).normal(size=embed.id_embedding.shape))
+    x = _inputs(arrays)
+    x[F.ITEM_ID][1] = 5  # an unknown candidate
+    x[F.CLICKED_ITEMS][2, 0] = 11  # an item absent from the table inside a history: not a real item
+    want = ref.baseline(model, name, config, x, item_ids, feats.astype(np.float64), user_ids)
+    np.testing.assert_allclose(model(x)[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)
+    assert want.std() > 0.05  # the logits depend on the inputs
+
+
+class InitialWeights(tf_keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.values = [w.numpy() for w in self.model.trainable_weights]
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_baseline_trains_and_reloads_with_equal_scores(name, tmp_path):
     arrays, item_ids, feats = tiny_data()
-    model, history = train_mtin(MTINConfig(**CONFIG), arrays, item_ids, feats, builder=BUILDERS[name], verbose=0)
+    initial = InitialWeights()
+    model, history = train_mtin(MTINConfig(**CONFIG), arrays, item_ids, feats, builder=BUILDERS[name], verbose=0,
+                                callbacks=[initial])
     loss = history.history["loss"]
     assert len(loss) == 1 and np.isfinite(loss[0])
-    out = model.predict(make_dataset(arrays, 64), verbose=0)
+    # After 3 Adam steps every trainable weight has moved: each gets a gradient (no layer is cut off from the loss).
+    assert len(initial.values) == len(model.trainable_weights) > 0
+    for before, after in zip(initial.values, model.trainable_weights):
+        assert np.abs(after.numpy() - before).max() > 0, after.name
+    x = _inputs(arrays)
+    out = model(x)
     assert set(out) >= {F.OUTPUT_LOGIT, F.OUTPUT_PROBABILITY}
-    prob = np.asarray(out[F.OUTPUT_PROBABILITY])
-    assert prob.shape == (len(arrays[F.LABEL]),) and np.all((prob >= 0) & (prob <= 1)) and np.isfinite(prob).all()
+    prob = out[F.OUTPUT_PROBABILITY].numpy()
+    np.testing.assert_allclose(prob, ref.sigmoid(out[F.OUTPUT_LOGIT].numpy()), atol=1e-6)
     assert prob.std() > 0  # scores depend on the inputs
 
-    path = export_saved_model(model, str(tmp_path / "model"))
-    reloaded = tf_keras.models.load_model(path)
+    # What export_saved_model writes is serving_model(model) (the item table pre-projected): same scores.
+    served = serving_model(model)
+    assert served.get_layer("item_embedding").projected
+    np.testing.assert_allclose(served(x)[F.OUTPUT_PROBABILITY].numpy(), prob, rtol=1e-5, atol=1e-6)
+    if name == "atrank":  # one full SavedModel round trip (the one that once lost MultiHeadAttention's weights)
+        path = export_saved_model(model, str(tmp_path / "model"))
+        reloaded = tf_keras.models.load_model(path)
+    else:  # the same configs and weights through the Keras v3 file: no SavedModel tracing
+        served.save(tmp_path / "model.keras")
+        reloaded = tf_keras.models.load_model(tmp_path / "model.keras")
     # Registered layers: load_model rebuilds the functional Keras model, not a bare SavedModel wrapper.
     assert isinstance(reloaded, tf_keras.Model) and reloaded.get_config()["name"] == name
-    again = reloaded.predict(make_dataset(arrays, 64), verbose=0)
-    np.testing.assert_allclose(again[F.OUTPUT_PROBABILITY], prob, rtol=1e-5, atol=1e-6)
-    # The predict_raw serving signature is checked on an exported DIN in test_train_cli (mtin evaluate).
+    np.testing.assert_allclose(reloaded(x)[F.OUTPUT_PROBABILITY].numpy(), prob, rtol=1e-5, atol=1e-6)
 
 
 def test_new_items_are_scored_from_features():

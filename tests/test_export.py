@@ -20,19 +20,39 @@ def _table():
     return rng.permutation(np.arange(1, 41)) * 1000, rng.normal(size=(40, 6)).astype(np.float32), np.arange(1, 11) * 7
 
 
-def test_export_writes_numeric_versions_with_every_signature(tmp_path):
+# What production exports: the attention readout, id embeddings and item bias, anchored memory rows, routing under XLA.
+CONFIG = dict(readout="attention", use_id_embedding=True, use_item_bias=True, pretrain_memory=True, memory_anchors=2,
+              jit_routing=True)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A DIN exported as version 1, then an MTIN (trained-looking id embeddings, so that a row mix-up would show) as
+    the next version of the same base: each model, its path, tf.saved_model.load and tf_keras.models.load_model of
+    it. One export per model for every test of this file."""
     table = _table()
-    model = build_mtin(small_config(), *table)
+    base = str(tmp_path_factory.mktemp("export") / "models")
+    out = {}
+    for name, builder, version in (("din", build_din, 1), ("mtin", build_mtin, None)):
+        model = builder(small_config(**CONFIG), *table)
+        embed = model.get_layer("item_embedding")
+        embed.id_embedding.assign(np.random.default_rng(3).normal(size=embed.id_embedding.shape))
+        path = export_saved_model(model, base, version=version)
+        out[name] = dict(model=model, path=path, saved=tf.saved_model.load(path),
+                         keras=tf_keras.models.load_model(path))
+    return table, base, out
+
+
+def test_export_writes_numeric_versions_with_every_signature(exported):
+    table, base, models = exported
+    model, first, second = models["mtin"]["model"], models["din"]["path"], models["mtin"]["path"]
     x = raw_batch(np.random.default_rng(1), table)
     want = model(x)
-    base = str(tmp_path / "mtin")
-    first = export_saved_model(build_din(small_config(), *table), base, version=1)  # any model: a cheap one
-    second = export_saved_model(model, base)
     assert os.path.basename(first) == "1" and int(os.path.basename(second)) > 1
     assert latest_version(base) == second
     assert sorted(os.listdir(base)) == sorted(["1", os.path.basename(second)])  # no staging directory left behind
 
-    loaded = tf.saved_model.load(second)
+    loaded = models["mtin"]["saved"]
     assert set(loaded.signatures) == {DEFAULT_SIGNATURE, RAW_SIGNATURE, SCORE_SIGNATURE}
     raw = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
     for key in (F.OUTPUT_PROBABILITY, F.OUTPUT_LOGIT, F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT):
@@ -62,27 +82,21 @@ def test_export_writes_numeric_versions_with_every_signature(tmp_path):
                                model(expected)[F.OUTPUT_PROBABILITY].numpy()[0], atol=1e-5)
 
     # The same directory reloads as the Keras model with its layers (what TFMA needs).
-    keras_model = tf_keras.models.load_model(second)
+    keras_model = models["mtin"]["keras"]
     np.testing.assert_allclose(keras_model(x)[F.OUTPUT_LOGIT].numpy(), want[F.OUTPUT_LOGIT].numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("builder,overrides", [(build_mtin, {"use_id_embedding": True}), (build_din, {})])
-def test_export_carries_the_pre_projected_item_table_with_equal_scores(tmp_path, builder, overrides):
-    table = _table()
-    model = builder(small_config(**overrides), *table)
-    embed = model.get_layer("item_embedding")
-    if overrides.get("use_id_embedding"):  # trained-looking id embeddings, so that a row mix-up would show
-        embed.id_embedding.assign(np.random.default_rng(3).normal(size=embed.id_embedding.shape))
+@pytest.mark.parametrize("name", ["mtin", "din"])
+def test_export_carries_the_pre_projected_item_table_with_equal_scores(exported, name):
+    table, _, models = exported
+    model, served, signatures = models[name]["model"], models[name]["keras"], models[name]["saved"].signatures
     x = raw_batch(np.random.default_rng(1), table)
     x[F.ITEM_ID][:3] = [999_999, 0, x[F.ITEM_ID][3]]  # an unknown candidate and a padding id score as before too
     want = model(x)[F.OUTPUT_LOGIT].numpy()
-    path = export_saved_model(model, str(tmp_path / "m"), version=1)
-    served = tf_keras.models.load_model(path)
     layer = served.get_layer("item_embedding")
-    assert layer.projected and tuple(layer.table.shape) == (40, small_config().embedding_dim)
+    assert layer.projected and tuple(layer.table.shape) == (40, small_config(**CONFIG).embedding_dim)
     assert not any("feature_table" in v.name or "feature_projection" in v.name for v in served.variables)
     np.testing.assert_allclose(served(x)[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)
-    signatures = tf.saved_model.load(path).signatures
     raw = signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
     np.testing.assert_allclose(raw[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)
     # score_candidates: each row's user against [its candidate, row 0's candidate] (DIN repeats the user's row).

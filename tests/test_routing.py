@@ -242,3 +242,30 @@ def test_centred_routing_ignores_the_level_of_the_scores():
     shifted = layer([items, memory], mask=mask)
     np.testing.assert_array_equal(shifted["assignment"].numpy(), out["assignment"].numpy())
     np.testing.assert_allclose(shifted["gate"].numpy(), out["gate"].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_epsilon_is_a_strict_threshold_and_exact_ties_go_to_the_first_group(parallel, jit_compile):
+    # Exact float32 values. Item 0's best score equals ε: p^(d) > ε fails and it stays out of every group. Item 2
+    # ties across the groups while they are empty and takes the first; in a later pass the discount of group 0,
+    # where item 1 sits with a higher mean, sends it to group 1.
+    p = np.array([[[0.5, 0.25], [0.75, 0.5], [0.6, 0.6]]], np.float32)
+    mask = np.ones((1, 3), bool)
+    want = (ref.route_parallel if parallel else ref.route)(p.astype(np.float64), mask, 3, 0.5, 2.0)
+    got = route_interest_groups(tf.constant(p), mask, iterations=3, epsilon=0.5, base=2.0, parallel=parallel,
+                                jit_compile=jit_compile).numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, [[-1, 0, 1]])
+    after_one_pass = route_interest_groups(tf.constant(p), mask, iterations=1, epsilon=0.5, base=2.0,
+                                           parallel=parallel, jit_compile=jit_compile).numpy()
+    np.testing.assert_array_equal(after_one_pass, [[-1, 0, 0]] if parallel else [[-1, 0, 1]])
+    # Just below ε, item 0 joins a group (group 0, its best).
+    just_below = float(np.nextafter(np.float32(0.5), np.float32(0)))
+    below = route_interest_groups(tf.constant(p), mask, iterations=3, epsilon=just_below, base=2.0, parallel=parallel,
+                                  jit_compile=jit_compile).numpy()
+    assert below[0, 0] == 0
+    # Equal scores for every group: the lowest group index.
+    tie = route_interest_groups(tf.constant([[[0.6, 0.6, 0.6]]], tf.float32), np.ones((1, 1), bool), iterations=3,
+                                epsilon=0.1, base=2.0, parallel=parallel, jit_compile=jit_compile).numpy()
+    np.testing.assert_array_equal(tie, [[0]])

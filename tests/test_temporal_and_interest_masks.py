@@ -176,3 +176,25 @@ def test_layers_are_registered_for_keras_deserialization():
         name = tf_keras.saving.get_registered_name(cls)
         assert name.startswith("mtin>")
         assert tf_keras.saving.get_registered_object(name) is cls
+
+
+def test_interest_mask_tau_is_a_strict_threshold():
+    # W_h = 0: every logit is 0, so the four groups get exactly w = 1/4. At τ = 1/4, ŵ = 1[w > τ] keeps none of
+    # them (h = 0); just below τ, all four (h = Σ_g r_g = [18, 22, 26]).
+    memory = np.random.default_rng(0).normal(size=(1, 4, 3)).astype(np.float32)
+    groups_r = np.arange(12, dtype=np.float32).reshape(1, 4, 3)
+    just_below = float(np.nextafter(np.float32(0.25), np.float32(0)))
+    for tau, want in ((0.25, [0.0, 0.0, 0.0]), (just_below, [18.0, 22.0, 26.0])):
+        layer = InterestMask(tau=tau)
+        layer.build([memory.shape, groups_r.shape])
+        layer.w_h.assign(tf.zeros_like(layer.w_h))
+        h, w = layer([memory, groups_r])
+        np.testing.assert_array_equal(w.numpy(), np.full((1, 4, 4), 0.25))
+        np.testing.assert_array_equal(h.numpy(), np.tile(want, (1, 4, 1)))
+    # Two non-empty groups of four: w = 1/2 each, and τ = 1/2 keeps neither.
+    layer = InterestMask(tau=0.5)
+    layer.build([memory.shape, groups_r.shape])
+    layer.w_h.assign(tf.zeros_like(layer.w_h))
+    h, w = layer([memory, groups_r], group_mask=np.array([[True, False, True, False]]))
+    np.testing.assert_array_equal(w.numpy()[0, 0], [0.5, 0.0, 0.5, 0.0])
+    np.testing.assert_array_equal(h.numpy(), np.zeros((1, 4, 3)))
