@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 import reference as ref
 from mtin_tf.layers import InterestGroupRouting, grouped_matmul, route_interest_groups
@@ -134,7 +135,9 @@ def _routing_layer_case(seed=0, batch=4, length=8, groups=3, d=6):
     items = rng.normal(size=(batch, length, d)).astype(np.float32)
     memory = rng.normal(size=(batch, groups, d)).astype(np.float32)
     mask = np.arange(length)[None, :] < np.array([0, 3, length, 5])[:, None]
+    tf_keras.utils.set_random_seed(seed)  # the layer's weights too: the cases must not depend on the tests run before
     layer = InterestGroupRouting(groups, iterations=3, epsilon=0.1, base=2.0)
+    layer.build([items.shape, memory.shape])
     return layer, items, memory, mask
 
 

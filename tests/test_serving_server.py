@@ -195,9 +195,10 @@ def test_other_methods_answer_like_tf_serving(server):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def _load(target, stop_when, results, max_requests=150, deadline=120.0):
+def _load(target, stop_when, results, max_requests=1000, deadline=120.0):
     """One client thread: requests until ``stop_when(count, versions)`` or the bounds; records versions / errors."""
-    # No retries: every failure counts. The deadline is generous: a shared 2-core machine can stall a request for
+    # No retries: every failure counts. The bounds are generous (a request takes ~10 ms, a version load under load
+    # tens of seconds, so the count bound must outlast it): a shared 2-core machine can stall a request for
     # seconds while the server loads the new version, and latency is not what this test measures.
     with MTINClient(target, max_attempts=1, timeout=60) as client:
         end = time.monotonic() + deadline
