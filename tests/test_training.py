@@ -137,9 +137,7 @@ for name, strategy, batch in (("single", tf.distribute.get_strategy(), 16), ("mi
                         learning_rate=1e-3, l2=1e-4, readout="attention", aggregation="concat_pool",
                         use_id_embedding=True, use_item_bias=True, pretrain_memory=True, memory_anchors=8,
                         jit_routing=True, mixed_precision=False)
-    # Validation (early stopping's pass) in the mirrored run; it changes no weight, so the reference run skips it.
-    model, history = train_mtin(config, arrays, item_ids, feats, eval_arrays=arrays if name == "mirrored" else None,
-                                strategy=strategy, verbose=0)
+    model, history = train_mtin(config, arrays, item_ids, feats, eval_arrays=arrays, strategy=strategy, verbose=0)
     out = model.predict(make_dataset(arrays, 32), verbose=0)
     scored = predict_probabilities(model, arrays)  # outside strategy.run: the scoring path of mtin train / evaluate
     runs[name] = {"replicas": strategy.num_replicas_in_sync, "mirrored": type(model.trainable_variables[0]).__name__,
@@ -167,8 +165,10 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_the_single_device_run(tmp
     assert len(result["devices"]) == 2 and mirrored["replicas"] == 2 and single["replicas"] == 1
     assert mirrored["mirrored"] == "MirroredVariable"
     assert len(mirrored["loss"]) == 2 and all(np.isfinite(mirrored["loss"]))
-    assert len(mirrored["val_auc"]) == 2 and all(0.0 <= a <= 1.0 for a in mirrored["val_auc"])
-    # Two replicas of 8 follow the single-device run of 16 step for step (up to float summation order).
+    # Two replicas of 8 follow the single-device run of 16 step for step (up to float summation order), and the
+    # validation pass early stopping watches gives the same AUC each epoch.
     np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=1e-4)
+    assert len(mirrored["val_auc"]) == 2
+    np.testing.assert_allclose(mirrored["val_auc"], single["val_auc"], atol=1e-3)
     np.testing.assert_allclose(mirrored["logits"], single["logits"], rtol=1e-2, atol=0.05)  # logits reach |400|
     assert mirrored["n"] == 120 and mirrored["scored_vs_keras"] < 1e-5 and single["scored_vs_keras"] < 1e-5
