@@ -43,6 +43,7 @@ MASKS = ("tests/test_temporal_and_interest_masks.py",)
 METRICS = ("tests/test_metrics.py",)
 HISTORY = ("tests/test_data_history.py",)
 SERVING = ("tests/test_serving_client.py",)
+BASELINES = ("tests/test_baselines.py",)
 
 MUTANTS = (
     # The assembled model (section 4.4, eq. 10–12).
@@ -66,6 +67,12 @@ MUTANTS = (
     Mutant("id-l2-not-averaged", "mtin_tf/layers/tables.py",
            "tf.reduce_sum(tf.square(known_e)) / tf.cast(tf.shape(ids)[0], e.dtype)",
            "tf.reduce_sum(tf.square(known_e))", MODEL_REF),
+    Mutant("anchored-memory-sums-its-anchors", "mtin_tf/layers/tables.py",
+           "residual + tf.math.divide_no_nan(tf.reduce_sum(anchors * weight, 2), tf.reduce_sum(weight, 2))",
+           "residual + tf.reduce_sum(anchors * weight, 2)", MODEL_REF),
+    Mutant("id-embedding-row-off-by-one", "mtin_tf/layers/tables.py",
+           "e = tf.gather(self.id_embedding, rows)", "e = tf.gather(self.id_embedding, tf.maximum(rows - 1, 0))",
+           MODEL_REF),
     # Routing (eq. 2–4, Algorithm 1).
     Mutant("epsilon-inclusive-sequential", "mtin_tf/layers/routing.py",
            "(g_star != current) & (pd_star > epsilon)", "(g_star != current) & (pd_star >= epsilon)", ROUTING),
@@ -116,6 +123,12 @@ MUTANTS = (
     Mutant("padding-keeps-the-oldest", "mtin_tf/data/examples.py",
            "values = np.asarray(ex[spec.name], np.int64)[-max_history:]",
            "values = np.asarray(ex[spec.name], np.int64)[:max_history]", HISTORY),
+    # Baselines (mtin_tf.baselines).
+    Mutant("masked-mean-over-every-slot", "mtin_tf/baselines/common.py",
+           "tf.math.divide_no_nan(tf.reduce_sum(values * m, 1), tf.reduce_sum(m, 1))",
+           "tf.reduce_mean(values * m, 1)", BASELINES),
+    Mutant("mind-softmax-over-items", "mtin_tf/baselines/mind.py",
+           "w = tf.nn.softmax(logits, axis=1) * mask", "w = tf.nn.softmax(logits, axis=2) * mask", BASELINES),
     # Serving request validation (serving.validation).
     Mutant("longer-history-accepted", "serving/validation.py",
            "w is not None and w != d for w, d in zip(want, dims)",
