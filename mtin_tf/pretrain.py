@@ -81,10 +81,9 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
     rng = np.random.default_rng(seed)
     timed = {int(u): (np.asarray(v[0], np.int64), np.asarray(v[1], np.int64)) if isinstance(v, tuple)
              else (np.asarray(v, np.int64), np.full(len(v), np.iinfo(np.int64).min)) for u, v in histories.items()}
-    histories = {u: ids for u, (ids, _) in timed.items()}
-    users = np.fromiter(histories.keys(), np.int64, len(histories))
+    users = np.fromiter(timed.keys(), np.int64, len(timed))
     rows = memory.rows(tf.constant(users)).numpy() if len(users) else np.zeros([0], np.int32)
-    all_items = np.unique(np.concatenate([np.asarray(v, np.int64) for v in histories.values()] or [[0]]))
+    all_items = np.unique(np.concatenate([ids for ids, _ in timed.values()] or [[0]]))
     item_rows = embed.rows(tf.constant(all_items)).numpy()
     known = item_rows > 0
     if memory.anchor_size:  # cluster in feature space; the rows follow the embeddings of their anchors
@@ -98,16 +97,16 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
         if row == 0:
             continue
         ids, times = timed[int(user)]
-        keep = known[np.searchsorted(all_items, ids)]
-        ids, times = ids[keep], times[keep]
         idx = np.searchsorted(all_items, ids)
+        keep = known[idx]
+        ids, times, idx = ids[keep], times[keep], idx[keep]
         if len(idx) == 0:
             continue
         centroids = kmeans(points[idx], memory.num_groups, iterations=iterations, rng=rng)
         if memory.anchor_size:
-            anchors[row] = nearest_members(points[idx], ids, centroids, memory.anchor_size)
-            first_met = dict(zip(ids.tolist(), times.tolist()))
-            anchor_times[row] = np.vectorize(lambda i: first_met.get(int(i), 0), otypes=[np.int64])(anchors[row])
+            # members as 1-based positions in (ids, times), 0 for none: one index picks both
+            members = nearest_members(points[idx], np.arange(1, len(ids) + 1), centroids, memory.anchor_size)
+            anchors[row], anchor_times[row] = np.r_[0, ids][members], np.r_[0, times][members]
             values[row] = 0.0
         else:
             values[row] = centroids
