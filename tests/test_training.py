@@ -165,7 +165,10 @@ for name, strategy, batch in (("single", tf.distribute.get_strategy(), 16), ("mi
                         use_id_embedding=True, use_item_bias=True, pretrain_memory=True, memory_anchors=8,
                         jit_routing=True, mixed_precision=False)
     model, history = train_mtin(config, arrays, item_ids, feats, eval_arrays=arrays, strategy=strategy, verbose=0)
-    out = model.predict(make_dataset(arrays, 32), verbose=0)
+    if name == "mirrored":  # Keras predict under the strategy
+        out = model.predict(make_dataset(arrays, 32), verbose=0)
+    else:  # the reference run's outputs eagerly, with no predict function to trace
+        out = {k: v.numpy() for k, v in model({k: arrays[k] for k in F.MODEL_INPUT_NAMES}).items()}
     scored = predict_probabilities(model, arrays)  # outside strategy.run: the scoring path of mtin train / evaluate
     runs[name] = {"replicas": strategy.num_replicas_in_sync, "mirrored": type(model.trainable_variables[0]).__name__,
                   "loss": history.history["loss"], "val_auc": history.history.get("val_logit_auc"),
