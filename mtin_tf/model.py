@@ -9,6 +9,7 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
+from mtin_tf.layers.backend import require_legacy_keras
 from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
 from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, UserMemory
@@ -43,7 +44,9 @@ class ClickCombiner(tf_keras.layers.Layer):
 
 
 def model_inputs(max_history: int, names=F.MODEL_INPUT_NAMES) -> dict:
-    """Keras inputs named after mtin_tf.features (those in ``names``): int64 scalars [B], int64 histories [B, L]."""
+    """Keras inputs named after mtin_tf.features (those in ``names``): int64 scalars [B], int64 histories [B, L].
+    Every model builder starts here, so each fails clearly when mtin_tf.layers are Keras 3 layers."""
+    require_legacy_keras("The model builder (mtin_tf.model)")
     return {spec.name: tf_keras.Input(shape=(max_history,) if spec.is_history else (), dtype=tf.int64,
                                       name=spec.name)
             for spec in F.MODEL_INPUTS if spec.name in names}

@@ -1,8 +1,10 @@
-"""Algorithm 1 and eq. 2–4 against the plain NumPy references in tests/reference.py."""
+"""Algorithm 1 and eq. 2–4 against the plain NumPy references in tests/reference.py (under tf_keras, and under Keras 3
+in the subprocess of tests/test_layers_keras.py)."""
+import zlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 import reference as ref
 from mtin_tf.layers import InterestGroupRouting, grouped_matmul, route_interest_groups
@@ -135,9 +137,14 @@ def _routing_layer_case(seed=0, batch=4, length=8, groups=3, d=6):
     items = rng.normal(size=(batch, length, d)).astype(np.float32)
     memory = rng.normal(size=(batch, groups, d)).astype(np.float32)
     mask = np.arange(length)[None, :] < np.array([0, 3, length, 5])[:, None]
-    tf_keras.utils.set_random_seed(seed)  # the layer's weights too: the cases must not depend on the tests run before
     layer = InterestGroupRouting(groups, iterations=3, epsilon=0.1, base=2.0)
-    layer.build([items.shape, memory.shape])
+    layer([items, memory], mask=mask)  # creates every weight (the Dense sublayers build on their first call)
+    # The weights from NumPy too (uniform in ±1, spread enough that ε = 0.45 drops some items): the same case whatever tests ran before, under either Keras.
+    assert len(layer.weights) == 11
+    for variable in layer.weights:  # seeded by "w_v/kernel" etc.: the Kerases list and prefix weights differently
+        name = "/".join((getattr(variable, "path", None) or variable.name).split(":")[0].split("/")[-2:])
+        values = np.random.default_rng([seed, zlib.crc32(name.encode())]).uniform(-1, 1, size=variable.shape)
+        variable.assign(values.astype(np.float32))
     return layer, items, memory, mask
 
 

@@ -1,4 +1,5 @@
-"""MTIN's Keras layers (tf_keras), each usable on its own in other TensorFlow models."""
+"""MTIN's Keras layers, each usable on its own in other TensorFlow models, under tf_keras or Keras 3: whichever
+tf.keras is in the process (mtin_tf.layers.backend)."""
 from mtin_tf.layers.aggregation import InterestAggregation
 from mtin_tf.layers.branch import InterestBranch
 from mtin_tf.layers.grouped_matmul import grouped_matmul

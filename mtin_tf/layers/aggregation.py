@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import tensorflow as tf
-import tf_keras
+from mtin_tf.layers.backend import Layer, keras, register
 
 from mtin_tf.config import AGGREGATIONS
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class InterestAggregation(tf_keras.layers.Layer):
+@register
+class InterestAggregation(Layer):
     """c_p from the item-level r_p and the group-level h_p, for every memory row p.
 
     ``sum``: c_p = r_p + h_p (the paper's sum pooling); ``concat``: c_p = W_c [r_p, h_p] + b_c;
@@ -21,12 +21,12 @@ class InterestAggregation(tf_keras.layers.Layer):
         if method not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {method!r}")
         self.method = method
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         d = int(input_shape[0][-1])
         if self.method != "sum":
-            self.combine = tf_keras.layers.Dense(d, name="combine", kernel_regularizer=self.kernel_regularizer)
+            self.combine = keras.layers.Dense(d, name="combine", kernel_regularizer=self.kernel_regularizer)
         super().build(input_shape)
 
     def call(self, inputs):
@@ -39,5 +39,5 @@ class InterestAggregation(tf_keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(method=self.method,
-                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config

@@ -7,7 +7,7 @@ a user's rows are computed once per (user, histories, impression time) for any n
 from __future__ import annotations
 
 import tensorflow as tf
-import tf_keras
+from mtin_tf.layers.backend import LEGACY, Layer, keras, register
 
 from mtin_tf.layers.aggregation import InterestAggregation
 from mtin_tf.layers.interest_mask import InterestMask
@@ -29,6 +29,9 @@ BRANCH_SETTINGS = dict(
     aggregation="concat_pool", gated_update=False, activation="relu")
 
 
+ROUTING_METRICS = ("dropped", "groups_used", "largest_group")
+
+
 def group_normalized(gate, assignment, num_groups):
     """Each routed item's gate over the mean gate of its group, w_j = σ_j / mean_{i ∈ g(j)} σ_i: [B, L], 0 for items in
     no group. The weights of a group average 1, so only how an item matches relative to its group mates changes
@@ -39,8 +42,8 @@ def group_normalized(gate, assignment, num_groups):
     return tf.math.divide_no_nan(gate, tf.einsum("bg,blg->bl", mean, member))
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class InterestBranch(tf_keras.layers.Layer):
+@register
+class InterestBranch(Layer):
     """Routing → parallel temporal masks → interest mask → aggregation → memory update, for one history.
 
       groups:  S = Algorithm 1 on σ(p_{g←j}) (eq. 2–4), or one group holding every item when ``use_routing`` is False
@@ -75,7 +78,7 @@ class InterestBranch(tf_keras.layers.Layer):
         self.time_scale = float(settings["time_scale"])
         tau = settings["tau"]
         self.tau = 1.0 / self.num_groups if tau is None else float(tau)
-        self.kernel_regularizer = reg = tf_keras.regularizers.get(kernel_regularizer)
+        self.kernel_regularizer = reg = keras.regularizers.get(kernel_regularizer)
         self.routing = InterestGroupRouting(
             self.num_groups, iterations=settings["routing_iterations"], epsilon=settings["routing_epsilon"],
             base=settings["routing_base"], parallel_routing=settings["parallel_routing"],
@@ -90,10 +93,13 @@ class InterestBranch(tf_keras.layers.Layer):
                                      kernel_regularizer=reg, name="interest_mask")
         self.aggregate = InterestAggregation(settings["aggregation"], kernel_regularizer=reg, name="aggregation")
         self.gated_update = bool(settings["gated_update"])
+        # Keras 3 has no Layer.add_metric: there the routing metrics are Mean trackers, which Model.metrics collects.
+        self._trackers = {} if LEGACY or not self.use_routing else {
+            key: keras.metrics.Mean(name=f"{self.name}_{key}") for key in ROUTING_METRICS}
 
     def build(self, input_shape):
         if self.gated_update:  # u_p = M_u[p] + γ·c_p, γ learned from 0: training starts from the memory rows alone
-            self.update_gate = self.add_weight("update_gate", shape=[], initializer="zeros")
+            self.update_gate = self.add_weight(name="update_gate", shape=[], initializer="zeros")
         super().build(input_shape)
 
     def call(self, inputs, report_metrics=True):
@@ -119,17 +125,21 @@ class InterestBranch(tf_keras.layers.Layer):
     def _routing_metrics(self, assignment, known):
         real = tf.reduce_sum(tf.cast(known, tf.float32))
         routed = assignment >= 0
-        self.add_metric(1.0 - tf.math.divide_no_nan(tf.reduce_sum(tf.cast(routed, tf.float32)), real),
-                        name=f"{self.name}_dropped")
         sizes = tf.reduce_sum(tf.one_hot(assignment, self.num_groups), axis=1)  # [B, s]
         has_items = tf.reduce_any(known, axis=1)
         used = tf.reduce_sum(tf.cast(sizes > 0, tf.float32), axis=1)
         largest = tf.math.divide_no_nan(tf.reduce_max(sizes, axis=1), tf.reduce_sum(sizes, axis=1))
         rows = tf.maximum(tf.reduce_sum(tf.cast(has_items, tf.float32)), 1.0)
-        self.add_metric(tf.reduce_sum(tf.where(has_items, used, 0.0)) / rows, name=f"{self.name}_groups_used")
-        self.add_metric(tf.reduce_sum(tf.where(has_items, largest, 0.0)) / rows, name=f"{self.name}_largest_group")
+        values = {"dropped": 1.0 - tf.math.divide_no_nan(tf.reduce_sum(tf.cast(routed, tf.float32)), real),
+                  "groups_used": tf.reduce_sum(tf.where(has_items, used, 0.0)) / rows,
+                  "largest_group": tf.reduce_sum(tf.where(has_items, largest, 0.0)) / rows}
+        for key in ROUTING_METRICS:
+            if LEGACY:
+                self.add_metric(values[key], name=f"{self.name}_{key}")
+            else:
+                self._trackers[key].update_state(values[key])
 
     def get_config(self):
         config = super().get_config()
-        config.update(self.settings, kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+        config.update(self.settings, kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config

@@ -5,7 +5,7 @@ Shapes: B batch, s memory rows (= interest groups), d embedding size.
 from __future__ import annotations
 
 import tensorflow as tf
-import tf_keras
+from mtin_tf.layers.backend import Layer, keras, register
 
 
 def masked_softmax(logits, mask):
@@ -16,8 +16,8 @@ def masked_softmax(logits, mask):
     return weights * tf.cast(mask, logits.dtype)
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class InterestMask(tf_keras.layers.Layer):
+@register
+class InterestMask(Layer):
     """Attention of each memory row over the group representations, a hard interest mask, and the masked sum.
 
       eq. 8:   w_{p,g} = softmax_g(c_p^T W_h r_g)                         [B, s, s]
@@ -36,11 +36,11 @@ class InterestMask(tf_keras.layers.Layer):
         super().__init__(**kwargs)
         self.tau = float(tau)
         self.straight_through = bool(straight_through)
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         d_c, d_r = int(input_shape[0][-1]), int(input_shape[1][-1])
-        self.w_h = self.add_weight("w_h", shape=[d_c, d_r], initializer="glorot_uniform",
+        self.w_h = self.add_weight(name="w_h", shape=[d_c, d_r], initializer="glorot_uniform",
                                    regularizer=self.kernel_regularizer)
         super().build(input_shape)
 
@@ -61,5 +61,5 @@ class InterestMask(tf_keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(tau=self.tau, straight_through=self.straight_through,
-                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config

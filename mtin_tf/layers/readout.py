@@ -7,13 +7,13 @@ against the same rows.
 from __future__ import annotations
 
 import tensorflow as tf
-import tf_keras
+from mtin_tf.layers.backend import Layer, keras, register
 
 from mtin_tf.config import READOUTS
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class InterestReadout(tf_keras.layers.Layer):
+@register
+class InterestReadout(Layer):
     """P(x_e | H) from the memory rows u [B, s, d] and candidates x_e [B, d] (→ [B]) or [B, N, d] (→ [B, N]).
 
       readout "paper" (eq. 11):  q = Σ_p u_p;  P(x_e | H) = MLP([q, x_e])
@@ -28,14 +28,14 @@ class InterestReadout(tf_keras.layers.Layer):
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.readout = readout
-        self.activation = tf_keras.activations.get(activation)
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+        self.activation = keras.activations.get(activation)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         d = int(input_shape[0][-1])
-        self.hidden = tf_keras.layers.Dense(d, activation=self.activation, name="hidden",
+        self.hidden = keras.layers.Dense(d, activation=self.activation, name="hidden",
                                             kernel_regularizer=self.kernel_regularizer)
-        self.out = tf_keras.layers.Dense(1, name="out", kernel_regularizer=self.kernel_regularizer)
+        self.out = keras.layers.Dense(1, name="out", kernel_regularizer=self.kernel_regularizer)
         super().build(input_shape)
 
     def call(self, inputs):
@@ -54,5 +54,5 @@ class InterestReadout(tf_keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "readout": self.readout,
-                "activation": tf_keras.activations.serialize(self.activation),
-                "kernel_regularizer": tf_keras.regularizers.serialize(self.kernel_regularizer)}
+                "activation": keras.activations.serialize(self.activation),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}

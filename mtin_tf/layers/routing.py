@@ -5,7 +5,7 @@ Shapes: B batch, L history length, s interest groups, d embedding size.
 from __future__ import annotations
 
 import tensorflow as tf
-import tf_keras
+from mtin_tf.layers.backend import Layer, keras, register
 
 from mtin_tf.layers.grouped_matmul import in_xla_context
 
@@ -135,8 +135,8 @@ def route_interest_groups(scores, mask, *, iterations=3, epsilon=0.0, base=2.0, 
                  tf.constant(float(epsilon), scores.dtype), tf.constant(float(base), scores.dtype))
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class InterestGroupRouting(tf_keras.layers.Layer):
+@register
+class InterestGroupRouting(Layer):
     """Item–group co-attention (eq. 2–4) followed by interest group routing (Algorithm 1).
 
     Inputs:
@@ -182,14 +182,18 @@ class InterestGroupRouting(tf_keras.layers.Layer):
         self.base = float(base)
         self.parallel_routing = bool(parallel_routing)
         self.jit_compile = bool(jit_compile)
-        self.activation = tf_keras.activations.get(activation)
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+        self.activation = keras.activations.get(activation)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         if self.base <= 1.0:
             raise ValueError(f"routing base b must be > 1, got {base}")
+        self.supports_masking = True  # the mask is an input of the call (Keras 3 warns otherwise); none is passed on
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
     def build(self, input_shape):
         d = int(input_shape[0][-1])
-        dense = lambda units, name, bias=True: tf_keras.layers.Dense(  # noqa: E731
+        dense = lambda units, name, bias=True: keras.layers.Dense(  # noqa: E731
             units, use_bias=bias, kernel_regularizer=self.kernel_regularizer, name=name)
         self.w_v, self.w_u, self.w_s = dense(d, "w_v"), dense(d, "w_u"), dense(d, "w_s")
         # W_p^l [x̂, ĉ] is split into its x̂ and ĉ halves (same product, no [B, L, s, 2d] concat).
@@ -246,6 +250,6 @@ class InterestGroupRouting(tf_keras.layers.Layer):
         config = super().get_config()
         config.update(num_groups=self.num_groups, iterations=self.iterations, epsilon=self.epsilon, base=self.base,
                       parallel_routing=self.parallel_routing, jit_compile=self.jit_compile, center=self.center,
-                      activation=tf_keras.activations.serialize(self.activation),
-                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+                      activation=keras.activations.serialize(self.activation),
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-import tf_keras
+from mtin_tf.layers.backend import Layer, keras, register
 
 
 def sorted_unique_keys(ids, what):
@@ -29,9 +29,15 @@ def sorted_unique_keys(ids, what):
 def assign_rows(variable, values, chunk: int = 8192):
     """variable[:] = values (NumPy, same shape) a chunk of rows at a time, in place: the peak memory is the variable and
     the caller's array, never a whole-table temporary (a slice assign would copy the whole variable first)."""
+    target = variable if isinstance(variable, tf.Variable) else variable.value  # a Keras 3 variable wraps one
     for start in range(0, len(values), chunk):
         rows = values[start:start + chunk]
-        variable.scatter_update(tf.IndexedSlices(tf.constant(rows), tf.range(start, start + len(rows))))
+        target.scatter_update(tf.IndexedSlices(tf.constant(rows), tf.range(start, start + len(rows))))
+
+
+def initial(value, fallback="zeros"):
+    """An initializer returning ``value`` (a NumPy array of the weight's shape) as it is, or ``fallback`` when None."""
+    return (lambda *_, **__: value) if value is not None else fallback
 
 
 def lookup_rows(keys, ids):
@@ -46,8 +52,8 @@ def lookup_rows(keys, ids):
     return tf.reshape(rows, tf.shape(ids))
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class ItemEmbedding(tf_keras.layers.Layer):
+@register
+class ItemEmbedding(Layer):
     """x_j = W_e f_j + b_e (+ e_j): item embeddings from a frozen item table owned by the model.
 
     f_j is the item's feature vector (visual features or metadata), looked up by raw item id; W_e projects it to d.
@@ -77,7 +83,7 @@ class ItemEmbedding(tf_keras.layers.Layer):
         self.projected = bool(projected)
         if self.projected and self.feature_dim != self.embedding_dim:
             raise ValueError(f"a projected table has embedding_dim columns; got feature_dim={feature_dim}")
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self._init_keys = self._init_rows = self._init_table = None
         if item_ids is not None:
             keys, order = sorted_unique_keys(item_ids, "item")
@@ -90,8 +96,8 @@ class ItemEmbedding(tf_keras.layers.Layer):
 
     def build(self, input_shape):
         def init(name, value, shape, dtype=tf.float32, trainable=False, fallback="zeros"):
-            initializer = (lambda *_, **__: value) if value is not None else fallback
-            return self.add_weight(name, shape=shape, dtype=dtype, trainable=trainable, initializer=initializer)
+            return self.add_weight(name=name, shape=shape, dtype=dtype, trainable=trainable,
+                                   initializer=initial(value, fallback))
 
         n, d = self.num_items, self.embedding_dim
         self.keys = init("item_keys", self._init_keys, [n], tf.int64)
@@ -105,11 +111,11 @@ class ItemEmbedding(tf_keras.layers.Layer):
             self.unknown = init("unknown_item", None, [d])
         else:
             self.table = init("item_feature_table", table, [n, self.feature_dim])
-            self.projection = tf_keras.layers.Dense(d, name="feature_projection",
+            self.projection = keras.layers.Dense(d, name="feature_projection",
                                                     kernel_regularizer=self.kernel_regularizer)
             if self.use_id_embedding:
                 self.id_embedding = init("id_embedding", None, [n + 1, d], trainable=True,
-                                         fallback=tf_keras.initializers.RandomNormal(stddev=0.01))
+                                         fallback=keras.initializers.RandomNormal(stddev=0.01))
         if chunked:
             assign_rows(self.table, self._init_table)
         self._init_keys = self._init_rows = self._init_table = None  # the weights hold them now
@@ -158,12 +164,12 @@ class ItemEmbedding(tf_keras.layers.Layer):
         config = super().get_config()
         config.update(num_items=self.num_items, feature_dim=self.feature_dim, embedding_dim=self.embedding_dim,
                       use_id_embedding=self.use_id_embedding, projected=self.projected, id_l2=self.id_l2,
-                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class ItemBias(tf_keras.layers.Layer):
+@register
+class ItemBias(Layer):
     """A trainable logit bias b_i per item, keyed by raw id (row 0: padding and unknown items, which share it).
 
     Construction takes ``item_ids`` int [N] (saved as a weight) and ``regularizer`` (the model's λ‖·‖², applied to
@@ -175,14 +181,14 @@ class ItemBias(tf_keras.layers.Layer):
     def __init__(self, num_items, item_ids=None, regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_items = int(num_items)
-        self.regularizer = tf_keras.regularizers.get(regularizer)
+        self.regularizer = keras.regularizers.get(regularizer)
         self._init_keys = sorted_unique_keys(item_ids, "item")[0] if item_ids is not None else None
 
     def build(self, input_shape):
         keys = self._init_keys
-        self.keys = self.add_weight("item_keys", shape=[self.num_items], dtype=tf.int64, trainable=False,
-                                    initializer=tf_keras.initializers.Constant(keys) if keys is not None else "zeros")
-        self.bias = self.add_weight("item_bias", shape=[self.num_items + 1], initializer="zeros",
+        self.keys = self.add_weight(name="item_keys", shape=[self.num_items], dtype=tf.int64, trainable=False,
+                                    initializer=initial(keys))
+        self.bias = self.add_weight(name="item_bias", shape=[self.num_items + 1], initializer="zeros",
                                     regularizer=self.regularizer)
         self._init_keys = None
         super().build(input_shape)
@@ -192,11 +198,11 @@ class ItemBias(tf_keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_items": self.num_items,
-                "regularizer": tf_keras.regularizers.serialize(self.regularizer)}
+                "regularizer": keras.regularizers.serialize(self.regularizer)}
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class UserMemory(tf_keras.layers.Layer):
+@register
+class UserMemory(Layer):
     """The user interest memory M_u ∈ R^{s×d} (section 4.1.1), one trainable matrix per known user.
 
     Row 0 is the out-of-vocabulary user: unknown users share it (it learns an average user). ``row_l2`` adds
@@ -224,17 +230,17 @@ class UserMemory(tf_keras.layers.Layer):
     def build(self, input_shape):
         init_keys = self._init_keys
         self.keys = self.add_weight(
-            "user_keys", shape=[self.num_users], dtype=tf.int64, trainable=False,
-            initializer=tf_keras.initializers.Constant(init_keys) if init_keys is not None else "zeros")
+            name="user_keys", shape=[self.num_users], dtype=tf.int64, trainable=False,
+            initializer=initial(init_keys))
         self.memory = self.add_weight(
-            "memory", shape=[self.num_users + 1, self.num_groups, self.embedding_dim],
-            initializer=tf_keras.initializers.RandomNormal(stddev=0.1))
+            name="memory", shape=[self.num_users + 1, self.num_groups, self.embedding_dim],
+            initializer=keras.initializers.RandomNormal(stddev=0.1))
         if self.anchor_size:
             shape = [self.num_users + 1, self.num_groups, self.anchor_size]
-            self.anchors = self.add_weight("anchors", shape=shape, dtype=tf.int64, trainable=False,
+            self.anchors = self.add_weight(name="anchors", shape=shape, dtype=tf.int64, trainable=False,
                                            initializer="zeros")
-            self.anchor_times = self.add_weight("anchor_times", shape=shape, dtype=tf.int64, trainable=False,
-                                                initializer="zeros")
+            self.anchor_times = self.add_weight(name="anchor_times", shape=shape, dtype=tf.int64,
+                                                trainable=False, initializer="zeros")
         self._init_keys = None
         super().build(input_shape)
 
@@ -257,8 +263,8 @@ class UserMemory(tf_keras.layers.Layer):
         return config
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class AnchoredMemory(tf_keras.layers.Layer):
+@register
+class AnchoredMemory(Layer):
     """c_g = residual_g + mean of the embeddings of row g's anchor items that the user met before the impression
     (none: the residual alone).
 

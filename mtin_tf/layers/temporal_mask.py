@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-import tf_keras
+from mtin_tf.layers.backend import Layer, keras, register
 
 from mtin_tf.layers.grouped_matmul import grouped_matmul
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class ParallelTemporalMask(tf_keras.layers.Layer):
+@register
+class ParallelTemporalMask(Layer):
     """p parallel temporal masks over each interest group, then an MLP: the group representations r_g.
 
     For group g and mask k, with i, j items **of the same group** and i − j their distance within the group (time
@@ -50,21 +50,21 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
             raise ValueError(f"need 0 < omega_min <= omega_max, got {omega_min}, {omega_max}")
         self.learnable_decay = bool(learnable_decay)
         self.use_time_gaps = bool(use_time_gaps)
-        self.activation = tf_keras.activations.get(activation)
-        self.kernel_regularizer = tf_keras.regularizers.get(kernel_regularizer)
+        self.activation = keras.activations.get(activation)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def build(self, input_shape):
         d = int(input_shape[-1])
         init = np.log(np.geomspace(self.omega_min, self.omega_max, self.num_masks)).astype("float32")
         self.log_omega = self.add_weight(
-            "log_omega", shape=[self.num_masks], initializer=tf_keras.initializers.Constant(init),
+            name="log_omega", shape=[self.num_masks], initializer=keras.initializers.Constant(init),
             trainable=self.learnable_decay)
         self.w = self.add_weight(
-            "w_gk", shape=[self.num_groups, self.num_masks, d, d], regularizer=self.kernel_regularizer,
-            initializer=tf_keras.initializers.TruncatedNormal(stddev=1.0 / d))
-        self.mlp_hidden = tf_keras.layers.Dense(d, activation=self.activation, name="mlp_hidden",
+            name="w_gk", shape=[self.num_groups, self.num_masks, d, d], regularizer=self.kernel_regularizer,
+            initializer=keras.initializers.TruncatedNormal(stddev=1.0 / d))
+        self.mlp_hidden = keras.layers.Dense(d, activation=self.activation, name="mlp_hidden",
                                                 kernel_regularizer=self.kernel_regularizer)
-        self.mlp_out = tf_keras.layers.Dense(d, name="mlp_out", kernel_regularizer=self.kernel_regularizer)
+        self.mlp_out = keras.layers.Dense(d, name="mlp_out", kernel_regularizer=self.kernel_regularizer)
         super().build(input_shape)
 
     @property
@@ -111,6 +111,6 @@ class ParallelTemporalMask(tf_keras.layers.Layer):
         config = super().get_config()
         config.update(num_groups=self.num_groups, num_masks=self.num_masks, omega_min=self.omega_min,
                       omega_max=self.omega_max, learnable_decay=self.learnable_decay,
-                      use_time_gaps=self.use_time_gaps, include_self=self.include_self, activation=tf_keras.activations.serialize(self.activation),
-                      kernel_regularizer=tf_keras.regularizers.serialize(self.kernel_regularizer))
+                      use_time_gaps=self.use_time_gaps, include_self=self.include_self, activation=keras.activations.serialize(self.activation),
+                      kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config
