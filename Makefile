@@ -20,7 +20,7 @@ test: setup
 
 # Resolve install_requires + the orchestration and dev extras (not gpu) into the one fully pinned lock, on Python 3.10.
 lock:
-	@command -v uv >/dev/null || python3 -m pip install -q uv
+	@uv --version >/dev/null 2>&1 || { echo "make lock needs a working uv (pip install uv)"; exit 1; }
 	uv pip compile --quiet --python-version 3.10 --python-platform x86_64-manylinux_2_31 \
 	  --extra orchestration --extra dev -o requirements.lock setup.py
 

@@ -38,6 +38,7 @@ EXTRAS_REQUIRE = {
         "hypothesis>=6.100,<7",  # property-based fuzzing of the data readers (tests/test_data_fuzz.py)
         "pytest>=8,<9",
         "pytest-timeout>=2.3",
+        "pytest-xdist>=3.5,<4",  # make test runs the suite on every core (pytest.ini: -n auto)
         "scikit-learn>=1.3,<1.6",
     ],
 }
