@@ -20,6 +20,7 @@ import glob
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 import zlib
 
@@ -38,18 +39,24 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mtin-tf", "whee
 
 
 def fetch_wheel(cache_dir: str = DEFAULT_CACHE) -> str:
-    """Path of the recbole 1.2.1 wheel in ``cache_dir``, downloading it with pip (no install) when absent."""
-    found = sorted(glob.glob(os.path.join(cache_dir, "recbole-1.2.1-*.whl")))
+    """Path of the recbole 1.2.1 wheel in ``cache_dir``, downloading it with pip (no install) when absent. The
+    download goes to a private folder first and is renamed into place, so a process running at the same time (two
+    test workers, two fetches) never sees half a wheel."""
+    pattern = "recbole-1.2.1-*.whl"
+    found = sorted(glob.glob(os.path.join(cache_dir, pattern)))
     if found:
         return found[0]
     os.makedirs(cache_dir, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", RECBOLE,
-           "-d", cache_dir]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(glob.glob(os.path.join(cache_dir, "recbole-1.2.1-*.whl")))
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"could not download {RECBOLE} into {cache_dir}: {done.stderr.strip()[-2000:]}")
-    return found[0]
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache_dir) as staging:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", RECBOLE,
+               "-d", staging]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        staged = sorted(glob.glob(os.path.join(staging, pattern)))
+        if done.returncode != 0 or not staged:
+            raise RuntimeError(f"could not download {RECBOLE} into {cache_dir}: {done.stderr.strip()[-2000:]}")
+        final = os.path.join(cache_dir, os.path.basename(staged[0]))
+        os.replace(staged[0], final)
+    return final
 
 
 def _read_member(zf: zipfile.ZipFile, member: str, source: str, report: R.Report, counter: str,
