@@ -25,6 +25,7 @@ def uses_legacy_keras() -> bool:
 
 
 LEGACY = uses_legacy_keras()
+_SETTING = os.environ.get("TF_USE_LEGACY_KERAS")  # as it was at import, which is what LEGACY followed
 if LEGACY:
     import tf_keras as keras
 else:
@@ -48,7 +49,7 @@ def _check_same_keras(layer, args) -> None:
             raise TypeError(
                 f"{type(layer).__name__} {layer.name!r} is a {KERAS_NAME} layer, but it was called on a "
                 f"{_FOREIGN_NAME} tensor. mtin_tf.layers use the Keras that tf.keras is in this process "
-                f"(TF_USE_LEGACY_KERAS={os.environ.get('TF_USE_LEGACY_KERAS')!r} when mtin_tf.layers was imported). "
+                f"(TF_USE_LEGACY_KERAS={_SETTING!r} when mtin_tf.layers was imported). "
                 f"Either build the model with {'tf_keras' if LEGACY else 'keras (Keras 3)'}, or {switch} before "
                 f"TensorFlow and mtin_tf are imported, so that the layers are {_FOREIGN_NAME} layers.")
 
@@ -72,6 +73,6 @@ def require_legacy_keras(what: str) -> None:
     if not LEGACY:
         raise RuntimeError(
             f"{what} builds a tf_keras (Keras 2) model, as the TFX Trainer, TFT and TFMA need, but mtin_tf.layers were "
-            f"imported as Keras 3 layers (TF_USE_LEGACY_KERAS={os.environ.get('TF_USE_LEGACY_KERAS')!r}). Set "
+            f"imported as Keras 3 layers (TF_USE_LEGACY_KERAS={_SETTING!r}). Set "
             f"TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (the mtin command and the pipeline's entry points "
             f"do), or use the layers of mtin_tf.layers in your own Keras 3 model.")
