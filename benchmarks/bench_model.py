@@ -52,12 +52,33 @@ def median_time(fn, steps, warmup=2):
     return float(np.median(times))
 
 
-def step_time(builder, config, batch_size, steps, seed=0):
+def train_step(builder, config, batch_size, seed=0):
+    """A callable running one train step of a freshly built model on one fixed synthetic batch."""
     rng = np.random.default_rng(seed)
     item_feats = rng.normal(size=(NUM_ITEMS, FEATURE_DIM)).astype(np.float32)
     model = builder(config, np.arange(1, NUM_ITEMS + 1), item_feats, np.arange(1, NUM_USERS + 1))
     x, y = batch(rng, batch_size, config.max_history)
-    return median_time(lambda: model.train_on_batch(x, y), steps)
+    return lambda: model.train_on_batch(x, y)
+
+
+def step_time(builder, config, batch_size, steps, seed=0):
+    return median_time(train_step(builder, config, batch_size, seed), steps)
+
+
+def interleaved_times(fns, steps, warmup=2):
+    """Median seconds of each callable, timed in turns (a, b, c, a, b, c, ...): a slow spell of the machine falls on
+    all of them alike, so their ratios hold where single figures drift (this machine's step times vary by up to
+    1.5× from minute to minute)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(steps):
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 def routing_time(batch_size, length, groups, steps, *, parallel=False, jit_compile=True):
@@ -76,17 +97,21 @@ def matmul_flops(n=2048, steps=5):
     return 2 * n ** 3 / median_time(lambda: fn(a).numpy(), steps)
 
 
-def mtin_macs_per_example(d=128, p=8, s=6, length=50, fill=0.75):
+def mtin_macs_per_example(d=128, p=8, s=6, length=50, fill=0.75, chunk=50):
     """Multiply-adds of one exact MTIN training example (both branches, forward + backward), dominant terms only.
 
     Per branch, with n = fill·L real items: the forward-only co-attention over every (item, group) pair (eq. 2–4:
     W_s, W_p^l's two halves, 3·n·s·d²); eq. 2–4 again for each item's own group with gradient (3·n·d², ×3 for the
-    backward pass); eq. 5 on each item's own group (W_g^k x_j: n·p·d², ×3); Q_ij = x_iᵀ(W x_j) over the history
-    (L·L·p·d, ×3). Embedding projections and MLP heads are a few per cent and left out.
+    backward pass); eq. 5 on each item's own group (W_g^k x_j: n·p·d², ×3); the decay sums a_j over pairs within a
+    chunk of C positions (L·C·p·d, ×3) and, for L > C, the (chunk, group) states (⌈L/C⌉·s·p·L·d, ×3). Embedding
+    projections and MLP heads are a few per cent and left out.
     """
     n = fill * length
+    c = min(chunk, length)
+    chunks = -(-length // c)
     coattention = 3 * n * s * d * d + 3 * 3 * n * d * d
-    temporal = 3 * (n * p * d * d + length * length * p * d)
+    pairs = length * c * p * d + (chunks * s * p * length * d if chunks > 1 else 0)
+    temporal = 3 * (n * p * d * d + pairs)
     return 2 * (coattention + temporal)
 
 
@@ -102,15 +127,16 @@ def main():
     print(f"machine: {os.cpu_count()} cores, float32 2048² matmul {peak / 1e9:.0f} GFLOP/s\n")
     print(f"| train step, batch {b}, CPU | ms | vs DIN | examples/s | useful GFLOP/s (% of matmul) |")
     print("|---|---:|---:|---:|---:|")
-    din = step_time(build_din, MTINConfig(**PAPER), b, args.steps)
+    din, mtin = interleaved_times([train_step(build_din, MTINConfig(**PAPER), b),
+                                   train_step(build_mtin, MTINConfig(**PAPER), b)], args.steps)
 
     def row(name, seconds, macs=None):
         useful = f"{2 * macs * b / seconds / 1e9:.0f} ({200 * macs * b / seconds / peak:.0f} %)" if macs else ""
         print(f"| {name} | {seconds * 1000:.0f} | {seconds / din:.1f}× | {b / seconds:.0f} | {useful} |", flush=True)
 
     row("DIN-style target attention, d=128, L=50", din)
-    row("MTIN, d=128, p=8, s=6, L=50 (exact, Algorithm 1 sequential)",
-        step_time(build_mtin, MTINConfig(**PAPER), b, args.steps), mtin_macs_per_example())
+    row("MTIN, d=128, p=8, s=6, L=50 (exact, Algorithm 1 sequential; timed in turns with DIN)", mtin,
+        mtin_macs_per_example())
     if not args.quick:
         row("MTIN, same, routing without XLA", step_time(build_mtin, MTINConfig(**PAPER, jit_routing=False), b,
                                                          args.steps), mtin_macs_per_example())
@@ -119,10 +145,15 @@ def main():
         row("DIN, whole step under XLA", step_time(build_din, MTINConfig(**PAPER, jit_compile=True), b, args.steps))
         row("MTIN, whole step under XLA", step_time(build_mtin, MTINConfig(**PAPER, jit_compile=True), b,
                                                     max(2, args.steps // 2)))
-        for length in (25, 100, 200):
-            row(f"MTIN, L={length} (s=6)", step_time(build_mtin, MTINConfig(**{**PAPER, "max_history": length}),
-                                                      b, max(2, args.steps // 2)),
-                mtin_macs_per_example(length=length))
+        lengths = (25, 50, 100, 200)
+        fns = [train_step(build_mtin, MTINConfig(**{**PAPER, "max_history": n}), b) for n in lengths]
+        fns.append(train_step(build_mtin, MTINConfig(**{**PAPER, "max_history": 200, "temporal_chunk": 200}), b))
+        times = interleaved_times(fns, args.steps)
+        for n, seconds in zip(lengths, times):
+            row(f"MTIN, L={n} (s=6; timed in turns, {seconds / times[1]:.2f}× the L=50 step)", seconds,
+                mtin_macs_per_example(length=n))
+        row(f"MTIN, L=200, decay sums over the whole history (temporal_chunk=200; {times[4] / times[1]:.2f}× L=50)",
+            times[4], mtin_macs_per_example(length=200, chunk=200))
         for groups in (2, 4, 8):
             row(f"MTIN, s={groups} (L=50)", step_time(build_mtin, MTINConfig(**{**PAPER, "num_groups": groups}),
                                                        b, max(2, args.steps // 2)),

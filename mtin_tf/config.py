@@ -55,6 +55,9 @@ class MTINConfig:
     temporal_self: bool = True
     use_time_gaps: bool = False
     time_scale: float = 86400.0  # seconds per time unit when use_time_gaps (a day by default)
+    # Eq. 5–7's decay sums are taken over chunks of this many history positions, pairs across chunks through
+    # per-(chunk, group) states: exact for any value; the [L, L] pair work becomes [L, chunk] (docs/MODEL.md, "Cost").
+    temporal_chunk: int = 50
     # Eq. 8–10: threshold τ of the interest mask (None: 1/s, the weight of a uniform softmax, so that a row keeps the
     # groups it attends to more than average); straight-through gradient for the hard mask.
     tau: float | None = None

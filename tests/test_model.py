@@ -340,3 +340,23 @@ def test_gated_update_starts_from_the_memory_rows_and_scales_the_update_by_gamma
     half = encoder(x)[F.OUTPUT_POSITIVE_ROWS].numpy()
     full = user_encoder(plain)(x)[F.OUTPUT_POSITIVE_ROWS].numpy()
     np.testing.assert_allclose(half, memory + 0.5 * (full - memory), atol=1e-5)
+
+
+def test_large_tables_are_filled_by_chunks_with_the_callers_rows_and_fresh_draws():
+    # More rows than one chunk of assign_rows (8192): the feature table is the caller's, row for row, and every chunk
+    # of the id embedding is its own N(0, 0.01²) draw (an unseeded initializer called again repeats its values).
+    from mtin_tf.layers.tables import ItemEmbedding
+    n = 20_000
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(n, 3)).astype(np.float32)
+    ids = rng.permutation(n).astype(np.int64) + 1
+    embed = ItemEmbedding(n, 3, 4, use_id_embedding=True, item_ids=ids, item_features=features)
+    x, known = embed(tf.constant(ids[:5]))
+    np.testing.assert_array_equal(embed.table.numpy(), features)
+    e = embed.id_embedding.numpy()
+    assert e.shape == (n + 1, 4) and 0.009 < e.std() < 0.011
+    assert len(np.unique(e, axis=0)) == n + 1  # no two rows alike, across chunks too
+    want = features[:5] @ embed.projection.kernel.numpy() + embed.projection.bias.numpy()
+    rows = np.searchsorted(np.sort(ids), ids[:5]) + 1
+    np.testing.assert_allclose(x.numpy(), want + e[rows], rtol=1e-5, atol=1e-6)
+    assert known.numpy().all()

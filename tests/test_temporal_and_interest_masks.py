@@ -77,6 +77,43 @@ def test_temporal_mask_at_scale_matches_eq_5_to_7():
     np.testing.assert_allclose(got, _reference(layer, items, assignment, ages, 4)[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("use_time_gaps", [False, True])
+@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 2, 4])
+def test_temporal_mask_in_chunks_matches_eq_5_to_7(use_time_gaps, include_self, chunk_size):
+    # Histories longer than a chunk: the decay sums' terms from later chunks go through the (chunk, group) states.
+    items, assignment, ages = _history_case(6, batch=6, length=9)
+    weights = np.random.default_rng(6).uniform(0.1, 1.0, size=assignment.shape).astype(np.float32)
+    layer = ParallelTemporalMask(3, num_masks=3, omega_min=0.1, omega_max=1.5, use_time_gaps=use_time_gaps,
+                                 include_self=include_self, chunk_size=chunk_size)
+    got = layer(items, assignment=assignment, ages=ages, weights=weights).numpy()
+    want = _reference(layer, items, assignment, ages, 3, weights)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    spec = [tf.TensorSpec([None, None, 5]), tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None]),
+            tf.TensorSpec([None, None])]
+    for compiled in (tf.function(lambda x, g, a, w: layer(x, assignment=g, ages=a, weights=w), jit_compile=True),
+                     tf.function(lambda x, g, a, w: layer(x, assignment=g, ages=a, weights=w), input_signature=spec)):
+        np.testing.assert_allclose(compiled(items, assignment, ages, weights).numpy(), want, atol=1e-5)
+
+
+def test_temporal_mask_gradients_do_not_depend_on_the_chunk_size():
+    items, assignment, ages = _history_case(7, batch=5, length=11)
+    whole = ParallelTemporalMask(3, num_masks=2, use_time_gaps=True, chunk_size=50)
+    cut = ParallelTemporalMask(3, num_masks=2, use_time_gaps=True, chunk_size=3)
+    whole(items, assignment=assignment, ages=ages)
+    cut(items, assignment=assignment, ages=ages)
+    cut.set_weights(whole.get_weights())
+    x = tf.constant(items)
+    grads = []
+    for layer in (whole, cut):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.sin(layer(x, assignment=assignment, ages=ages)))
+        grads.append(tape.gradient(loss, [x] + layer.trainable_weights))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_temporal_mask_initial_scales_are_log_spaced_and_positive():
     layer = ParallelTemporalMask(2, num_masks=4, omega_min=0.01, omega_max=1.0)
     layer.build((None, 5, 3))

@@ -27,12 +27,15 @@ def sorted_unique_keys(ids, what):
 
 
 def assign_rows(variable, values, chunk: int = 8192):
-    """variable[:] = values (NumPy, same shape) a chunk of rows at a time, in place: the peak memory is the variable and
-    the caller's array, never a whole-table temporary (a slice assign would copy the whole variable first)."""
+    """variable[:] = values a chunk of rows at a time, in place: the peak memory is the variable and the caller's
+    array, never a whole-table temporary (a slice assign would copy the whole variable first). ``values`` is a NumPy
+    array of the variable's shape, or an initializer called with each chunk's shape [rows, ...]."""
     target = variable if isinstance(variable, tf.Variable) else variable.value  # a Keras 3 variable wraps one
-    for start in range(0, len(values), chunk):
-        rows = values[start:start + chunk]
-        target.scatter_update(tf.IndexedSlices(tf.constant(rows), tf.range(start, start + len(rows))))
+    shape = [int(n) for n in target.shape]
+    for start in range(0, shape[0], chunk):
+        stop = min(start + chunk, shape[0])
+        rows = values([stop - start] + shape[1:], dtype=target.dtype) if callable(values) else values[start:stop]
+        target.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(rows, target.dtype), tf.range(start, stop)))
 
 
 def initial(value, fallback="zeros"):
@@ -114,8 +117,13 @@ class ItemEmbedding(Layer):
             self.projection = keras.layers.Dense(d, name="feature_projection",
                                                     kernel_regularizer=self.kernel_regularizer)
             if self.use_id_embedding:
-                self.id_embedding = init("id_embedding", None, [n + 1, d], trainable=True,
-                                         fallback=keras.initializers.RandomNormal(stddev=0.01))
+                # Filled by chunks too: a whole [N + 1, d] normal draw takes three temporaries of its size. (A fresh
+                # draw per chunk: an unseeded Keras initializer called again returns the same values.)
+                self.id_embedding = init("id_embedding", None, [n + 1, d], trainable=True, fallback="zeros" if chunked
+                                         else keras.initializers.RandomNormal(stddev=0.01))
+                if chunked:
+                    assign_rows(self.id_embedding, lambda shape, dtype: tf.random.normal(shape, stddev=0.01,
+                                                                                         dtype=dtype))
         if chunked:
             assign_rows(self.table, self._init_table)
         self._init_keys = self._init_rows = self._init_table = None  # the weights hold them now

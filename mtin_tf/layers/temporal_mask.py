@@ -24,12 +24,15 @@ class ParallelTemporalMask(Layer):
     Computed on the history as it is, without packing the groups: r_g^k = Σ_{j ∈ g} (Σ_i P_ij Q_ij) x_j, where P_ij
     is 0 unless i and j share a group, the same sum without the [L, L, d] tensor M. Each item is multiplied by its own
     group's W_g^k only (mtin_tf.layers.grouped_matmul), so eq. 5 costs p·d² per routed item, not s·p·d² per slot as
-    it would over groups padded to L; Q_ij = x_i^T (W_g^k x_j) is one [L, d] × [d, p·L] product per history.
+    it would over groups padded to L. The pair sum is taken as Σ_i P_ij Q_ij = a_j^T (W_{g_j}^k x_j) with the decay
+    sums a_j = Σ_i P_ij x_i, computed over chunks of ``chunk_size`` positions with a running state per (chunk,
+    group) for pairs across chunks (``_decay_sums``): exact, and linear in L where the [L, L] form is quadratic.
 
     Options: ``learnable_decay`` (ω_k trainable, initialised log-spaced over [omega_min, omega_max]; else fixed there);
     ``use_time_gaps`` replaces the in-group distance i − j by the time gap t_i − t_j (from ``ages``, already scaled);
     ``include_self`` sets P_ii = 1 (i ≥ j instead of eq. 6's strict i > j): with the strict mask a group of one item
-    has r_g^k = 0 and r_g = MLP(0), the same constant for every such group.
+    has r_g^k = 0 and r_g = MLP(0), the same constant for every such group. ``chunk_size`` changes the cost only
+    (histories of a static length up to it are one chunk; a history of unknown static length is always one).
 
     Inputs: items float [B, L, d] (the history in time order); assignment int32 [B, L], each item's group in [0, s) or
     −1 for items in no group (padding, unknown or unrouted items; they are ignored); ages float [B, L] (how long
@@ -40,8 +43,12 @@ class ParallelTemporalMask(Layer):
     """
 
     def __init__(self, num_groups=6, num_masks=8, omega_min=0.05, omega_max=2.0, learnable_decay=True,
-                 use_time_gaps=False, include_self=False, activation="relu", kernel_regularizer=None, **kwargs):
+                 use_time_gaps=False, include_self=False, activation="relu", kernel_regularizer=None, chunk_size=50,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.chunk_size = int(chunk_size)
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.include_self = bool(include_self)
         self.num_groups = int(num_groups)
         self.num_masks = int(num_masks)
@@ -79,27 +86,20 @@ class ParallelTemporalMask(Layer):
         s, p = self.num_groups, self.num_masks
         assignment = tf.cast(assignment, tf.int32)
         member = tf.one_hot(assignment, s, dtype=items.dtype)  # [B, L, s], zeros for −1
-        x = items * tf.reduce_sum(member, axis=-1, keepdims=True)  # items in no group → 0
-        same = tf.einsum("big,bjg->bij", member, member)  # 1 where i, j share a group, [B, L(i), L(j)]
-        pos = tf.range(length)
-        lower = pos[:, None] >= pos[None, :] if self.include_self else pos[:, None] > pos[None, :]
-        lower = tf.cast(lower, items.dtype)  # i > j (or ≥): time order is the order within the group
+        live = tf.reduce_sum(member, axis=-1)  # [B, L]: 1 for items in a group
+        x = items * live[..., None]  # items in no group → 0
         if self.use_time_gaps:
             if ages is None:
                 raise ValueError("use_time_gaps=True needs ages [B, L]")
-            ages = tf.cast(ages, items.dtype)
-            gaps = ages[:, None, :] - ages[:, :, None]  # t_i − t_j = age_j − age_i, [B, L(i), L(j)]
+            value = -tf.cast(ages, items.dtype) * live  # t_j up to a constant: P_ij = exp(−(v_i − v_j) ω)
         else:
-            rank = tf.reduce_sum(tf.cumsum(member, axis=1) * member, axis=-1)  # 1-based position within the group
-            gaps = rank[:, :, None] - rank[:, None, :]  # i − j within the group, [B, L(i), L(j)]
-        # Eq. 6: P^k_ij = exp(−gap_ij ω_k) for same-group i > j, else 0; [B, L(i), L(j), p].
-        p_mat = tf.exp(-tf.maximum(gaps, 0.0)[..., None] * self.omega) * (same * lower)[..., None]
-        # Eq. 5 for each item's own group: y^k_j = W_{g_j}^k x_j, [B, L, p, d]; then Q^k_ij = x_i^T y^k_j.
+            value = tf.reduce_sum(tf.cumsum(member, axis=1) * member, axis=-1)  # 1-based position within the group
+        # Eq. 5 for each item's own group: y^k_j = W_{g_j}^k x_j, [B, L, p, d].
         w = tf.reshape(tf.transpose(self.w, [0, 3, 1, 2]), [s, d, p * d])  # [s, d(e), p·d]: x_j @ w = W x_j
-        y = grouped_matmul(tf.reshape(x, [-1, d]), tf.reshape(assignment, [-1]), w)
-        y = tf.reshape(y, [batch, length * p, d])  # rows (j, k)
-        q = tf.reshape(tf.matmul(x, y, transpose_b=True), [batch, length, length, p])  # Q^k_ij, [B, L(i), L(j), p]
-        coef = tf.reduce_sum(p_mat * q, axis=1)  # Σ_i P_ij Q_ij, [B, L(j), p]
+        y = tf.reshape(grouped_matmul(tf.reshape(x, [-1, d]), tf.reshape(assignment, [-1]), w), [batch, length, p, d])
+        # Σ_i P_ij Q_ij = (Σ_i P_ij x_i)^T W x_j = a_j^T y_j: the decay sums a_j over same-group i > j (eq. 5–7).
+        a = self._decay_sums(x, member, value, batch, length, d)  # [B, L, p, d]
+        coef = tf.reduce_sum(a * y, axis=-1)  # Σ_i P^k_ij Q^k_ij, [B, L(j), p]
         if weights is not None:  # each item's term of r_g^k scaled once, linearly
             coef = coef * tf.cast(weights, coef.dtype)[..., None]
         r_k = tf.einsum("bjg,bjk,bjd->bgkd", member, coef, x)  # r_g^k, [B, s, p, d]
@@ -107,10 +107,74 @@ class ParallelTemporalMask(Layer):
         nonempty = tf.reduce_sum(member, axis=1) > 0  # [B, s]
         return r * tf.cast(nonempty, r.dtype)[..., None]
 
+    def _decay_sums(self, x, member, value, batch, length, d):
+        """a^k_j = Σ_{i > j, g_i = g_j} exp(−(v_i − v_j) ω_k) x_i (i ≥ j with ``include_self``), [B, L, p, d].
+
+        With a static L longer than C = ``chunk_size``, the history is cut into C' = ⌈L / C⌉ chunks. Pairs within a
+        chunk are summed directly ([C, C] per chunk, not [L, L] per history). For pairs across chunks the decay
+        factors through a reference per (chunk c, group g), ρ_{c,g} = v of g's last item in chunks ≤ c:
+        exp(−(v_i − v_j) ω) = exp(−(v_i − ρ) ω) · exp(−(ρ − v_j) ω), both exponents ≥ 0 for j in chunk c and i after
+        it (v grows along a group's items: the history is in time order), and a state per chunk is kept, from the
+        last chunk back:
+          S_c[g] = exp(−(ρ_{c+1,g} − ρ_{c,g}) ω) S_{c+1}[g] + Σ_{i ∈ chunk c+1, g_i = g} exp(−(v_i − ρ_{c,g}) ω) x_i
+          a_j   += exp(−(ρ_{c(j),g_j} − v_j) ω) S_{c(j)}[g_j]                        S_c: [B, s, p, d]
+        Work: B·L·(C + s)·p·d instead of B·L²·p·d.
+        """
+        s, p = self.num_groups, self.num_masks
+        omega = self.omega
+        static_length = x.shape[1]
+        chunk = self.chunk_size if static_length is not None and static_length > self.chunk_size else None
+        if chunk is None:  # one chunk: the whole history
+            return self._within(x[:, None], member[:, None], value[:, None])[:, 0]
+        chunks = -(-static_length // chunk)
+        pad = chunks * chunk - static_length
+        x = tf.reshape(tf.pad(x, [[0, 0], [0, pad], [0, 0]]), [batch, chunks, chunk, d])
+        member = tf.reshape(tf.pad(member, [[0, 0], [0, pad], [0, 0]]), [batch, chunks, chunk, s])
+        value = tf.reshape(tf.pad(value, [[0, 0], [0, pad]]), [batch, chunks, chunk])
+        within = self._within(x, member, value)  # [B, C', C, p, d]
+        # ρ_c [B, s]: the running maximum of v over each group's items (−∞ before its first, read as 0: every
+        # exponent below is clipped at 0, and a group's state is only read by its own items, after ρ is real).
+        chunk_max = tf.reduce_max(tf.where(member > 0, value[..., None], -np.inf), axis=2)  # [B, C', s]
+        rho, running = [], chunk_max[:, 0]
+        for c in range(chunks):
+            running = tf.maximum(running, chunk_max[:, c])
+            rho.append(tf.where(tf.math.is_finite(running), running, 0.0))
+        own = tf.argmax(member, axis=-1, output_type=tf.int32)  # [B, C', C]; items in no group have x = 0
+        live = tf.reduce_sum(member, axis=-1)  # [B, C', C]
+
+        def decay(gap):  # exp(−max(gap, 0) ω_k): [..., p]
+            return tf.exp(-tf.maximum(gap, 0.0)[..., None] * omega)
+
+        state = None
+        across = [tf.zeros_like(within[:, -1])]  # the last chunk has nothing after it
+        for c in range(chunks - 2, -1, -1):
+            nxt = c + 1
+            rho_i = tf.gather(rho[c], own[:, nxt], batch_dims=1)  # ρ_{c, g_i} for i in chunk c+1, [B, C]
+            weight = tf.einsum("bik,big->bgki", decay(value[:, nxt] - rho_i), member[:, nxt])  # [B, s, p, C]
+            added = tf.reshape(tf.matmul(tf.reshape(weight, [batch, s * p, chunk]), x[:, nxt]), [batch, s, p, d])
+            state = added if state is None else decay(rho[nxt] - rho[c])[..., None] * state + added
+            rho_j = tf.gather(rho[c], own[:, c], batch_dims=1)  # [B, C]
+            back = decay(rho_j - value[:, c]) * live[:, c, :, None]  # [B, C, p]
+            across.append(tf.gather(state, own[:, c], batch_dims=1) * back[..., None])  # [B, C, p, d]
+        a = within + tf.stack(across[::-1], axis=1)
+        return tf.reshape(a, [batch, chunks * chunk, p, d])[:, :static_length]
+
+    def _within(self, x, member, value):
+        """The decay sums over pairs inside each chunk: x [B, C', C, d], member [B, C', C, s], value [B, C', C] →
+        [B, C', C(j), p, d]."""
+        size = tf.shape(x)[2]
+        pos = tf.range(size)
+        lower = pos[:, None] >= pos[None, :] if self.include_self else pos[:, None] > pos[None, :]
+        pair = tf.einsum("bnig,bnjg->bnij", member, member) * tf.cast(lower, x.dtype)  # same group, i > j
+        gap = tf.maximum(value[:, :, :, None] - value[:, :, None, :], 0.0)  # v_i − v_j, [B, C', C(i), C(j)]
+        p_in = tf.exp(-gap[..., None] * self.omega) * pair[..., None]  # eq. 6, [B, C', C(i), C(j), p]
+        return tf.einsum("bnijk,bnid->bnjkd", p_in, x)
+
     def get_config(self):
         config = super().get_config()
         config.update(num_groups=self.num_groups, num_masks=self.num_masks, omega_min=self.omega_min,
                       omega_max=self.omega_max, learnable_decay=self.learnable_decay,
-                      use_time_gaps=self.use_time_gaps, include_self=self.include_self, activation=keras.activations.serialize(self.activation),
+                      use_time_gaps=self.use_time_gaps, include_self=self.include_self, chunk_size=self.chunk_size,
+                      activation=keras.activations.serialize(self.activation),
                       kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config
