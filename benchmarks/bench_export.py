@@ -1,6 +1,7 @@
 """Size of an exported MTIN SavedModel and the peak memory of building and exporting it, for a large item table.
 
 Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_export.py [--items 1700000] [--features 512]
+       [--features-only] [--from-file]
 
 A synthetic float32 item table of --items × --features (MicroVideo-1.7M's size by default: 1.7 M × 512, 3.5 GB) is
 made, MTIN is built on it at the paper's size (d=128, p=8, s=6, L=50), the caller's copy of the table is dropped,
@@ -26,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 from mtin_tf import features as F  # noqa: E402
 from mtin_tf.config import MTINConfig  # noqa: E402
 from mtin_tf.export import export_saved_model  # noqa: E402
+from mtin_tf.layers.tables import NpyRows  # noqa: E402
 from mtin_tf.model import build_mtin  # noqa: E402
 
 
@@ -45,15 +47,28 @@ def main():
     parser.add_argument("--features-only", action="store_true",
                         help="no id embedding and no item bias: the cold-start mode (MicroVideo-1.7M's test items are "
                              "all new)")
+    parser.add_argument("--from-file", action="store_true",
+                        help="write the table to a .npy file by chunks and build from NpyRows(file): the process "
+                             "never holds the caller's copy")
     args = parser.parse_args()
     base_rss = peak_rss_bytes()
     rng = np.random.default_rng(0)
-    features = np.empty([args.items, args.features], np.float32)
-    for start in range(0, args.items, 100_000):  # filled in chunks: no float64 temporary of the whole table
-        features[start:start + 100_000] = rng.standard_normal((min(100_000, args.items - start), args.features),
-                                                              dtype=np.float32)
+    tmp_table = tempfile.TemporaryDirectory()
+    chunks = ((start, min(start + 100_000, args.items)) for start in range(0, args.items, 100_000))
+    if args.from_file:
+        path = os.path.join(tmp_table.name, "items.npy")
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f4", "fortran_order": False, "shape": (args.items, args.features)})
+            for start, stop in chunks:
+                rng.standard_normal((stop - start, args.features), dtype=np.float32).tofile(f)
+        features = NpyRows(path)
+    else:
+        features = np.empty([args.items, args.features], np.float32)
+        for start, stop in chunks:  # filled in chunks: no float64 temporary of the whole table
+            features[start:stop] = rng.standard_normal((stop - start, args.features), dtype=np.float32)
     item_ids = rng.permutation(args.items).astype(np.int64) * 3 + 1  # unsorted, sparse raw ids
-    table_bytes = features.nbytes
+    table_bytes = args.items * args.features * 4
     identity = dict(use_id_embedding=False, use_item_bias=False) if args.features_only else {}
     config = MTINConfig(embedding_dim=128, num_masks=8, num_groups=6, max_history=50, **identity)
     start = time.perf_counter()
@@ -73,15 +88,17 @@ def main():
         size = dir_bytes(path)
         raw = tf.saved_model.load(path).signatures["predict_raw"](**{k: tf.constant(v) for k, v in batch.items()})
         diff = float(np.abs(raw[F.OUTPUT_LOGIT].numpy() - want).max())
+    tmp_table.cleanup()
     print(json.dumps({
-        "items": args.items, "features": args.features, "features_only": args.features_only, "table_gb": round(table_bytes / 1e9, 2),
+        "items": args.items, "features": args.features, "features_only": args.features_only,
+        "from_file": args.from_file, "table_gb": round(table_bytes / 1e9, 2),
         "rss_before_table_gb": round(base_rss / 1e9, 2),
         "build_s": round(build_s, 1), "peak_rss_after_build_gb": round(build_rss / 1e9, 2),
         "peak_rss_after_build_x_table": round(build_rss / table_bytes, 2),
         "peak_rss_after_build_above_start_x_table": round((build_rss - base_rss) / table_bytes, 2),
         "export_s": round(export_s, 1), "peak_rss_after_export_gb": round(export_rss / 1e9, 2),
         "peak_rss_after_export_x_table": round(export_rss / table_bytes, 2),
-        "saved_model_gb": round(size / 1e9, 3), "max_logit_diff_exported_vs_built": diff}))
+        "saved_model_gb": round(size / 1e9, 4), "saved_model_gib": round(size / 2 ** 30, 4), "max_logit_diff_exported_vs_built": diff}))
 
 
 if __name__ == "__main__":

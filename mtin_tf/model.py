@@ -12,7 +12,7 @@ from mtin_tf.config import MTINConfig
 from mtin_tf.layers.backend import require_legacy_keras
 from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
 from mtin_tf.layers.readout import InterestReadout
-from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, UserMemory
+from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
 
 POSITIVE_MEMORY, NEGATIVE_MEMORY = "positive_memory", "negative_memory"
 POSITIVE_BRANCH, NEGATIVE_BRANCH = "positive_branch", "negative_branch"
@@ -59,7 +59,8 @@ def regularizer(config: MTINConfig):
 
 def item_embedding(config: MTINConfig, item_ids, item_features) -> ItemEmbedding:
     """The ItemEmbedding layer every model shares: the caller's frozen table (not copied), W_e (+ id embedding)."""
-    item_features = np.asarray(item_features, np.float32)
+    if not isinstance(item_features, NpyRows):  # an NpyRows file is read by chunks as the table is filled
+        item_features = np.asarray(item_features, np.float32)
     return ItemEmbedding(len(item_ids), item_features.shape[1], config.embedding_dim,
                          use_id_embedding=config.use_id_embedding, item_ids=item_ids, item_features=item_features,
                          kernel_regularizer=regularizer(config), id_l2=config.l2, name=ITEM_EMBEDDING)

@@ -360,3 +360,31 @@ def test_large_tables_are_filled_by_chunks_with_the_callers_rows_and_fresh_draws
     rows = np.searchsorted(np.sort(ids), ids[:5]) + 1
     np.testing.assert_allclose(x.numpy(), want + e[rows], rtol=1e-5, atol=1e-6)
     assert known.numpy().all()
+
+
+def test_a_table_read_from_an_npy_file_by_chunks_builds_the_same_model(tmp_path):
+    from mtin_tf.layers.tables import NpyRows
+    rng = np.random.default_rng(1)
+    n = 20_000
+    features = rng.normal(size=(n, 3)).astype(np.float32)
+    np.save(tmp_path / "items.npy", features)
+    rows = NpyRows(tmp_path / "items.npy")
+    assert rows.shape == (n, 3) and len(rows) == n
+    np.testing.assert_array_equal(rows[8190:8200], features[8190:8200])
+    np.testing.assert_array_equal(np.asarray(rows), features)
+    config = MTINConfig(embedding_dim=4, num_masks=2, num_groups=2, max_history=3)
+    ids = np.arange(1, n + 1)
+    model = build_mtin(config, ids, rows, np.arange(1, 4))
+    np.testing.assert_array_equal(model.get_layer("item_embedding").table.numpy(), features)
+    # What the file cannot be read as is said, with the file's name.
+    np.save(tmp_path / "f64.npy", features.astype(np.float64))
+    with pytest.raises(ValueError, match="f64.npy: need a 2-D C-order float32 array"):
+        NpyRows(tmp_path / "f64.npy")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "items.npy").read_bytes()[:-100])
+    with pytest.raises(ValueError, match="cut.npy: file ends before row"):
+        build_mtin(config, ids, NpyRows(tmp_path / "cut.npy"), np.arange(1, 4))
+    bad = features.copy()
+    bad[12_345, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match="NaN"):
+        build_mtin(config, ids, NpyRows(tmp_path / "nan.npy"), np.arange(1, 4))

@@ -6,8 +6,8 @@ from mtin_tf.layers.grouped_matmul import grouped_matmul
 from mtin_tf.layers.interest_mask import InterestMask
 from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.routing import InterestGroupRouting, route_interest_groups
-from mtin_tf.layers.tables import ItemEmbedding, UserMemory
+from mtin_tf.layers.tables import ItemEmbedding, NpyRows, UserMemory
 from mtin_tf.layers.temporal_mask import ParallelTemporalMask
 
 __all__ = ["InterestAggregation", "InterestBranch", "InterestGroupRouting", "InterestMask", "InterestReadout",
-           "ItemEmbedding", "ParallelTemporalMask", "UserMemory", "grouped_matmul", "route_interest_groups"]
+           "ItemEmbedding", "NpyRows", "ParallelTemporalMask", "UserMemory", "grouped_matmul", "route_interest_groups"]

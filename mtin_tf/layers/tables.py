@@ -26,6 +26,48 @@ def sorted_unique_keys(ids, what):
     return keys, order
 
 
+class NpyRows:
+    """The rows of a 2-D float32 ``.npy`` file (any filesystem tf.io.gfile reads: local, gs://, s3://, hdfs://), read
+    a slice at a time. Given as ``item_features``, the model's table is filled from the file by chunks, so the
+    caller never holds the table: building takes one table of memory (the model's) instead of two.
+
+    Supports what the table code uses: ``shape``, ``dtype``, ``len``, ``rows[start:stop]`` and ``np.asarray(rows)``.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        with tf.io.gfile.GFile(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{self.path}: .npy format version {version} is not supported (1.0 or 2.0)")
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if len(shape) != 2 or fortran or dtype != np.dtype("<f4"):
+            raise ValueError(f"{self.path}: need a 2-D C-order float32 array, got shape {shape}, dtype {dtype}"
+                             f"{', Fortran order' if fortran else ''}")
+        self.shape, self.dtype, self.ndim = tuple(int(n) for n in shape), np.dtype(np.float32), 2
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("NpyRows reads contiguous row slices only (rows[start:stop])")
+        start, stop, _ = index.indices(self.shape[0])
+        count = max(stop - start, 0) * self.shape[1]
+        with tf.io.gfile.GFile(self.path, "rb") as f:
+            f.seek(self.offset + start * self.shape[1] * 4)
+            data = f.read(count * 4)
+        if len(data) != count * 4:
+            raise ValueError(f"{self.path}: file ends before row {stop} of {self.shape[0]}")
+        return np.frombuffer(data, np.float32).reshape(-1, self.shape[1])
+
+    def __array__(self, dtype=None, copy=None):
+        rows = self[:]
+        return rows if dtype is None else rows.astype(dtype, copy=False)
+
+
 def assign_rows(variable, values, chunk: int = 8192):
     """variable[:] = values a chunk of rows at a time, in place: the peak memory is the variable and the caller's
     array, never a whole-table temporary (a slice assign would copy the whole variable first). ``values`` is a NumPy
@@ -69,8 +111,8 @@ class ItemEmbedding(Layer):
       ``projected=True`` (serving): the frozen table [N, d] of x_j itself, W_e f_j + b_e (+ e_j) computed once by
         ``projected_table``, and x for unknown ids; a 1.7 M × 512 feature table becomes 1.7 M × d.
 
-    Construction takes the table (``item_ids`` int [N], ``item_features`` float [N, F], or [N, d] when projected) as
-    initial values; they are saved as weights, not in the config. The table keeps the caller's row order (no sorted
+    Construction takes the table (``item_ids`` int [N], ``item_features`` float [N, F], or [N, d] when projected;
+    an NpyRows file instead of an array is read by chunks, so the caller need not hold the table) as initial values; they are saved as weights, not in the config. The table keeps the caller's row order (no sorted
     copy): raw ids are found by binary search over their sorted copy ``item_keys`` and ``item_rows`` points from
     there into the table. Call: ids int64 [...] → (x float [..., d], known bool [...]), where known is False for
     padding and for ids absent from the table (whose x is W_e·0 + b_e (+ e_0)).
@@ -90,7 +132,8 @@ class ItemEmbedding(Layer):
         self._init_keys = self._init_rows = self._init_table = None
         if item_ids is not None:
             keys, order = sorted_unique_keys(item_ids, "item")
-            table = np.asarray(item_features, np.float32)  # no copy when the caller's array is float32 already
+            # No copy when the caller's array is float32 already; an NpyRows file is read by chunks, never whole.
+            table = item_features if isinstance(item_features, NpyRows) else np.asarray(item_features, np.float32)
             if table.shape != (self.num_items, self.feature_dim):
                 raise ValueError(f"item_features must be [{self.num_items}, {self.feature_dim}], got {table.shape}")
             if not all(np.isfinite(table[i:i + 65536]).all() for i in range(0, len(table), 65536)):
@@ -108,7 +151,7 @@ class ItemEmbedding(Layer):
         # The table is copied in by chunks (peak memory: the caller's array + the variable), except under a
         # distribution strategy, whose replicated variables take their initial value whole.
         chunked = self._init_table is not None and not tf.distribute.has_strategy()
-        table = None if chunked else self._init_table
+        table = None if chunked or self._init_table is None else np.asarray(self._init_table)
         if self.projected:
             self.table = init("item_table", table, [n, d])
             self.unknown = init("unknown_item", None, [d])
