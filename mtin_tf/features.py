@@ -67,3 +67,4 @@ OUTPUT_GROUP_ASSIGNMENT = "group_assignment"
 # The user encoder's outputs: each branch's updated memory rows u_p [B, s, d].
 OUTPUT_POSITIVE_ROWS = "positive_rows"
 OUTPUT_NEGATIVE_ROWS = "negative_rows"
+OUTPUT_ROWS = (OUTPUT_POSITIVE_ROWS, OUTPUT_NEGATIVE_ROWS)  # in the order of HISTORY_PAIRS (clicked, browsed)

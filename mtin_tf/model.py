@@ -85,7 +85,7 @@ def user_memory(config: MTINConfig, user_ids, name: str) -> UserMemory:
 
 # (histories, memory, branch, readout, encoder output) of the positive and the negative branch.
 BRANCHES = tuple(zip(F.HISTORY_PAIRS, (POSITIVE_MEMORY, NEGATIVE_MEMORY), (POSITIVE_BRANCH, NEGATIVE_BRANCH),
-                     (POSITIVE_READOUT, NEGATIVE_READOUT), (F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_NEGATIVE_ROWS)))
+                     (POSITIVE_READOUT, NEGATIVE_READOUT), F.OUTPUT_ROWS))
 
 
 def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:

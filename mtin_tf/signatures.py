@@ -79,7 +79,6 @@ def _halves(model):
             lambda rows, candidate_ids: score_candidates(model.get_layer, rows, candidate_ids, item_bias=has_bias))
 
 
-_ROWS = (F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_NEGATIVE_ROWS)
 _GROUP_OUTPUTS = (F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT)
 
 
@@ -96,7 +95,7 @@ def row_scorer(model):
     def scored(inputs):
         users, index = distinct_users(inputs)
         encoded = encode(users)
-        rows = {key: tf.gather(encoded[key], index) for key in _ROWS}
+        rows = {key: tf.gather(encoded[key], index) for key in F.OUTPUT_ROWS}
         out = {key: value[:, 0] for key, value in score(rows, inputs[F.ITEM_ID][:, None]).items()}
         out.update({key: tf.gather(encoded[key], index) for key in _GROUP_OUTPUTS})
         return out
@@ -115,7 +114,7 @@ def candidates_scorer(model):
 
         def scored(users, candidate_ids):
             encoded = encode(users)
-            out = score({key: encoded[key] for key in _ROWS}, candidate_ids)
+            out = score({key: encoded[key] for key in F.OUTPUT_ROWS}, candidate_ids)
             out.update({key: encoded[key] for key in _GROUP_OUTPUTS})
             return out
         return scored
