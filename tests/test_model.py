@@ -356,6 +356,14 @@ def test_large_tables_are_filled_by_chunks_with_the_callers_rows_and_fresh_draws
     e = embed.id_embedding.numpy()
     assert e.shape == (n + 1, 4) and 0.009 < e.std() < 0.011
     assert len(np.unique(e, axis=0)) == n + 1  # no two rows alike, across chunks too
+    # The draw is the same whole (a replicated variable's initial value) as by chunks, and for any slice.
+    from mtin_tf.layers.tables import NormalRows
+    tf.random.set_seed(3)
+    whole = np.asarray(NormalRows(n + 1, 4, 0.01))
+    tf.random.set_seed(3)
+    rows = NormalRows(n + 1, 4, 0.01)
+    np.testing.assert_array_equal(rows[8000:8500], whole[8000:8500])
+    np.testing.assert_array_equal(np.concatenate([rows[:8192], rows[8192:]]), whole)
     want = features[:5] @ embed.projection.kernel.numpy() + embed.projection.bias.numpy()
     rows = np.searchsorted(np.sort(ids), ids[:5]) + 1
     np.testing.assert_allclose(x.numpy(), want + e[rows], rtol=1e-5, atol=1e-6)

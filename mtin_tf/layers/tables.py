@@ -68,16 +68,47 @@ class NpyRows:
         return rows if dtype is None else rows.astype(dtype, copy=False)
 
 
+class NormalRows:
+    """A [rows, cols] N(0, stddev²) table drawn a chunk of rows at a time, the same values whichever rows are asked
+    for and in what order: chunk c is a stateless draw from (seed, c), and the seed is drawn once from TensorFlow's
+    global generator (so tf.random.set_seed / keras set_random_seed fix it). Filling a variable from it by chunks
+    (assign_rows) gives exactly the values of ``np.asarray(rows)`` (a replicated variable's whole initial value)."""
+
+    chunk = 8192
+
+    def __init__(self, rows: int, cols: int, stddev: float):
+        self.shape, self.dtype, self.ndim, self.stddev = (int(rows), int(cols)), np.dtype(np.float32), 2, stddev
+        self.seed = int(tf.random.uniform([], 0, 2 ** 31 - 1, dtype=tf.int32))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def _chunk(self, c):
+        rows = min(self.chunk, self.shape[0] - c * self.chunk)
+        return tf.random.stateless_normal([rows, self.shape[1]], seed=[self.seed, c], stddev=self.stddev).numpy()
+
+    def __getitem__(self, index):
+        start, stop, _ = index.indices(self.shape[0])
+        if stop <= start:
+            return np.zeros([0, self.shape[1]], np.float32)
+        first, last = start // self.chunk, (stop - 1) // self.chunk
+        rows = np.concatenate([self._chunk(c) for c in range(first, last + 1)])
+        return rows[start - first * self.chunk:stop - first * self.chunk]
+
+    def __array__(self, dtype=None, copy=None):
+        rows = self[:]
+        return rows if dtype is None else rows.astype(dtype, copy=False)
+
+
 def assign_rows(variable, values, chunk: int = 8192):
-    """variable[:] = values a chunk of rows at a time, in place: the peak memory is the variable and the caller's
-    array, never a whole-table temporary (a slice assign would copy the whole variable first). ``values`` is a NumPy
-    array of the variable's shape, or an initializer called with each chunk's shape [rows, ...]."""
+    """variable[:] = values (an array of the variable's shape, or a table read by slices: NpyRows, NormalRows) a chunk
+    of rows at a time, in place: the peak memory is the variable and the caller's array, never a whole-table
+    temporary (a slice assign would copy the whole variable first)."""
     target = variable if isinstance(variable, tf.Variable) else variable.value  # a Keras 3 variable wraps one
-    shape = [int(n) for n in target.shape]
-    for start in range(0, shape[0], chunk):
-        stop = min(start + chunk, shape[0])
-        rows = values([stop - start] + shape[1:], dtype=target.dtype) if callable(values) else values[start:stop]
-        target.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(rows, target.dtype), tf.range(start, stop)))
+    for start in range(0, int(target.shape[0]), chunk):
+        rows = values[start:start + chunk]
+        target.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(rows, target.dtype),
+                                               tf.range(start, start + len(rows))))
 
 
 def initial(value, fallback="zeros"):
@@ -160,13 +191,13 @@ class ItemEmbedding(Layer):
             self.projection = keras.layers.Dense(d, name="feature_projection",
                                                     kernel_regularizer=self.kernel_regularizer)
             if self.use_id_embedding:
-                # Filled by chunks too: a whole [N + 1, d] normal draw takes three temporaries of its size. (A fresh
-                # draw per chunk: an unseeded Keras initializer called again returns the same values.)
-                self.id_embedding = init("id_embedding", None, [n + 1, d], trainable=True, fallback="zeros" if chunked
-                                         else keras.initializers.RandomNormal(stddev=0.01))
+                # Filled by chunks too (a whole [N + 1, d] normal draw takes three temporaries of its size), with the
+                # same values as the whole initial value a distribution strategy's replicated variable takes.
+                normal = NormalRows(n + 1, d, stddev=0.01)
+                self.id_embedding = init("id_embedding", None if chunked else np.asarray(normal), [n + 1, d],
+                                         trainable=True)
                 if chunked:
-                    assign_rows(self.id_embedding, lambda shape, dtype: tf.random.normal(shape, stddev=0.01,
-                                                                                         dtype=dtype))
+                    assign_rows(self.id_embedding, normal)
         if chunked:
             assign_rows(self.table, self._init_table)
         self._init_keys = self._init_rows = self._init_table = None  # the weights hold them now
