@@ -26,7 +26,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from serving import GRPC_OPTIONS, METADATA_FIELD
+from serving import GRPC_OPTIONS, MAX_ROWS, METADATA_FIELD
 from serving.errors import ServingError
 from serving.model_store import ModelStore
 from serving.validation import check_inputs, check_output_filter, input_specs
@@ -76,9 +76,10 @@ def _version_of(model_spec) -> int | None:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata over a :class:`ModelStore`."""
 
-    def __init__(self, store: ModelStore, errors: ErrorCounts):
+    def __init__(self, store: ModelStore, errors: ErrorCounts, max_rows: int = MAX_ROWS):
         self.store = store
         self.errors = errors
+        self.max_rows = int(max_rows)
 
     def _resolve(self, model_spec):
         return self.store.get(model_spec.name, _version_of(model_spec), model_spec.version_label or None)
@@ -94,7 +95,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                                f"signature {name!r} not found in model {self.store.name!r} version "
                                f"{servable.version}; its signatures: {sorted(servable.signatures)}")
         signature = servable.signatures[name]
-        arrays = check_inputs(request.inputs, input_specs(signature), name)
+        arrays = check_inputs(request.inputs, input_specs(signature), name, self.max_rows)
         try:
             outputs = signature(**{k: tf.constant(v) for k, v in arrays.items()})
         except UnicodeDecodeError as exc:  # TF failed to decode its own error message, which quotes the bad input
@@ -178,13 +179,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_server(store: ModelStore, host: str, port: int, *, max_workers: int = 16,
-                 errors: ErrorCounts | None = None) -> tuple[grpc.Server, int]:
-    """A started-not-yet gRPC server with both services, bound to ``host:port`` (0: any free port).
-    Returns (server, bound port)."""
+                 errors: ErrorCounts | None = None, max_rows: int = MAX_ROWS) -> tuple[grpc.Server, int]:
+    """A started-not-yet gRPC server with both services, bound to ``host:port`` (0: any free port); Predict takes at
+    most ``max_rows`` rows per request. Returns (server, bound port)."""
     errors = errors or ErrorCounts()
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          options=GRPC_OPTIONS)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(store, errors), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(store, errors, max_rows), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, errors), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
@@ -193,11 +194,11 @@ def build_server(store: ModelStore, host: str, port: int, *, max_workers: int = 
 
 
 def serve(store: ModelStore, host: str = "127.0.0.1", port: int = 8500, *, max_workers: int = 16,
-          grace_seconds: float = 10.0) -> int:
+          grace_seconds: float = 10.0, max_rows: int = MAX_ROWS) -> int:
     """Serve ``store`` until SIGTERM/SIGINT; then stop accepting, finish in-flight RPCs and return 0.
     Must run in the main thread (signal handlers)."""
     errors = ErrorCounts()
-    server, bound = build_server(store, host, port, max_workers=max_workers, errors=errors)
+    server, bound = build_server(store, host, port, max_workers=max_workers, errors=errors, max_rows=max_rows)
     stop = threading.Event()
     received = []
 

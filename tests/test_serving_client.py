@@ -152,6 +152,28 @@ def test_validation_rejects_an_empty_batch_and_accepts_a_good_one(loaded):
     assert arrays[F.CLICKED_ITEMS].shape == (3, L) and arrays[F.USER_ID].dtype == np.int64
 
 
+def test_validation_caps_rows_and_checks_the_payload_against_the_declared_shape(loaded):
+    specs = input_specs(loaded[1].signatures[RAW_SIGNATURE])
+    with pytest.raises(ServingError, match=r"'\w+' of signature 'predict_raw' has 5 rows; this server takes at most 4"):
+        check_inputs(_raw_protos(n=5), specs, RAW_SIGNATURE, max_rows=4)
+    assert check_inputs(_raw_protos(n=4), specs, RAW_SIGNATURE, max_rows=4)[F.ITEM_ID].shape == (4,)
+    # TensorFlow would fill a declared [1 000 000] from one value (8 MB here, gigabytes for a wider shape).
+    broadcast = _raw_protos(n=3)
+    broadcast[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(7, dtype=tf.int64, shape=[1_000_000]))
+    assert len(broadcast[F.ITEM_ID].int64_val) == 1
+    with pytest.raises(ServingError, match=r"'item_id' .* declares shape \[1000000\] \(1000000 values\) but "
+                                           r"carries 1"):
+        check_inputs(broadcast, specs, RAW_SIGNATURE, max_rows=2_000_000)
+    # The same for packed bytes (tensor_content): a history of 3 × 8 declared, 23 values sent.
+    packed = _raw_protos(n=3)
+    proto = packed[F.CLICKED_ITEMS]
+    assert proto.tensor_content
+    proto.tensor_content = proto.tensor_content[:-8]
+    with pytest.raises(ServingError, match=r"'clicked_item_ids' .* declares shape \[3, 8\] \(24 values\) but "
+                                           r"carries 23"):
+        check_inputs(packed, specs, RAW_SIGNATURE)
+
+
 def test_a_missing_base_path_is_logged_and_named_in_unavailable(tmp_path, caplog):
     from serving.model_store import ModelStore
 
