@@ -67,8 +67,12 @@ def _serve(args) -> int:
     store = ModelStore(args.model_name, args.model_base_path, num_versions=args.num_versions,
                        poll_seconds=args.poll_seconds, version_labels=args.version_labels,
                        max_load_retries=args.max_load_retries, load_retry_seconds=args.load_retry_seconds)
-    return serve(store, args.host, args.port, max_workers=args.max_workers, max_in_flight=args.max_in_flight,
-                 grace_seconds=args.grace_seconds, max_rows=args.max_rows)
+    try:
+        return serve(store, args.host, args.port, max_workers=args.max_workers, max_in_flight=args.max_in_flight,
+                     grace_seconds=args.grace_seconds, max_rows=args.max_rows)
+    except OSError as exc:
+        print(f"mtin serve: {exc}", file=sys.stderr)
+        return 1
 
 
 def _query_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from serving.validation import check_inputs, check_output_filter, input_specs
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # run when the request names no signature
 
 
@@ -234,13 +235,16 @@ def build_server(store: ModelStore, host: str, port: int, *, max_workers: int = 
     # Threads for every admitted request and as many again, so that a request beyond the cap reaches Admission and
     # is refused (and counted) there; gRPC itself refuses beyond that.
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2 * max_in_flight, thread_name_prefix="rpc"),
-                         options=GRPC_OPTIONS, maximum_concurrent_rpcs=2 * max_in_flight)
+                         # No SO_REUSEPORT: a second server on a port in use fails to bind instead of silently
+                         # taking half of the connections.
+                         options=GRPC_OPTIONS + (("grpc.so_reuseport", 0),),
+                         maximum_concurrent_rpcs=2 * max_in_flight)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(store, errors, max_rows, admission), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, errors), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
-        raise OSError(f"could not bind gRPC port {host}:{port}")
+        raise OSError(f"could not bind gRPC port {host}:{port} (is another server listening on it?)")
     return server, bound
 
 
@@ -249,6 +253,10 @@ def serve(store: ModelStore, host: str = "127.0.0.1", port: int = 8500, *, max_w
     """Serve ``store`` until SIGTERM/SIGINT; then stop accepting, finish in-flight RPCs and return 0.
     Must run in the main thread (signal handlers)."""
     errors = ErrorCounts()
+    if host not in LOOPBACK:
+        log.warning("binding %s without TLS: anyone who can reach this address can call the model and read its "
+                    "answers in the clear; keep it on a private network or serve through TF Serving with "
+                    "--ssl_config_file", host)
     server, bound = build_server(store, host, port, max_workers=max_workers, max_in_flight=max_in_flight,
                                  errors=errors, max_rows=max_rows)
     stop = threading.Event()

@@ -261,3 +261,22 @@ def test_a_flood_beyond_max_in_flight_is_shed_with_resource_exhausted_and_counte
         np.testing.assert_allclose(prediction.click_probability, _keras_probabilities(1), atol=1e-5)
     finally:
         server.kill()
+
+
+def test_a_second_server_on_a_port_in_use_fails_to_bind_and_the_first_keeps_it(tmp_path):
+    base = str(tmp_path)
+    install_version(1, base, 1)
+    first = start_server(base)
+    try:
+        first.client.wait_until_available(1)
+        second = start_server(base, port=first.port)
+        try:
+            assert second.proc.wait(120) == 1, second.log()
+            assert f"could not bind gRPC port 127.0.0.1:{first.port}" in second.log()
+        finally:
+            second.kill()
+        for _ in range(20):  # every connection still reaches the first server
+            with MTINClient(first.target, max_attempts=1) as client:
+                assert client.predict(USER, CANDIDATES, NOW, **HISTORY).model_version == 1
+    finally:
+        first.kill()
