@@ -30,15 +30,24 @@ def example_parse_spec():
 
 
 def parse_examples(serialized, max_history: int) -> dict:
-    """Serialized tf.Example [N] → model inputs: int64 [N] scalars, int64 [N, L] histories (most recent L)."""
+    """Serialized tf.Example [N] → model inputs: int64 [N] scalars, int64 [N, L] histories (most recent L).
+
+    A history whose item ids and timestamps differ in length in some example is an InvalidArgumentError (TF Serving
+    and `mtin serve` answer INVALID_ARGUMENT) naming both features: it cannot be aligned."""
     parsed = tf.io.parse_example(serialized, example_parse_spec())
+    ragged = {spec.name: tf.RaggedTensor.from_sparse(parsed[spec.name]) for spec in F.MODEL_INPUTS if spec.is_history}
+    checks = [tf.debugging.assert_equal(
+        ragged[items].row_lengths(), ragged[times].row_lengths(),
+        message=f"tf.Example features {items!r} and {times!r} differ in length (each item needs its timestamp)")
+        for items, times in F.HISTORY_PAIRS]
     inputs = {}
-    for spec in F.MODEL_INPUTS:
-        value = parsed[spec.name]
-        if spec.is_history:
-            value = tf.RaggedTensor.from_sparse(value)[:, -max_history:].to_tensor(
-                default_value=F.PADDING_ID, shape=[None, max_history])
-        inputs[spec.name] = value
+    with tf.control_dependencies(checks):
+        for spec in F.MODEL_INPUTS:
+            if spec.is_history:
+                inputs[spec.name] = ragged[spec.name][:, -max_history:].to_tensor(
+                    default_value=F.PADDING_ID, shape=[None, max_history])
+            else:
+                inputs[spec.name] = tf.identity(parsed[spec.name])
     return inputs
 
 

@@ -17,6 +17,7 @@ REST_PORT = 8501  # TF Serving's default REST port
 CONTAINER_MODEL_BASE_PATH = "/models/mtin"  # where the compose file and Kubernetes mount the pushed directory
 TF_SERVING_IMAGE = "tensorflow/serving:2.16.1"
 METADATA_FIELD = "signature_def"  # the one GetModelMetadata field TF Serving supports
+MAX_ROWS = 1024  # rows (dimension 0) per Predict request: TF Serving's max_batch_size in its batching examples
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC message limit of the local server and the client (default is 4 MiB)
 GRPC_OPTIONS = (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES))

@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 
-from serving import DEFAULT_MODEL_NAME, GRPC_PORT
+from serving import DEFAULT_MODEL_NAME, GRPC_PORT, MAX_ROWS
 
 
 def _ids(text: str) -> list[int]:
@@ -48,8 +48,14 @@ def register_serve(subparsers) -> None:
     p.add_argument("--max-load-retries", type=int, default=5,
                    help="times a version that failed to load is tried again (also: whenever its directory changes)")
     p.add_argument("--load-retry-seconds", type=float, default=60.0, help="time between those retries")
-    p.add_argument("--max-workers", type=int, default=16, help="RPC handler threads")
+    p.add_argument("--max-workers", type=int, default=16, help="Predict requests computed at once")
+    p.add_argument("--max-in-flight", type=int, default=None,
+                   help="Predict requests admitted at once (computing or waiting for a worker, each until its "
+                        "deadline; default 4 x --max-workers); beyond: RESOURCE_EXHAUSTED")
     p.add_argument("--grace-seconds", type=float, default=10.0, help="time in-flight RPCs get after SIGTERM")
+    p.add_argument("--max-rows", type=int, default=MAX_ROWS,
+                   help="most rows (candidates, or users for score_candidates) per Predict request; more is "
+                        "INVALID_ARGUMENT")
     p.set_defaults(func=_serve)
 
 
@@ -61,7 +67,12 @@ def _serve(args) -> int:
     store = ModelStore(args.model_name, args.model_base_path, num_versions=args.num_versions,
                        poll_seconds=args.poll_seconds, version_labels=args.version_labels,
                        max_load_retries=args.max_load_retries, load_retry_seconds=args.load_retry_seconds)
-    return serve(store, args.host, args.port, max_workers=args.max_workers, grace_seconds=args.grace_seconds)
+    try:
+        return serve(store, args.host, args.port, max_workers=args.max_workers, max_in_flight=args.max_in_flight,
+                     grace_seconds=args.grace_seconds, max_rows=args.max_rows)
+    except OSError as exc:
+        print(f"mtin serve: {exc}", file=sys.stderr)
+        return 1
 
 
 def _query_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ Services (tensorflow_serving/apis):
 
 Status codes follow TF Serving: unknown model, version or label → NOT_FOUND; nothing loaded yet → UNAVAILABLE; a
 request that does not match the signature (see :mod:`serving.validation`), an unknown signature, a malformed
-tf.Example → INVALID_ARGUMENT; anything else → INTERNAL. Every error is logged and counted (:class:`ErrorCounts`)
+tf.Example → INVALID_ARGUMENT; more requests in flight than admitted → RESOURCE_EXHAUSTED; a deadline that passes
+before the request runs → DEADLINE_EXCEEDED (dropped before compute); anything else → INTERNAL. Every error is logged and counted (:class:`ErrorCounts`)
 and the server keeps serving. :func:`serve` runs until SIGTERM or SIGINT, then stops accepting RPCs, lets those in
 flight finish (up to ``grace_seconds``) and returns 0.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import signal
 import threading
@@ -26,13 +28,14 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from serving import GRPC_OPTIONS, METADATA_FIELD
+from serving import GRPC_OPTIONS, MAX_ROWS, METADATA_FIELD
 from serving.errors import ServingError
 from serving.model_store import ModelStore
 from serving.validation import check_inputs, check_output_filter, input_specs
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # run when the request names no signature
 
 
@@ -51,6 +54,44 @@ class ErrorCounts:
     def snapshot(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self._counts)
+
+
+class Admission:
+    """Load shedding and deadlines for Predict: at most ``workers`` requests compute at once; at most ``max_in_flight``
+    are admitted (computing or waiting for a worker), beyond that a request is refused at once with
+    RESOURCE_EXHAUSTED; a request whose deadline has passed, or passes while it waits, is dropped before any compute
+    with DEADLINE_EXCEEDED. Both are ServingErrors, so _run counts and logs them like any other failure."""
+
+    def __init__(self, workers: int, max_in_flight: int):
+        if not 1 <= workers <= max_in_flight:
+            raise ValueError(f"need 1 <= workers <= max_in_flight, got {workers} and {max_in_flight}")
+        self.workers, self.max_in_flight = int(workers), int(max_in_flight)
+        self._compute = threading.BoundedSemaphore(self.workers)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+
+    @contextlib.contextmanager
+    def admit(self, context):
+        with self._lock:
+            if self.in_flight >= self.max_in_flight:
+                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"server busy: {self.in_flight} requests in flight (mtin serve --max-in-flight "
+                                   f"{self.max_in_flight}); retry with backoff")
+            self.in_flight += 1
+        try:
+            remaining = context.time_remaining()  # seconds, or None without a deadline
+            if remaining is not None and remaining <= 0:
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request ran")
+            if not self._compute.acquire(timeout=remaining):
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   f"the deadline passed while waiting for one of {self.workers} workers")
+            try:
+                yield
+            finally:
+                self._compute.release()
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
 
 def _run(method: str, context, errors: ErrorCounts, body):
@@ -76,15 +117,21 @@ def _version_of(model_spec) -> int | None:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata over a :class:`ModelStore`."""
 
-    def __init__(self, store: ModelStore, errors: ErrorCounts):
+    def __init__(self, store: ModelStore, errors: ErrorCounts, max_rows: int = MAX_ROWS,
+                 admission: Admission | None = None):
         self.store = store
         self.errors = errors
+        self.max_rows = int(max_rows)
+        self.admission = admission or Admission(16, 64)
 
     def _resolve(self, model_spec):
         return self.store.get(model_spec.name, _version_of(model_spec), model_spec.version_label or None)
 
     def Predict(self, request, context):
-        return _run("Predict", context, self.errors, lambda: self._predict(request))
+        def admitted():
+            with self.admission.admit(context):
+                return self._predict(request)
+        return _run("Predict", context, self.errors, admitted)
 
     def _predict(self, request):
         servable = self._resolve(request.model_spec)
@@ -94,7 +141,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                                f"signature {name!r} not found in model {self.store.name!r} version "
                                f"{servable.version}; its signatures: {sorted(servable.signatures)}")
         signature = servable.signatures[name]
-        arrays = check_inputs(request.inputs, input_specs(signature), name)
+        arrays = check_inputs(request.inputs, input_specs(signature), name, self.max_rows)
         try:
             outputs = signature(**{k: tf.constant(v) for k, v in arrays.items()})
         except UnicodeDecodeError as exc:  # TF failed to decode its own error message, which quotes the bad input
@@ -177,27 +224,41 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return _run("HandleReloadConfigRequest", context, self.errors, refuse)
 
 
-def build_server(store: ModelStore, host: str, port: int, *, max_workers: int = 16,
-                 errors: ErrorCounts | None = None) -> tuple[grpc.Server, int]:
-    """A started-not-yet gRPC server with both services, bound to ``host:port`` (0: any free port).
-    Returns (server, bound port)."""
+def build_server(store: ModelStore, host: str, port: int, *, max_workers: int = 16, max_in_flight: int | None = None,
+                 errors: ErrorCounts | None = None, max_rows: int = MAX_ROWS) -> tuple[grpc.Server, int]:
+    """A started-not-yet gRPC server with both services, bound to ``host:port`` (0: any free port). Predict takes at
+    most ``max_rows`` rows per request; ``max_workers`` Predicts compute at once and ``max_in_flight`` (default 4 ×
+    max_workers) are admitted (:class:`Admission`). Returns (server, bound port)."""
     errors = errors or ErrorCounts()
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         options=GRPC_OPTIONS)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(store, errors), server)
+    max_in_flight = max_in_flight or 4 * max_workers
+    admission = Admission(max_workers, max_in_flight)
+    # Threads for every admitted request and as many again, so that a request beyond the cap reaches Admission and
+    # is refused (and counted) there; gRPC itself refuses beyond that.
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2 * max_in_flight, thread_name_prefix="rpc"),
+                         # No SO_REUSEPORT: a second server on a port in use fails to bind instead of silently
+                         # taking half of the connections.
+                         options=GRPC_OPTIONS + (("grpc.so_reuseport", 0),),
+                         maximum_concurrent_rpcs=2 * max_in_flight)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(store, errors, max_rows, admission), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, errors), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
-        raise OSError(f"could not bind gRPC port {host}:{port}")
+        raise OSError(f"could not bind gRPC port {host}:{port} (is another server listening on it?)")
     return server, bound
 
 
 def serve(store: ModelStore, host: str = "127.0.0.1", port: int = 8500, *, max_workers: int = 16,
-          grace_seconds: float = 10.0) -> int:
+          max_in_flight: int | None = None, grace_seconds: float = 10.0, max_rows: int = MAX_ROWS) -> int:
     """Serve ``store`` until SIGTERM/SIGINT; then stop accepting, finish in-flight RPCs and return 0.
     Must run in the main thread (signal handlers)."""
     errors = ErrorCounts()
-    server, bound = build_server(store, host, port, max_workers=max_workers, errors=errors)
+    if host not in LOOPBACK:
+        log.warning("binding %s without TLS: anyone who can reach this address can call the model and read its "
+                    "answers in the clear; keep it on a private network or serve through TF Serving with "
+                    "--ssl_config_file", host)
+    server, bound = build_server(store, host, port, max_workers=max_workers, max_in_flight=max_in_flight,
+                                 errors=errors, max_rows=max_rows)
     stop = threading.Event()
     received = []
 

@@ -4,6 +4,10 @@ TF Serving refuses a request whose inputs do not match the SignatureDef; this mo
 signature's ``structured_input_signature`` ({input name: TensorSpec}) and says precisely what is wrong: which input,
 the expected and the received dtype or shape. Every failure is a ``ServingError`` with ``INVALID_ARGUMENT``.
 
+Limits are checked from the TensorProto's header before any array is made from it: at most ``max_rows`` rows
+(dimension 0) per request, and exactly as many values as the declared shape holds (TensorFlow would otherwise fill
+a declared [1 000 000] from one value, gigabytes from a message of a few hundred bytes).
+
 Shapes are written as lists with -1 for an unknown dimension (as in a SignatureDef), e.g. ``[-1, 50]``.
 """
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Iterable, Mapping
 import grpc
 import numpy as np
 
+from serving import MAX_ROWS
 from serving.errors import ServingError
 
 
@@ -32,15 +37,29 @@ def input_specs(signature) -> dict:
     return dict(kwargs)
 
 
-def check_inputs(inputs: Mapping, specs: Mapping, signature_name: str) -> dict[str, np.ndarray]:
+def payload_values(proto) -> int:
+    """How many values a TensorProto carries: its ``tensor_content`` bytes over the dtype's size, or the entries of
+    its typed value fields (``int64_val``, ``string_val``, ...)."""
+    import tensorflow as tf
+
+    if proto.tensor_content:
+        return len(proto.tensor_content) // max(tf.dtypes.as_dtype(proto.dtype).size, 1)
+    return sum(len(getattr(proto, field.name)) for field in proto.DESCRIPTOR.fields
+               if field.name.endswith("_val") and field.label == field.LABEL_REPEATED)
+
+
+def check_inputs(inputs: Mapping, specs: Mapping, signature_name: str,
+                 max_rows: int = MAX_ROWS) -> dict[str, np.ndarray]:
     """Validate request tensors and convert them to arrays.
 
     Args:
       inputs: {name: TensorProto} of ``PredictRequest.inputs``.
       specs: {name: tf.TensorSpec} of the signature (:func:`input_specs`).
       signature_name: for messages.
+      max_rows: the most rows (dimension 0) an input may declare.
     Returns {name: np.ndarray} with exactly the signature's inputs, every one of the spec's dtype and a shape
-    compatible with the spec's, all sharing one non-zero batch size (dimension 0).
+    compatible with the spec's, all sharing one non-zero batch size (dimension 0) of at most ``max_rows``, each
+    built from exactly the values its shape declares.
     Raises ServingError(INVALID_ARGUMENT) naming the first offending input.
     """
     import tensorflow as tf
@@ -73,6 +92,13 @@ def check_inputs(inputs: Mapping, specs: Mapping, signature_name: str) -> dict[s
             got = "unknown rank" if proto.tensor_shape.unknown_rank else f"{_shape_text(dims)} (rank {len(dims)})"
             raise _invalid(f"input {name!r} of signature {signature_name!r}: expected shape {_shape_text(want)} "
                            f"(rank {len(want)}), got {got}")
+        if dims and dims[0] > max_rows:
+            raise _invalid(f"input {name!r} of signature {signature_name!r} has {dims[0]} rows; this server takes at "
+                           f"most {max_rows} per request (mtin serve --max-rows): split the request")
+        declared, carried = int(np.prod(dims, dtype=np.int64)), payload_values(proto)
+        if carried != declared:
+            raise _invalid(f"input {name!r} of signature {signature_name!r} declares shape {_shape_text(dims)} "
+                           f"({declared} values) but carries {carried}")
         try:
             arrays[name] = tf.make_ndarray(proto)
         except (ValueError, TypeError) as exc:

@@ -152,6 +152,28 @@ def test_validation_rejects_an_empty_batch_and_accepts_a_good_one(loaded):
     assert arrays[F.CLICKED_ITEMS].shape == (3, L) and arrays[F.USER_ID].dtype == np.int64
 
 
+def test_validation_caps_rows_and_checks_the_payload_against_the_declared_shape(loaded):
+    specs = input_specs(loaded[1].signatures[RAW_SIGNATURE])
+    with pytest.raises(ServingError, match=r"'\w+' of signature 'predict_raw' has 5 rows; this server takes at most 4"):
+        check_inputs(_raw_protos(n=5), specs, RAW_SIGNATURE, max_rows=4)
+    assert check_inputs(_raw_protos(n=4), specs, RAW_SIGNATURE, max_rows=4)[F.ITEM_ID].shape == (4,)
+    # TensorFlow would fill a declared [1 000 000] from one value (8 MB here, gigabytes for a wider shape).
+    broadcast = _raw_protos(n=3)
+    broadcast[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(7, dtype=tf.int64, shape=[1_000_000]))
+    assert len(broadcast[F.ITEM_ID].int64_val) == 1
+    with pytest.raises(ServingError, match=r"'item_id' .* declares shape \[1000000\] \(1000000 values\) but "
+                                           r"carries 1"):
+        check_inputs(broadcast, specs, RAW_SIGNATURE, max_rows=2_000_000)
+    # The same for packed bytes (tensor_content): a history of 3 × 8 declared, 23 values sent.
+    packed = _raw_protos(n=3)
+    proto = packed[F.CLICKED_ITEMS]
+    assert proto.tensor_content
+    proto.tensor_content = proto.tensor_content[:-8]
+    with pytest.raises(ServingError, match=r"'clicked_item_ids' .* declares shape \[3, 8\] \(24 values\) but "
+                                           r"carries 23"):
+        check_inputs(packed, specs, RAW_SIGNATURE)
+
+
 def test_a_missing_base_path_is_logged_and_named_in_unavailable(tmp_path, caplog):
     from serving.model_store import ModelStore
 
@@ -167,3 +189,66 @@ def test_a_missing_base_path_is_logged_and_named_in_unavailable(tmp_path, caplog
     store.poll()
     with pytest.raises(ServingError, match="no version has loaded"):
         store.get("mtin")
+
+
+# -- admission of the server (serving.server.Admission): load shedding and deadlines ----------------------------
+class _Deadline:
+    """What Admission reads of a grpc.ServicerContext: the seconds left before the client's deadline (None: none)."""
+
+    def __init__(self, remaining):
+        self.remaining = remaining
+
+    def time_remaining(self):
+        return self.remaining
+
+
+def test_admission_sheds_beyond_the_cap_and_drops_requests_whose_deadline_passes_before_compute():
+    import threading
+    import time
+
+    from serving.server import Admission
+
+    admission = Admission(workers=1, max_in_flight=2)
+    computing, release = threading.Event(), threading.Event()
+
+    def hold_the_worker():
+        with admission.admit(_Deadline(None)):
+            computing.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_worker)
+    holder.start()
+    assert computing.wait(10)
+    waited = {}
+
+    def wait_for_the_worker():
+        start = time.monotonic()
+        try:
+            with admission.admit(_Deadline(0.5)):
+                waited["ran"] = True
+        except ServingError as exc:
+            waited["error"], waited["seconds"] = exc, time.monotonic() - start
+
+    waiter = threading.Thread(target=wait_for_the_worker)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while admission.in_flight < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert admission.in_flight == 2
+    with pytest.raises(ServingError) as shed:  # a third request while two are in flight: refused at once
+        with admission.admit(_Deadline(30)):
+            pass
+    assert shed.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-in-flight 2" in shed.value.message
+    waiter.join(10)
+    assert "ran" not in waited and waited["error"].code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "waiting for one of 1 workers" in waited["error"].message and 0.4 < waited["seconds"] < 5
+    release.set()
+    holder.join(10)
+    with pytest.raises(ServingError, match="deadline passed before the request ran"):
+        with admission.admit(_Deadline(0.0)):
+            pass
+    assert admission.in_flight == 0
+    with admission.admit(_Deadline(5)):  # free again: admitted and computed
+        assert admission.in_flight == 1
+    with pytest.raises(ValueError, match="workers <= max_in_flight"):
+        Admission(workers=4, max_in_flight=2)

@@ -220,3 +220,63 @@ def test_client_rides_through_a_server_restart_with_its_retries(tmp_path):
         first.kill()
         if second is not None:
             second.kill()
+
+
+def test_a_flood_beyond_max_in_flight_is_shed_with_resource_exhausted_and_counted(tmp_path):
+    # One worker, two admitted: of 8 heavy requests sent at once, the ones beyond two in flight are refused at once
+    # (RESOURCE_EXHAUSTED, each logged and counted by the server), the admitted ones are answered, and the server
+    # serves normally afterwards. Each request scores 100 users × 2 000 candidates, far longer than the sending.
+    from serving.client import candidate_inputs, predict_request
+    from mtin_tf.signatures import SCORE_SIGNATURE
+
+    base = str(tmp_path)
+    install_version(1, base, 1)
+    server = start_server(base, "--max-workers", "1", "--max-in-flight", "2")
+    try:
+        server.client.wait_until_available(1)
+        one = candidate_inputs(USER, list(range(1, 2001)), NOW, L, **HISTORY)
+        heavy = predict_request("mtin", SCORE_SIGNATURE, {k: np.repeat(v, 100, axis=0) for k, v in one.items()})
+        barrier, codes = threading.Barrier(8), []
+
+        def send():
+            with MTINClient(server.target, max_attempts=1, timeout=120) as client:
+                barrier.wait()
+                try:
+                    client.call("Predict", heavy)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+
+        threads = [threading.Thread(target=send) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        shed = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert len(codes) == 8 and set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        assert shed >= 1 and codes.count(grpc.StatusCode.OK) >= 1, codes
+        logged = re.findall(r"Predict -> RESOURCE_EXHAUSTED: server busy: 2 requests in flight", server.log())
+        assert len(logged) == shed, server.log()
+        prediction = server.client.predict(USER, CANDIDATES, NOW, **HISTORY)
+        np.testing.assert_allclose(prediction.click_probability, _keras_probabilities(1), atol=1e-5)
+    finally:
+        server.kill()
+
+
+def test_a_second_server_on_a_port_in_use_fails_to_bind_and_the_first_keeps_it(tmp_path):
+    base = str(tmp_path)
+    install_version(1, base, 1)
+    first = start_server(base)
+    try:
+        first.client.wait_until_available(1)
+        second = start_server(base, port=first.port)
+        try:
+            assert second.proc.wait(120) == 1, second.log()
+            assert f"could not bind gRPC port 127.0.0.1:{first.port}" in second.log()
+        finally:
+            second.kill()
+        for _ in range(20):  # every connection still reaches the first server
+            with MTINClient(first.target, max_attempts=1) as client:
+                assert client.predict(USER, CANDIDATES, NOW, **HISTORY).model_version == 1
+    finally:
+        first.kill()

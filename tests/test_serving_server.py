@@ -138,7 +138,35 @@ def _signature(request, name):
     return request
 
 
+def _declared_beyond_payload():
+    import tensorflow as tf
+
+    request = _good_request()
+    request.inputs[F.USER_ID].CopyFrom(tf.make_tensor_proto(USER, dtype=tf.int64, shape=[1_000_000]))
+    return request
+
+
+def _misaligned_example():
+    import tensorflow as tf
+
+    example = tf.train.Example()
+    for spec in F.MODEL_INPUTS:
+        example.features.feature[spec.name].int64_list.value.extend([1] if not spec.is_history else [])
+    example.features.feature[F.CLICKED_ITEMS].int64_list.value.extend([3000, 9000, 12000])
+    example.features.feature[F.CLICKED_TIMES].int64_list.value.extend([100, 200])
+    return predict_request("mtin", DEFAULT_SIGNATURE,
+                           {EXAMPLES_INPUT: np.array([example.SerializeToString()], dtype=object)})
+
+
 BAD_REQUESTS = {
+    "declared shape beyond its payload": (_declared_beyond_payload, grpc.StatusCode.INVALID_ARGUMENT,
+                                          ["'user_id'", "declares shape [1000000]", "carries 1"]),
+    "more rows than --max-rows": (lambda: predict_request("mtin", RAW_SIGNATURE, raw_inputs(
+        USER, list(range(1, 1026)), NOW, L, **HISTORY)), grpc.StatusCode.INVALID_ARGUMENT,
+        ["has 1025 rows", "at most 1024", "--max-rows"]),
+    "tf.Example history and timestamps of different lengths": (
+        _misaligned_example, grpc.StatusCode.INVALID_ARGUMENT,
+        ["'clicked_item_ids' and 'clicked_timestamps' differ in length"]),
     "missing input": (lambda: _without(_good_request(), F.CLICKED_TIMES), grpc.StatusCode.INVALID_ARGUMENT,
                       ["missing input 'clicked_timestamps'"]),
     "wrong dtype": (lambda: _replace(_good_request(), F.ITEM_ID, np.array(CANDIDATES, np.float32)),
