@@ -38,7 +38,7 @@ def parse_examples(serialized, max_history: int) -> dict:
     ragged = {spec.name: tf.RaggedTensor.from_sparse(parsed[spec.name]) for spec in F.MODEL_INPUTS if spec.is_history}
     checks = [tf.debugging.assert_equal(
         ragged[items].row_lengths(), ragged[times].row_lengths(),
-        message=f"tf.Example features {items!r} and {times!r} differ in length (each item needs its timestamp)")
+        message=f"tf.Example features {items} and {times} differ in length (each item needs its timestamp)")
         for items, times in F.HISTORY_PAIRS]
     inputs = {}
     with tf.control_dependencies(checks):

@@ -35,6 +35,7 @@ from serving.validation import check_inputs, check_output_filter, input_specs
 
 log = logging.getLogger(__name__)
 
+SHED_HEADROOM = 128  # RPCs beyond --max-in-flight that still reach the server's own admission (and its counts)
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # run when the request names no signature
 
@@ -232,17 +233,22 @@ def build_server(store: ModelStore, host: str, port: int, *, max_workers: int = 
     errors = errors or ErrorCounts()
     max_in_flight = max_in_flight or 4 * max_workers
     admission = Admission(max_workers, max_in_flight)
-    # Threads for every admitted request and as many again, so that a request beyond the cap reaches Admission and
-    # is refused (and counted) there; gRPC itself refuses beyond that.
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2 * max_in_flight, thread_name_prefix="rpc"),
+    # Threads for every admitted request and SHED_HEADROOM more (idle threads cost little), so that requests beyond
+    # the cap reach Admission and are refused (and counted) there; only beyond that does gRPC itself refuse them
+    # (RESOURCE_EXHAUSTED too, but uncounted).
+    threads = max_in_flight + SHED_HEADROOM
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
                          # No SO_REUSEPORT: a second server on a port in use fails to bind instead of silently
                          # taking half of the connections.
                          options=GRPC_OPTIONS + (("grpc.so_reuseport", 0),),
-                         maximum_concurrent_rpcs=2 * max_in_flight)
+                         maximum_concurrent_rpcs=threads)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(store, errors, max_rows, admission), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store, errors), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")  # grpcio raises where older versions returned 0
+    except RuntimeError:
+        bound = 0
     if not bound:
         raise OSError(f"could not bind gRPC port {host}:{port} (is another server listening on it?)")
     return server, bound

@@ -139,10 +139,11 @@ def _signature(request, name):
 
 
 def _declared_beyond_payload():
+    # 100 M candidates declared, one value sent: TensorFlow would fill 800 MB from a message of a few hundred bytes.
     import tensorflow as tf
 
-    request = _good_request()
-    request.inputs[F.USER_ID].CopyFrom(tf.make_tensor_proto(USER, dtype=tf.int64, shape=[1_000_000]))
+    request = predict_request("mtin", SCORE_SIGNATURE, candidate_inputs(USER, CANDIDATES, NOW, L, **HISTORY))
+    request.inputs[F.CANDIDATE_IDS].CopyFrom(tf.make_tensor_proto(7, dtype=tf.int64, shape=[1, 100_000_000]))
     return request
 
 
@@ -160,13 +161,13 @@ def _misaligned_example():
 
 BAD_REQUESTS = {
     "declared shape beyond its payload": (_declared_beyond_payload, grpc.StatusCode.INVALID_ARGUMENT,
-                                          ["'user_id'", "declares shape [1000000]", "carries 1"]),
+                                          ["'candidate_ids'", "declares shape [1, 100000000]", "carries 1"]),
     "more rows than --max-rows": (lambda: predict_request("mtin", RAW_SIGNATURE, raw_inputs(
         USER, list(range(1, 1026)), NOW, L, **HISTORY)), grpc.StatusCode.INVALID_ARGUMENT,
         ["has 1025 rows", "at most 1024", "--max-rows"]),
     "tf.Example history and timestamps of different lengths": (
         _misaligned_example, grpc.StatusCode.INVALID_ARGUMENT,
-        ["'clicked_item_ids' and 'clicked_timestamps' differ in length"]),
+        ["tf.Example features clicked_item_ids and clicked_timestamps differ in length"]),
     "missing input": (lambda: _without(_good_request(), F.CLICKED_TIMES), grpc.StatusCode.INVALID_ARGUMENT,
                       ["missing input 'clicked_timestamps'"]),
     "wrong dtype": (lambda: _replace(_good_request(), F.ITEM_ID, np.array(CANDIDATES, np.float32)),
@@ -290,7 +291,7 @@ def test_new_version_rolls_over_under_32_concurrent_clients_without_a_failed_req
 
 
 def test_unavailable_until_a_version_appears_and_sigterm_exits_0_after_in_flight_requests(tmp_path):
-    proc = start_server(str(tmp_path))
+    proc = start_server(str(tmp_path), "--max-rows", "20000")  # room for the large request below
     try:
         end = time.monotonic() + 120
         while True:  # up, but no version yet: GetModelStatus says NOT_FOUND, Predict UNAVAILABLE
