@@ -8,10 +8,10 @@ Services (tensorflow_serving/apis):
   answers UNIMPLEMENTED.
 
 Status codes follow TF Serving: unknown model, version or label → NOT_FOUND; nothing loaded yet → UNAVAILABLE; a
-request that does not match the signature (see :mod:`serving.validation`), an unknown signature, a malformed
-tf.Example → INVALID_ARGUMENT; more requests in flight than admitted → RESOURCE_EXHAUSTED; a deadline that passes
-before the request runs → DEADLINE_EXCEEDED (dropped before compute); anything else → INTERNAL. Every error is logged and counted (:class:`ErrorCounts`)
-and the server keeps serving. :func:`serve` runs until SIGTERM or SIGINT, then stops accepting RPCs, lets those in
+request that does not match the signature or its limits (see :mod:`serving.validation`), an unknown signature, a
+malformed tf.Example → INVALID_ARGUMENT; more requests in flight than admitted → RESOURCE_EXHAUSTED; a deadline that
+passes before the request runs → DEADLINE_EXCEEDED (dropped before compute, :class:`Admission`); anything else →
+INTERNAL. Every error is logged and counted (:class:`ErrorCounts`) and the server keeps serving. :func:`serve` runs until SIGTERM or SIGINT, then stops accepting RPCs, lets those in
 flight finish (up to ``grace_seconds``) and returns 0.
 """
 from __future__ import annotations
