@@ -7,7 +7,7 @@ import json
 from mtin_tf import features
 
 AGGREGATIONS = ("sum", "concat", "concat_pool")
-READOUTS = ("paper", "attention")
+READOUTS = ("paper", "attention", "target")
 
 
 # The paper's model as written (section 4 and 5.1 where it is specific; this project's choices where it is silent):
@@ -53,6 +53,9 @@ class MTINConfig:
     # P_ii = 1 (an item attends to itself, so a one-item group is not the constant MLP(0)); False is eq. 6's strict
     # i > j, the paper's.
     temporal_self: bool = True
+    # Eq. 5 on RMS-normalised items (ours): Q_ij = x̂_i^T W x̂_j, x̂ = x / rms(x), so r_g is linear in x, not cubic,
+    # and its scale does not follow the feature scale (mtin_tf.layers.temporal_mask). False is eq. 5 as written.
+    unit_bilinear: bool = False
     use_time_gaps: bool = False
     time_scale: float = 86400.0  # seconds per time unit when use_time_gaps (a day by default)
     # Eq. 5–7's decay sums are taken over chunks of this many history positions, pairs across chunks through
@@ -76,8 +79,9 @@ class MTINConfig:
     memory_anchors: int = 8
     # How the s updated memory rows become the user vector q of the prediction unit: "paper" (eq. 11: sum pooling;
     # head MLP([q, x_e])) or "attention" (ours: label-aware attention of the candidate over the rows,
-    # q = Σ_p softmax_p(u_p·x_e/√d) u_p; head MLP([q, x_e, q ⊙ x_e])). The readout sees the candidate only through
-    # the rows, never the history, so a user is encoded once for any number of candidates.
+    # q = Σ_p softmax_p(u_p·x_e/√d) u_p; head MLP([q, x_e, q ⊙ x_e])) or "target" (ours: the same q and head with
+    # DIN's activation unit MLP([u_p, x_e, u_p − x_e, u_p ⊙ x_e]) in place of the dot product). The readout sees the
+    # candidate only through the rows, never the history, so a user is encoded once for any number of candidates.
     readout: str = "attention"
     # λ of the interest memory's L2 (each batch's rows, averaged over the batch); None: l2. The memory is the only
     # per-user parameter of MTIN (2·s·d per user), and with tens of training rows per user it memorises them.

@@ -92,7 +92,8 @@ def group_items(assign, values, groups):
 def temporal_mask(layer, grouped, mask, ages=None, weights=None, include_self=False):
     """Eq. 5–7 literally: Q, P, M = P∘Q, m_i = Σ_j M_ij x_j, r^k = Σ_i m_i, r = MLP(concat_k r^k).
 
-    include_self: P_ii = 1 (i ≥ j) instead of eq. 6's i > j; weights [B, s, L]: a factor on item j's terms."""
+    include_self: P_ii = 1 (i ≥ j) instead of eq. 6's i > j; weights [B, s, L]: a factor on item j's terms;
+    layer.unit_bilinear: Q_ij on x / rms(x) (rms over the d coordinates, + 1e-6 under the root)."""
     w = layer.w.numpy().astype(np.float64)
     omega = np.exp(layer.log_omega.numpy().astype(np.float64))
     batch, groups, length, d = grouped.shape
@@ -115,7 +116,10 @@ def temporal_mask(layer, grouped, mask, ages=None, weights=None, include_self=Fa
                             p_ij = np.exp(-gap * omega[k])  # eq. 6
                         else:
                             p_ij = 0.0
-                        q_ij = x[i] @ w[g, k] @ x[j]  # eq. 5
+                        xi, xj = x[i], x[j]
+                        if layer.unit_bilinear:
+                            xi, xj = (v / np.sqrt(np.mean(v * v) + 1e-6) for v in (x[i], x[j]))
+                        q_ij = xi @ w[g, k] @ xj  # eq. 5
                         w_j = 1.0 if weights is None else weights[b, g, idx[j]]
                         m_i += w_j * p_ij * q_ij * x[j]  # eq. 7
                     r_k += m_i
@@ -211,11 +215,17 @@ def interest_branch(layer, config, items, known, times, now, memory):
 
 def interest_readout(layer, kind, rows, candidate):
     """Section 4.4: "paper" MLP([Σ_p u_p, x_e]); "attention" MLP([q, x_e, q ⊙ x_e]) with
-    q = Σ_p softmax_p(u_p·x_e/√d) u_p."""
+    q = Σ_p softmax_p(u_p·x_e/√d) u_p; "target" the same with DIN's activation unit
+    softmax_p(MLP_σ([u_p, x_e, u_p − x_e, u_p ⊙ x_e])) in place of the dot product."""
     if kind == "paper":
         head = np.concatenate([rows.sum(1), candidate], -1)
     else:
-        logits = np.einsum("bpd,bd->bp", rows, candidate) / np.sqrt(rows.shape[-1])
+        if kind == "target":
+            cand = np.broadcast_to(candidate[:, None], rows.shape)
+            unit = np.concatenate([rows, cand, rows - cand, rows * cand], -1)
+            logits = dense(layer.unit_out, sigmoid(dense(layer.unit_hidden, unit)))[..., 0]
+        else:
+            logits = np.einsum("bpd,bd->bp", rows, candidate) / np.sqrt(rows.shape[-1])
         a = np.exp(logits - logits.max(1, keepdims=True))
         q = np.einsum("bp,bpd->bd", a / a.sum(1, keepdims=True), rows)
         head = np.concatenate([q, candidate, q * candidate], -1)

@@ -209,21 +209,14 @@ def test_logit_is_alpha_positive_plus_beta_negative_plus_item_bias(table):
     assert not any(w.trainable for w in build_mtin(small_config(), *table).get_layer(F.OUTPUT_LOGIT).weights)
 
 
-@pytest.mark.parametrize("readout", ["paper", "attention"])
+@pytest.mark.parametrize("readout", ["paper", "attention", "target"])
 def test_readout_matches_its_formula(table, readout):
     model = build_mtin(small_config(readout=readout), *table)
     readout_layer = model.get_layer("positive_readout")
     rng = np.random.default_rng(4)
     rows, cand = rng.normal(size=(5, 3, 8)).astype(np.float32), rng.normal(size=(5, 8)).astype(np.float32)
     got = readout_layer([tf.constant(rows), tf.constant(cand)]).numpy()
-    if readout == "paper":  # eq. 11: q = Σ_p u_p, MLP([q, x_e])
-        head = np.concatenate([rows.sum(1), cand], -1)
-    else:  # a_p = softmax_p(u_p·x_e/√d), q = Σ_p a_p u_p, MLP([q, x_e, q ⊙ x_e])
-        logits = np.einsum("bpd,bd->bp", rows, cand) / np.sqrt(8)
-        a = np.exp(logits - logits.max(1, keepdims=True))
-        q = np.einsum("bp,bpd->bd", a / a.sum(1, keepdims=True), rows)
-        head = np.concatenate([q, cand, q * cand], -1)
-    want = ref.dense(readout_layer.out, ref.relu(ref.dense(readout_layer.hidden, head.astype(np.float64))))[:, 0]
+    want = ref.interest_readout(readout_layer, readout, rows.astype(np.float64), cand.astype(np.float64))
     np.testing.assert_allclose(got, want, atol=1e-5)
     # N candidates per user against the same rows: [B, N, d] → [B, N], each equal to its own single-candidate score.
     many = rng.normal(size=(5, 4, 8)).astype(np.float32)
@@ -232,9 +225,10 @@ def test_readout_matches_its_formula(table, readout):
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
-@pytest.mark.parametrize("overrides", [dict(readout="paper"), dict(readout="attention"),
+@pytest.mark.parametrize("overrides", [dict(readout="paper"), dict(readout="attention"), dict(readout="target"),
                                        dict(readout="paper", memory_anchors=0, use_item_bias=False),
-                                       dict(use_routing=False)], ids=["paper", "attention", "paper-free-rows", "MTIN-I"])
+                                       dict(use_routing=False)],
+                         ids=["paper", "attention", "target", "paper-free-rows", "MTIN-I"])
 def test_user_encoder_and_candidate_scorer_compose_to_the_fused_model(table, overrides):
     from mtin_tf.model import candidate_scorer, user_encoder
     from mtin_tf.signatures import candidates_scorer, row_scorer

@@ -19,12 +19,16 @@ class InterestReadout(Layer):
       readout "paper" (eq. 11):  q = Σ_p u_p;  P(x_e | H) = MLP([q, x_e])
       readout "attention" (ours): a_p = softmax_p(u_p·x_e / √d), q = Σ_p a_p u_p;
                                   P(x_e | H) = MLP([q, x_e, q ⊙ x_e])
+      readout "target" (ours):    a_p = softmax_p(v^T σ(A [u_p, x_e, u_p − x_e, u_p ⊙ x_e] + a) + c), DIN's
+                                  activation unit (Zhou et al., KDD 2018) of ``attention_units`` sigmoid units over
+                                  the s rows instead of the history items; q and the MLP as in "attention"
     The MLP has one hidden layer of d units (``activation``) and a linear output: the score is a logit-scale value,
     not a probability (the click combiner adds the branches' scores).
     """
 
-    def __init__(self, readout="attention", activation="relu", kernel_regularizer=None, **kwargs):
+    def __init__(self, readout="attention", activation="relu", kernel_regularizer=None, attention_units=32, **kwargs):
         super().__init__(**kwargs)
+        self.attention_units = int(attention_units)
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.readout = readout
@@ -36,6 +40,10 @@ class InterestReadout(Layer):
         self.hidden = keras.layers.Dense(d, activation=self.activation, name="hidden",
                                             kernel_regularizer=self.kernel_regularizer)
         self.out = keras.layers.Dense(1, name="out", kernel_regularizer=self.kernel_regularizer)
+        if self.readout == "target":
+            self.unit_hidden = keras.layers.Dense(self.attention_units, activation="sigmoid", name="unit_hidden",
+                                                  kernel_regularizer=self.kernel_regularizer)
+            self.unit_out = keras.layers.Dense(1, name="unit_out", kernel_regularizer=self.kernel_regularizer)
         super().build(input_shape)
 
     def call(self, inputs):
@@ -46,13 +54,20 @@ class InterestReadout(Layer):
             q = tf.broadcast_to(tf.reduce_sum(rows, axis=-2), tf.shape(candidate))  # eq. 11
             head = tf.concat([q, candidate], axis=-1)
         else:
-            scale = tf.sqrt(tf.cast(tf.shape(rows)[-1], rows.dtype))
-            attention = tf.nn.softmax(tf.reduce_sum(rows * candidate[..., None, :], -1) / scale, axis=-1)
+            if self.readout == "target":  # [.., s, 4d] → [.., s]
+                cand = tf.broadcast_to(candidate[..., None, :], tf.shape(rows * candidate[..., None, :]))
+                rows = tf.broadcast_to(rows, tf.shape(cand))
+                unit = tf.concat([rows, cand, rows - cand, rows * cand], axis=-1)
+                logits = self.unit_out(self.unit_hidden(unit))[..., 0]
+            else:
+                scale = tf.sqrt(tf.cast(tf.shape(rows)[-1], rows.dtype))
+                logits = tf.reduce_sum(rows * candidate[..., None, :], -1) / scale
+            attention = tf.nn.softmax(logits, axis=-1)
             q = tf.reduce_sum(attention[..., None] * rows, axis=-2)
             head = tf.concat([q, candidate, q * candidate], axis=-1)
         return self.out(self.hidden(head))[..., 0]
 
     def get_config(self):
-        return {**super().get_config(), "readout": self.readout,
+        return {**super().get_config(), "readout": self.readout, "attention_units": self.attention_units,
                 "activation": keras.activations.serialize(self.activation),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}
