@@ -44,6 +44,10 @@ class MTINConfig:
     routing_base: float = 2.0
     # Route σ(p − p̄), p̄ the mean of p over the history (ours): ε then filters relative to the user's own items.
     routing_center: bool = True
+    # Weight of the routing loss (ours, 0 = off): a logistic loss that tells the branch's own history items from the
+    # other history's by their best matching score p, so that uncentred routing with ε = 0.5 drops the items that look
+    # like the other history's (mtin_tf.layers.branch.routing_contrast_loss).
+    routing_loss: float = 0.0
     parallel_routing: bool = False
     jit_routing: bool = True
     # Eq. 5–7: ω_k log-spaced over [omega_min, omega_max]; learnable or fixed; position or real time gaps.

@@ -96,6 +96,7 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     of the positive branch}. ``report_metrics``: whether the branches update their routing metrics (the training
     model does; the serving and scoring paths do not)."""
     embed = layer(ITEM_EMBEDDING)
+    embedded = {ids_key: embed(inputs[ids_key]) for (ids_key, _), *_ in BRANCHES}
     out = {}
     for (ids_key, times_key), memory_name, branch_name, _, rows_key in BRANCHES:
         memory = layer(memory_name)(inputs[F.USER_ID])
@@ -103,9 +104,12 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
             residual, anchor_ids, anchor_times = memory
             memory = layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids), anchor_times,
                                                        inputs[F.TIMESTAMP]])
-        items, known = embed(inputs[ids_key])
-        rows, weights, assignment = layer(branch_name)([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory],
-                                                       report_metrics=report_metrics)
+        items, known = embedded[ids_key]
+        branch = layer(branch_name)
+        # The other history, for the routing loss (clicked items against browsed ones, and the reverse).
+        other = [v for key, v in embedded.items() if key != ids_key][0] if branch.settings["routing_loss"] else ()
+        rows, weights, assignment = branch([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory, *other],
+                                           report_metrics=report_metrics)
         out[rows_key] = rows
         if branch_name == POSITIVE_BRANCH:
             out[F.OUTPUT_GROUP_WEIGHTS], out[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment

@@ -8,7 +8,7 @@ import reference as ref
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
-from mtin_tf.model import build_mtin, user_encoder
+from mtin_tf.model import BRANCHES, build_mtin, user_encoder
 
 L = 8
 
@@ -390,3 +390,43 @@ def test_a_table_read_from_an_npy_file_by_chunks_builds_the_same_model(tmp_path)
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(ValueError, match="NaN"):
         build_mtin(config, ids, NpyRows(tmp_path / "nan.npy"), np.arange(1, 4))
+
+
+def test_routing_loss_tells_own_items_from_the_other_historys_in_training_only(table):
+    """routing_contrast_loss against its formula on the model's own matching scores (eq. 4), added to the model's
+    losses in training and not at inference, with a gradient that reaches the co-attention."""
+    config = small_config(routing_loss=0.5, l2=0.0, use_id_embedding=False, memory_anchors=0)
+    model = build_mtin(config, *table)
+    x = raw_batch(np.random.default_rng(8), table)
+    model(x, training=False)
+    assert not model.losses
+    model(x, training=True)
+    losses = list(model.losses)
+    assert len(losses) == 2  # one per branch
+
+    def softplus(z):
+        return np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0)
+
+    embed = model.get_layer("item_embedding")
+    want = []
+    for (own_key, _), memory_name, branch_name, *_ in BRANCHES:
+        memory = model.get_layer(memory_name)(x[F.USER_ID])
+        routing = model.get_layer(branch_name).routing
+        other_key = [k for (k, _), *_ in BRANCHES if k != own_key][0]
+        parts = []
+        for key, sign in ((own_key, -1.0), (other_key, 1.0)):
+            items, known = embed(x[key])
+            z = ref.matching_scores(routing, items.numpy(), memory.numpy()).max(-1)  # [B, L]
+            parts.append(softplus(sign * z)[known.numpy()].mean())
+        want.append(0.5 * sum(parts))
+    np.testing.assert_allclose(sorted(float(v) for v in losses), sorted(want), rtol=1e-5)
+    kernel = model.get_layer("positive_branch").routing.w_ph.kernel
+
+    @tf.function  # as Keras's train step runs it
+    def gradient():
+        with tf.GradientTape() as tape:
+            model(x, training=True)
+            loss = tf.add_n(model.losses)
+        return tape.gradient(loss, kernel)
+
+    assert float(tf.reduce_max(tf.abs(gradient()))) > 0

@@ -157,6 +157,9 @@ from mtin_tf.config import MTINConfig
 from mtin_tf.train import predict_probabilities, select_strategy, train_mtin, make_dataset
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 arrays, item_ids, feats = two_cluster_users(per_user=20)  # 120 rows: 8 steps an epoch, the last one a half batch
+# Features of unit scale: at the fixture's scale (coordinates of variance 10) eq. 5-7, cubic in x, start the logits
+# near 10^3, where the thresholded validation AUC turns on float rounding rather than on the model.
+feats = feats / 3
 runs = {}
 # The same global batch of 16 on one device and as 2 replicas x 8, same data and seed; the production settings.
 for name, strategy, batch in (("single", tf.distribute.get_strategy(), 16), ("mirrored", select_strategy(devices), 8)):
@@ -200,5 +203,5 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_the_single_device_run(tmp
     np.testing.assert_allclose(mirrored["loss"], single["loss"], rtol=1e-4)
     assert len(mirrored["val_auc"]) == 2
     np.testing.assert_allclose(mirrored["val_auc"], single["val_auc"], atol=1e-3)
-    np.testing.assert_allclose(mirrored["logits"], single["logits"], rtol=1e-2, atol=0.05)  # logits reach |400|
+    np.testing.assert_allclose(mirrored["logits"], single["logits"], rtol=1e-3, atol=1e-3)
     assert mirrored["n"] == 120 and mirrored["scored_vs_keras"] < 1e-5 and single["scored_vs_keras"] < 1e-5

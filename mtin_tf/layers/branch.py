@@ -24,12 +24,31 @@ def history_ages(history_times, candidate_time, time_scale):
 # Every setting of a branch with its default; MTINConfig has a field of the same name for each (one place to add one).
 BRANCH_SETTINGS = dict(
     num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
-    routing_center=True, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
+    routing_center=True, routing_loss=0.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
     use_time_gaps=False, temporal_self=True, unit_bilinear=False, temporal_chunk=50, time_scale=86400.0, tau=None, straight_through=True,
     aggregation="concat_pool", gated_update=False, activation="relu")
 
 
 ROUTING_METRICS = ("dropped", "groups_used", "largest_group")
+
+
+def routing_contrast_loss(own_scores, own_known, other_scores, other_known):
+    """The routing loss (ours): a class-balanced logistic loss that tells the branch's own history items (label 1)
+    from the other history's items (label 0) by their best matching score against the branch's memory,
+    z_j = max_g p_{g←j} (eq. 4):
+
+      loss = mean_{own real j} softplus(−z_j) + mean_{other real j} softplus(z_j)
+
+    own_scores [B, L, s], own_known bool [B, L]; other_scores [B, L', s], other_known bool [B, L'] → scalar. With it,
+    σ(p) > 1/2 comes to mean "looks like an item of this history rather than of the other", so uncentred routing
+    with ε = 1/2 leaves out the items that look like the other history's (the false-positive filter of section 4.1).
+    """
+    def mean_softplus(z, known):
+        known = tf.cast(known, z.dtype)
+        return tf.math.divide_no_nan(tf.reduce_sum(tf.nn.softplus(z) * known), tf.reduce_sum(known))
+
+    return (mean_softplus(-tf.reduce_max(own_scores, -1), own_known)
+            + mean_softplus(tf.reduce_max(other_scores, -1), other_known))
 
 
 def group_normalized(gate, assignment, num_groups):
@@ -58,7 +77,9 @@ class InterestBranch(Layer):
     is 1/s.
 
     Call arguments: [items float [B, L, d], known bool [B, L], history_times int64 [B, L], impression_time int64 [B]
-    (the candidate's time: ages are taken from it), memory float [B, s, d]].
+    (the candidate's time: ages are taken from it), memory float [B, s, d]], then, with ``routing_loss`` > 0, the
+    other history's [items float [B, L', d], known bool [B, L']]: in training the branch adds routing_loss ×
+    routing_contrast_loss (own items against the other history's, scored against this branch's memory).
     Outputs: (rows u [B, s, d], weights w [B, s, s], assignment int32 [B, L]).
     An empty history is valid: every group is empty, r = h = 0, and the rows are the memory alone.
     With routing, the branch reports metrics (TensorBoard, fit history): ``<name>_dropped``, the fraction of real
@@ -95,6 +116,7 @@ class InterestBranch(Layer):
                                      kernel_regularizer=reg, name="interest_mask")
         self.aggregate = InterestAggregation(settings["aggregation"], kernel_regularizer=reg, name="aggregation")
         self.gated_update = bool(settings["gated_update"])
+        self.routing_loss = float(settings["routing_loss"])
         # Keras 3 has no Layer.add_metric: there the routing metrics are Mean trackers, which Model.metrics collects.
         self._trackers = {} if LEGACY or not self.use_routing else {
             key: keras.metrics.Mean(name=f"{self.name}_{key}") for key in ROUTING_METRICS}
@@ -104,9 +126,14 @@ class InterestBranch(Layer):
             self.update_gate = self.add_weight(name="update_gate", shape=[], initializer="zeros")
         super().build(input_shape)
 
-    def call(self, inputs, report_metrics=True):
-        items, known, history_times, impression_time, memory = inputs
+    def call(self, inputs, report_metrics=True, training=None):
+        items, known, history_times, impression_time, memory, *other = inputs
         known = tf.cast(known, tf.bool)
+        if self.use_routing and self.routing_loss and training and other:
+            other_items, other_known = other
+            own_scores = self.routing.matching_scores(items, memory, known)
+            other_scores = self.routing.matching_scores(other_items, memory, tf.cast(other_known, tf.bool))
+            self.add_loss(self.routing_loss * routing_contrast_loss(own_scores, known, other_scores, other_known))
         ages = history_ages(history_times, impression_time, self.time_scale)
         gate = None
         if self.use_routing:
