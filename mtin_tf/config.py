@@ -57,9 +57,6 @@ class MTINConfig:
     # P_ii = 1 (an item attends to itself, so a one-item group is not the constant MLP(0)); False is eq. 6's strict
     # i > j, the paper's.
     temporal_self: bool = True
-    # Eq. 5 on RMS-normalised items (ours): Q_ij = x̂_i^T W x̂_j, x̂ = x / rms(x), so r_g is linear in x, not cubic,
-    # and its scale does not follow the feature scale (mtin_tf.layers.temporal_mask). False is eq. 5 as written.
-    unit_bilinear: bool = False
     use_time_gaps: bool = False
     time_scale: float = 86400.0  # seconds per time unit when use_time_gaps (a day by default)
     # Eq. 5–7's decay sums are taken over chunks of this many history positions, pairs across chunks through

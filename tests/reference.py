@@ -92,8 +92,7 @@ def group_items(assign, values, groups):
 def temporal_mask(layer, grouped, mask, ages=None, weights=None, include_self=False):
     """Eq. 5–7 literally: Q, P, M = P∘Q, m_i = Σ_j M_ij x_j, r^k = Σ_i m_i, r = MLP(concat_k r^k).
 
-    include_self: P_ii = 1 (i ≥ j) instead of eq. 6's i > j; weights [B, s, L]: a factor on item j's terms;
-    layer.unit_bilinear: Q_ij on x / rms(x) (rms over the d coordinates, + 1e-6 under the root)."""
+    include_self: P_ii = 1 (i ≥ j) instead of eq. 6's i > j; weights [B, s, L]: a factor on item j's terms."""
     w = layer.w.numpy().astype(np.float64)
     omega = np.exp(layer.log_omega.numpy().astype(np.float64))
     batch, groups, length, d = grouped.shape
@@ -116,10 +115,7 @@ def temporal_mask(layer, grouped, mask, ages=None, weights=None, include_self=Fa
                             p_ij = np.exp(-gap * omega[k])  # eq. 6
                         else:
                             p_ij = 0.0
-                        xi, xj = x[i], x[j]
-                        if layer.unit_bilinear:
-                            xi, xj = (v / np.sqrt(np.mean(v * v) + 1e-6) for v in (x[i], x[j]))
-                        q_ij = xi @ w[g, k] @ xj  # eq. 5
+                        q_ij = x[i] @ w[g, k] @ x[j]  # eq. 5
                         w_j = 1.0 if weights is None else weights[b, g, idx[j]]
                         m_i += w_j * p_ij * q_ij * x[j]  # eq. 7
                     r_k += m_i

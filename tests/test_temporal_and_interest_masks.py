@@ -69,29 +69,6 @@ def test_temporal_mask_weights_scale_each_items_term_once():
     np.testing.assert_allclose(twice, 2 * once, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk_size", [2, 50])
-def test_unit_bilinear_takes_eq_5_on_rms_normalised_items_and_is_linear_in_their_scale(chunk_size):
-    items, assignment, ages = _history_case(8)
-    weights = np.random.default_rng(8).uniform(0.1, 1.0, size=assignment.shape).astype(np.float32)
-    layer = ParallelTemporalMask(3, num_masks=2, include_self=True, unit_bilinear=True, chunk_size=chunk_size)
-    got = layer(items, assignment=assignment, weights=weights).numpy()
-    np.testing.assert_allclose(got, _reference(layer, items, assignment, ages, 3, weights)[0], atol=1e-5)
-    # Before the MLP, r_g^k is linear in the scale of the items (eq. 5–7 as written: cubic).
-    layer.mlp_hidden.activation = keras.activations.linear
-    for bias in (layer.mlp_hidden.bias, layer.mlp_out.bias):
-        bias.assign(tf.zeros_like(bias))
-    once = layer(items, assignment=assignment, weights=weights).numpy()
-    np.testing.assert_allclose(layer(3 * items, assignment=assignment, weights=weights).numpy(), 3 * once,
-                               rtol=1e-4, atol=1e-5)
-    cubic = ParallelTemporalMask(3, num_masks=2, include_self=True, chunk_size=chunk_size)
-    cubic(items, assignment=assignment)
-    cubic.set_weights(layer.get_weights())
-    base = cubic(items, assignment=assignment, weights=weights).numpy()
-    np.testing.assert_allclose(cubic(3 * items, assignment=assignment, weights=weights).numpy(), 27 * base,
-                               rtol=1e-4, atol=1e-4)
-    assert ParallelTemporalMask.from_config(layer.get_config()).unit_bilinear
-
-
 def test_temporal_mask_at_scale_matches_eq_5_to_7():
     # Enough items for several blocks of the grouped matmul per group.
     items, assignment, ages = _history_case(3, batch=40, length=12, groups=4, d=6)

@@ -24,8 +24,8 @@ def history_ages(history_times, candidate_time, time_scale):
 # Every setting of a branch with its default; MTINConfig has a field of the same name for each (one place to add one).
 BRANCH_SETTINGS = dict(
     num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
-    routing_center=True, routing_loss=0.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0, learnable_decay=True,
-    use_time_gaps=False, temporal_self=True, unit_bilinear=False, temporal_chunk=50, time_scale=86400.0, tau=None, straight_through=True,
+    routing_center=True, routing_loss=0.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0,
+    learnable_decay=True, use_time_gaps=False, temporal_self=True, temporal_chunk=50, time_scale=86400.0, tau=None, straight_through=True,
     aggregation="concat_pool", gated_update=False, activation="relu")
 
 
@@ -109,7 +109,6 @@ class InterestBranch(Layer):
             self.num_groups, settings["num_masks"], omega_min=settings["omega_min"], omega_max=settings["omega_max"],
             learnable_decay=settings["learnable_decay"], use_time_gaps=settings["use_time_gaps"],
             include_self=settings["temporal_self"], chunk_size=settings["temporal_chunk"],
-            unit_bilinear=settings["unit_bilinear"],
             activation=settings["activation"], kernel_regularizer=reg,
             name="temporal_mask")
         self.interest = InterestMask(tau=self.tau, straight_through=settings["straight_through"],

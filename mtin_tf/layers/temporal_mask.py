@@ -33,10 +33,6 @@ class ParallelTemporalMask(Layer):
     ``include_self`` sets P_ii = 1 (i ≥ j instead of eq. 6's strict i > j): with the strict mask a group of one item
     has r_g^k = 0 and r_g = MLP(0), the same constant for every such group. ``chunk_size`` changes the cost only
     (histories of a static length up to it are one chunk; a history of unknown static length is always one).
-    ``unit_bilinear`` (ours, not the paper's) takes eq. 5 on RMS-normalised items, Q_ij = x̂_i^T W_g^k x̂_j with
-    x̂ = x / √(mean_d x² + 10⁻⁶): eq. 7 is cubic in x as written, so r_g swings with the scale of the item vectors
-    (at initialisation, logits of ~10³ for features of norm 7.5 and ~10⁻² for norm 1); with Q on x̂, r_g^k is
-    linear in x and Q_ij starts O(1) whatever the feature scale.
 
     Inputs: items float [B, L, d] (the history in time order); assignment int32 [B, L], each item's group in [0, s) or
     −1 for items in no group (padding, unknown or unrouted items; they are ignored); ages float [B, L] (how long
@@ -48,9 +44,8 @@ class ParallelTemporalMask(Layer):
 
     def __init__(self, num_groups=6, num_masks=8, omega_min=0.05, omega_max=2.0, learnable_decay=True,
                  use_time_gaps=False, include_self=False, activation="relu", kernel_regularizer=None, chunk_size=50,
-                 unit_bilinear=False, **kwargs):
+                 **kwargs):
         super().__init__(**kwargs)
-        self.unit_bilinear = bool(unit_bilinear)
         self.chunk_size = int(chunk_size)
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -99,13 +94,11 @@ class ParallelTemporalMask(Layer):
             value = -tf.cast(ages, items.dtype) * live  # t_j up to a constant: P_ij = exp(−(v_i − v_j) ω)
         else:
             value = tf.reduce_sum(tf.cumsum(member, axis=1) * member, axis=-1)  # 1-based position within the group
-        # The vectors eq. 5 compares: x, or x̂ = x / rms(x) with unit_bilinear.
-        xq = x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), -1, keepdims=True) + 1e-6) if self.unit_bilinear else x
         # Eq. 5 for each item's own group: y^k_j = W_{g_j}^k x_j, [B, L, p, d].
         w = tf.reshape(tf.transpose(self.w, [0, 3, 1, 2]), [s, d, p * d])  # [s, d(e), p·d]: x_j @ w = W x_j
-        y = tf.reshape(grouped_matmul(tf.reshape(xq, [-1, d]), tf.reshape(assignment, [-1]), w), [batch, length, p, d])
+        y = tf.reshape(grouped_matmul(tf.reshape(x, [-1, d]), tf.reshape(assignment, [-1]), w), [batch, length, p, d])
         # Σ_i P_ij Q_ij = (Σ_i P_ij x_i)^T W x_j = a_j^T y_j: the decay sums a_j over same-group i > j (eq. 5–7).
-        a = self._decay_sums(xq, member, value, batch, length, d)  # [B, L, p, d]
+        a = self._decay_sums(x, member, value, batch, length, d)  # [B, L, p, d]
         coef = tf.reduce_sum(a * y, axis=-1)  # Σ_i P^k_ij Q^k_ij, [B, L(j), p]
         if weights is not None:  # each item's term of r_g^k scaled once, linearly
             coef = coef * tf.cast(weights, coef.dtype)[..., None]
@@ -182,7 +175,6 @@ class ParallelTemporalMask(Layer):
         config.update(num_groups=self.num_groups, num_masks=self.num_masks, omega_min=self.omega_min,
                       omega_max=self.omega_max, learnable_decay=self.learnable_decay,
                       use_time_gaps=self.use_time_gaps, include_self=self.include_self, chunk_size=self.chunk_size,
-                      unit_bilinear=self.unit_bilinear,
                       activation=keras.activations.serialize(self.activation),
                       kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config
