@@ -35,6 +35,14 @@ def _labels(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(f"expected label=version pairs, got {text!r}") from None
 
 
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """"a=1,b=2" -> [("a", "1"), ("b", "2")]."""
+    pairs = [pair.split("=", 1) for pair in text.split(",") if pair.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected key=value pairs, got {text!r}")
+    return [(k.strip().lower(), v) for k, v in pairs]
+
+
 def register_serve(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve a versioned SavedModel directory over TF Serving's gRPC API",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,23 +61,39 @@ def register_serve(subparsers) -> None:
                    help="Predict requests admitted at once (computing or waiting for a worker, each until its "
                         "deadline; default 4 x --max-workers); beyond: RESOURCE_EXHAUSTED")
     p.add_argument("--grace-seconds", type=float, default=10.0, help="time in-flight RPCs get after SIGTERM")
+    p.add_argument("--drain-seconds", type=float, default=2.0,
+                   help="after SIGTERM, how long health says NOT_SERVING while RPCs are still answered")
     p.add_argument("--max-rows", type=int, default=MAX_ROWS,
                    help="most rows (candidates, or users for score_candidates) per Predict request; more is "
                         "INVALID_ARGUMENT")
+    p.add_argument("--ssl-cert", help="PEM certificate chain of the server: serve TLS only (needs --ssl-key)")
+    p.add_argument("--ssl-key", help="PEM private key of --ssl-cert")
+    p.add_argument("--ssl-client-ca", help="PEM CA that client certificates must be signed by (mutual TLS)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, printed)")
     p.set_defaults(func=_serve)
 
 
 def _serve(args) -> int:
     from serving.model_store import ModelStore
-    from serving.server import serve
+    from serving.server import serve, server_credentials
 
+    if bool(args.ssl_cert) != bool(args.ssl_key) or (args.ssl_client_ca and not args.ssl_cert):
+        print("mtin serve: --ssl-cert and --ssl-key go together, and --ssl-client-ca needs them", file=sys.stderr)
+        return 2
+    try:
+        credentials = server_credentials(args.ssl_cert, args.ssl_key, args.ssl_client_ca) if args.ssl_cert else None
+    except OSError as exc:
+        print(f"mtin serve: cannot read the TLS files: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = ModelStore(args.model_name, args.model_base_path, num_versions=args.num_versions,
                        poll_seconds=args.poll_seconds, version_labels=args.version_labels,
                        max_load_retries=args.max_load_retries, load_retry_seconds=args.load_retry_seconds)
     try:
         return serve(store, args.host, args.port, max_workers=args.max_workers, max_in_flight=args.max_in_flight,
-                     grace_seconds=args.grace_seconds, max_rows=args.max_rows)
+                     grace_seconds=args.grace_seconds, max_rows=args.max_rows, credentials=credentials,
+                     metrics_port=args.metrics_port, drain_seconds=args.drain_seconds)
     except OSError as exc:
         print(f"mtin serve: {exc}", file=sys.stderr)
         return 1
@@ -89,6 +113,11 @@ def _query_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentPar
     p.add_argument("--browsed", type=_ids, default=[], help="browsed-not-clicked item ids, oldest first")
     p.add_argument("--browsed-times", type=_ids, default=[], help="their timestamps")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC attempt")
+    p.add_argument("--ssl-root-ca", help="PEM CA that signed the server's certificate: connect over TLS")
+    p.add_argument("--ssl-client-cert", help="PEM client certificate for mutual TLS (needs --ssl-client-key)")
+    p.add_argument("--ssl-client-key", help="PEM private key of --ssl-client-cert")
+    p.add_argument("--metadata", type=_pairs, default=[], help="call metadata sent with every RPC, e.g. "
+                   "authorization=Bearer\ TOKEN,x-tenant=a (keys lower case)")
     return p
 
 
@@ -106,18 +135,22 @@ def register_recommend(subparsers) -> None:
 def _query(args, top_k: int | None) -> int:
     import grpc
 
-    from serving.client import MTINClient
+    from serving.client import MTINClient, channel_credentials
 
     try:
+        credentials = None
+        if args.ssl_root_ca or args.ssl_client_cert:
+            credentials = channel_credentials(args.ssl_root_ca, args.ssl_client_cert, args.ssl_client_key)
         with MTINClient(args.target, args.model_name, args.timeout, version=args.version,
-                        version_label=args.version_label) as client:
+                        version_label=args.version_label, credentials=credentials,
+                        metadata=args.metadata) as client:
             prediction = client.predict(args.user, args.candidates, args.timestamp, clicked=args.clicked,
                                         clicked_times=args.clicked_times, browsed=args.browsed,
                                         browsed_times=args.browsed_times)
     except grpc.RpcError as exc:
         print(f"mtin {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"mtin {args.command}: {exc}", file=sys.stderr)
         return 2
     if top_k is not None:

@@ -146,6 +146,21 @@ def prediction_from_response(response, item_ids=None) -> Prediction:
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)  # what the client retries with backoff
 
 
+def channel_credentials(root_ca: str | None = None, client_cert: str | None = None,
+                        client_key: str | None = None) -> grpc.ChannelCredentials:
+    """TLS credentials for :class:`MTINClient` from PEM files: the CA that signed the server's certificate (None: the
+    system's roots) and, for mutual TLS, the client's certificate chain and key (both or neither)."""
+    if bool(client_cert) != bool(client_key):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+
+    def read(path):
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(read(root_ca), read(client_key), read(client_cert))
+
+
 class MTINClient:
     """Client of model ``model_name`` at ``target`` ("host:port").
 
@@ -155,19 +170,24 @@ class MTINClient:
       max_attempts, initial_backoff, max_backoff: retries on UNAVAILABLE and RESOURCE_EXHAUSTED, sleeping
         initial_backoff·2^k seconds (capped at max_backoff) between attempts; the defaults (12, 0.05, 2.0) sleep
         13.15 s in all, which rides through a restart of `mtin serve` (about 10 s: TensorFlow import, load, warm-up).
+      credentials: grpc.ChannelCredentials for TLS (:func:`channel_credentials`); None: plaintext.
+      metadata: (key, value) pairs sent with every RPC (e.g. an authorization header for a gateway).
     Attributes ``channel``, ``stub`` (PredictionService) and ``model_stub`` (ModelService) are there for calls this
     class has no method for.
     """
 
     def __init__(self, target: str, model_name: str = DEFAULT_MODEL_NAME, timeout: float = 10.0, *,
                  version: int | None = None, version_label: str | None = None, max_attempts: int = 12,
-                 initial_backoff: float = 0.05, max_backoff: float = 2.0):
+                 initial_backoff: float = 0.05, max_backoff: float = 2.0,
+                 credentials: grpc.ChannelCredentials | None = None, metadata: Sequence[tuple[str, str]] = ()):
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.target, self.model_name, self.timeout = target, model_name, timeout
         self.version, self.version_label = version, version_label
         self.max_attempts, self.initial_backoff, self.max_backoff = max_attempts, initial_backoff, max_backoff
-        self.channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+        self.call_metadata = tuple(metadata)
+        self.channel = (grpc.secure_channel(target, credentials, options=GRPC_OPTIONS) if credentials is not None
+                        else grpc.insecure_channel(target, options=GRPC_OPTIONS))
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self._max_history: int | None = None
@@ -186,7 +206,7 @@ class MTINClient:
         rpc = getattr(self.stub, method)
         for attempt in range(self.max_attempts):
             try:
-                return rpc(request, timeout=self.timeout)
+                return rpc(request, timeout=self.timeout, metadata=self.call_metadata)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRIED or attempt == self.max_attempts - 1:
                     raise
@@ -197,7 +217,16 @@ class MTINClient:
         """ModelService.GetModelStatus of the model (one version, or every version the server knows); no retries."""
         request = get_model_status_pb2.GetModelStatusRequest()
         set_model_spec(request.model_spec, self.model_name, version=version)
-        return self.model_stub.GetModelStatus(request, timeout=self.timeout)
+        return self.model_stub.GetModelStatus(request, timeout=self.timeout, metadata=self.call_metadata)
+
+    def health(self, service: str = "") -> str:
+        """grpc.health.v1 Check of ``service`` ("" = the whole server): "SERVING", "NOT_SERVING", ...; no retries."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout,
+                              metadata=self.call_metadata)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def wait_until_available(self, version: int | None = None, timeout: float = 120.0, poll: float = 0.3) -> int:
         """Poll GetModelStatus until ``version`` (default: any version) is AVAILABLE; returns that version.

@@ -34,10 +34,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class LocalServer:
     """``mtin serve --model-base-path base_path`` on 127.0.0.1:<port> (default: a free port); ``extra_args`` go to
-    ``mtin serve``. Passing the port of a server that stopped restarts the service at the same address."""
+    ``mtin serve``. Passing the port of a server that stopped restarts the service at the same address.
+    ``client_options`` go to the :class:`MTINClient` of ``self.client`` (e.g. ``credentials`` for a TLS server)."""
 
     def __init__(self, base_path: str, *extra_args: str, model_name: str = DEFAULT_MODEL_NAME,
-                 log_path: str | None = None, port: int | None = None):
+                 log_path: str | None = None, port: int | None = None, client_options: dict | None = None):
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.model_name = model_name
@@ -53,7 +54,7 @@ class LocalServer:
                 [sys.executable, "-m", "mtin_tf.cli", "serve", "--model-base-path", base_path, "--host", "127.0.0.1",
                  "--port", str(self.port), "--model-name", model_name, *extra_args],
                 cwd=_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.client = MTINClient(self.target, model_name, timeout=5.0)
+        self.client = MTINClient(self.target, model_name, timeout=5.0, **(client_options or {}))
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:

@@ -54,8 +54,8 @@ def install_version(seed: int, base: str, version: int) -> str:
     return final
 
 
-def start_server(base: str, *extra_args: str, port: int | None = None) -> LocalServer:
+def start_server(base: str, *extra_args: str, port: int | None = None, **client_options) -> LocalServer:
     """`mtin serve` over ``base`` in a subprocess on localhost (a free port unless ``port``), polling for versions
-    every 0.5 s."""
+    every 0.5 s; ``client_options`` for its MTINClient."""
     return LocalServer(base, "--poll-seconds", "0.5", *extra_args, port=port,
-                       log_path=os.path.join(_TMP, f"serve-{next(_SERVERS)}.log"))
+                       log_path=os.path.join(_TMP, f"serve-{next(_SERVERS)}.log"), client_options=client_options)
