@@ -108,6 +108,8 @@ def run_command(args) -> int:
 
 def print_run_summary(dirs) -> dict:
     """Print per-component state and wall time, the overall test metrics, the blessing and the pushed model."""
+    import tensorflow as tf
+
     from pipeline.evaluation import load_metrics
     from pipeline.metadata import component_timings, run_outputs
     from pipeline.runners.local import latest_pushed
@@ -120,7 +122,7 @@ def print_run_summary(dirs) -> dict:
     print("  test metrics (overall, Evaluator):")
     for name, value in sorted(metrics.get("", {}).items()):
         print(f"    {name:>14}: {value:.4f}" if isinstance(value, float) else f"    {name:>14}: {value}")
-    blessed = os.path.exists(os.path.join(outputs["Evaluator"]["blessing"][0], "BLESSED"))
+    blessed = tf.io.gfile.exists(os.path.join(outputs["Evaluator"]["blessing"][0], "BLESSED"))
     print(f"  blessed: {blessed}")
     pushed = latest_pushed(dirs.serving) if blessed else None
     print(f"  pushed model: {pushed or '(none: not blessed)'}")

@@ -14,7 +14,6 @@ The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output ke
 """
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -29,9 +28,14 @@ log = logging.getLogger(__name__)
 MTIN_CONFIG_KEY = "mtin_config"
 
 
+def _matching(file_patterns) -> list:
+    """The files matching any of ``file_patterns``, on any filesystem TensorFlow reads (gs://, s3://, hdfs://, local)."""
+    return sorted({f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)})
+
+
 def read_transformed(file_patterns, tf_transform_output, batch_size: int = 4096) -> dict:
     """Transformed examples (gzipped TFRecord) → {name: numpy array} of model inputs and label."""
-    files = sorted({f for pattern in file_patterns for f in glob.glob(pattern)})
+    files = _matching(file_patterns)
     spec = tf_transform_output.transformed_feature_spec()
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size).map(
         lambda x: tf.io.parse_example(x, spec))
@@ -44,7 +48,7 @@ def read_transformed(file_patterns, tf_transform_output, batch_size: int = 4096)
 
 def read_item_table(file_patterns):
     """Item-feature tf.Examples (gzipped TFRecord) → (item_ids int64 [N], features float32 [N, F])."""
-    files = sorted({f for pattern in file_patterns for f in glob.glob(pattern)})
+    files = _matching(file_patterns)
     ids, vectors = [], []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
         feature = tf.train.Example.FromString(record).features.feature
@@ -105,7 +109,7 @@ def run_fn(fn_args) -> None:
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
     served.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
                 signatures=transform_signatures(served, tf_transform_output, config.max_history))
-    with open(os.path.join(fn_args.model_run_dir, "training.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training.json"), "w") as f:
         json.dump({"config": json.loads(config.to_json()), "epochs_run": len(history.history["loss"]),
                    "train_examples": int(len(train[F.LABEL])), "validation_examples": int(len(validation[F.LABEL])),
                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},

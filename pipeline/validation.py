@@ -2,11 +2,12 @@
 
 ExampleValidator only records anomalies; :func:`check_anomalies` turns them into one readable message and raises
 :class:`DataValidationError` when more than ``max_anomalous_features`` features are anomalous (default 0: any anomaly
-against ``schemas/interactions/schema.pbtxt`` stops the run before history building).
+against ``schemas/interactions/schema.pbtxt`` stops the run before history building). The artifact is read through
+``tf.io.gfile``, so ``gs://``, ``s3://`` and ``hdfs://`` pipeline roots work as local ones do, and an artifact that
+holds no anomalies file stops the gate instead of passing it.
 """
 from __future__ import annotations
 
-import glob
 import os
 
 
@@ -15,15 +16,22 @@ class DataValidationError(RuntimeError):
 
 
 def load_anomalies(anomalies_uri: str) -> dict:
-    """{split name: tensorflow_metadata Anomalies proto} of an ExampleAnomalies artifact directory."""
+    """{split name: tensorflow_metadata Anomalies proto} of an ExampleAnomalies artifact directory (any filesystem
+    TensorFlow reads). Raises DataValidationError when it holds no ``Split-*/SchemaDiff.pb``: a gate that cannot
+    read its input must not pass."""
+    import tensorflow as tf
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     out = {}
-    for path in sorted(glob.glob(os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb"))):
+    pattern = os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb")
+    for path in sorted(tf.io.gfile.glob(pattern)):
         anomalies = anomalies_pb2.Anomalies()
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             anomalies.ParseFromString(f.read())
         out[os.path.basename(os.path.dirname(path))[len("Split-"):]] = anomalies
+    if not out:
+        raise DataValidationError(f"no anomalies to check: {pattern} matches no file, so ExampleValidator's output "
+                                  "cannot be read; the data-validation gate stops here rather than pass unread data")
     return out
 
 

@@ -139,6 +139,8 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         max_bad_row_fraction: tfx.dsl.components.Parameter[float] = 0.0,
         beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None):
     """Validate, then build MTIN examples from raw interactions with mtin_tf's Beam history building."""
+    import tensorflow as tf
+
     from mtin_tf.data.beam_history import BuildExamples
     from pipeline.validation import DataValidationError, check_anomalies, load_anomalies
 
@@ -169,5 +171,5 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         raise DataValidationError(
             f"{bad} of {rows} interaction rows ({bad / rows:.2%}) are unreadable (missing or non-integer fields, ids "
             f"<= 0, negative timestamps or clicks outside 0/1); allowed: {max_bad_row_fraction:.2%}")
-    with open(os.path.join(training_inputs.uri, TRAINING_INPUTS_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(training_inputs.uri, TRAINING_INPUTS_FILE), "w") as f:
         json.dump({"item_examples": _split_patterns(items), "max_history": int(max_history)}, f)
