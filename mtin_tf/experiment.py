@@ -15,6 +15,9 @@ The config (JSON) names datasets built by ``mtin data build``, shared MTINConfig
                "values": [1, 2, 4, 6], "label": "s"}}],
    "heatmap": {"dataset": "planted", "users": 12}}
 
+A dataset may carry "set" too: MTINConfig fields chosen for that dataset on its validation split (e.g. features-only
+items where items are fully described by their features), applied over "base" for every run on it and under each
+run's own "set".
 A run is {"name", "model" (default mtin), "variant" (default MTIN), "set" (MTINConfig overrides)}; a sweep expands into
 runs named "<label>=<value>". Identical (model, variant, overrides, dataset, seed) runs are trained once and shared
 between tables, and each finished run is cached as OUT/runs/<key>.json, so an interrupted experiment resumes.
@@ -284,6 +287,11 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
 
 
 # ----------------------------------------------------------------------------- running the grid
+def base_for(config: dict, dataset: str) -> dict:
+    """The MTINConfig fields every run on ``dataset`` starts from: the config's "base", then the dataset's "set"."""
+    return {**config["base"], **config["datasets"][dataset].get("set", {})}
+
+
 def planned_runs(config: dict, only=None, datasets=None) -> list[tuple[dict, RunSpec, str, int]]:
     """(table, run, dataset, seed) for every cell of the selected tables and datasets: table by table, and inside a
     table dataset by dataset (so a whole dataset's comparison finishes first)."""
@@ -321,7 +329,8 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
         floors[dataset] = dataset_floors(config, dataset, loaded, max_history)
     bar = tqdm(cells, desc="mtin experiment", unit="run")
     for table, spec, dataset, seed in bar:
-        key = spec.key(base, dataset, seed)
+        dataset_base = base_for(config, dataset)
+        key = spec.key(dataset_base, dataset, seed)
         cache = os.path.join(out, "runs", f"{key}.json")
         bar.set_postfix_str(f"{table['name']}: {spec.name} on {dataset}, seed {seed}")
         if os.path.exists(cache):
@@ -330,7 +339,7 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
         else:
             if dataset not in loaded:
                 loaded[dataset] = load_dataset(dataset, config["datasets"][dataset], max_history)
-            result = train_run(spec, loaded[dataset], base, seed, patience=config.get("patience", 2))
+            result = train_run(spec, loaded[dataset], dataset_base, seed, patience=config.get("patience", 2))
             with open(cache, "w") as f:
                 json.dump(result, f)
             bar.write(f"{spec.name:>12} | {dataset} | seed {seed}: AUC {result['auc']:.4f} "

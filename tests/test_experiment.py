@@ -8,7 +8,7 @@ import pytest
 
 from mtin_tf import features as F
 from mtin_tf.cli import main as mtin
-from mtin_tf.experiment import (adjusted_rand_index, group_recovery, load_config, markdown_tables,
+from mtin_tf.experiment import (RunSpec, adjusted_rand_index, group_recovery, load_config, markdown_tables,
                                 truth_click_probabilities, user_group_attention)
 
 TINY_BASE = {"embedding_dim": 8, "num_masks": 2, "num_groups": 2, "max_history": 6, "batch_size": 64, "epochs": 1}
@@ -27,7 +27,7 @@ def tiny_planted(tmp_path_factory):
 
 def test_experiment_writes_tables_and_plots(tiny_planted, tmp_path):
     config = {"out": str(tmp_path / "out"), "seeds": [0, 1], "base": TINY_BASE,
-              "datasets": {"tiny": tiny_planted},
+              "datasets": {"tiny": {**tiny_planted, "set": {"use_id_embedding": False}}},
               "tables": [{"name": "overall", "title": "Table 2", "runs": [{"name": "BPR", "model": "bpr"}]},
                          {"name": "dims", "seeds": [0], "sweep": {"field": "embedding_dim", "values": [4, 8],
                                                                    "label": "d", "run": {"model": "bpr"}}},
@@ -46,6 +46,10 @@ def test_experiment_writes_tables_and_plots(tiny_planted, tmp_path):
     assert mtin_row["ari"] != "" and rows[0]["ari"] == ""  # group recovery only for models that route
     # BPR at d=8 is the same training as the overall BPR seed 0 (identical full config): trained and cached once.
     assert rows[3]["key"] == rows[0]["key"] and len(os.listdir(out / "runs")) == 4
+    # The dataset's "set" is part of every run's config on it (and so of its cache key).
+    bpr = RunSpec("BPR", "bpr")
+    with_set = bpr.key({**TINY_BASE, "use_id_embedding": False}, "tiny", 0)
+    assert rows[0]["key"] == with_set != bpr.key(TINY_BASE, "tiny", 0)
     markdown = (out / "results.md").read_text()
     assert "### Table 2" in markdown and "| BPR" in markdown and " ± " in markdown and "Oracle" in markdown
     results = json.load(open(out / "results.json"))
