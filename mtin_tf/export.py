@@ -34,8 +34,40 @@ def export_saved_model(model, base_dir: str, version: int | None = None, *, jit_
     max_history = _max_history(model)
     model.save(staging, save_format="tf", include_optimizer=False,
                signatures=serving_signatures(model, max_history))
+    write_known_ids(model, staging)
     os.replace(staging, final)
     return final
+
+
+KNOWN_IDS_FILE = os.path.join("assets.extra", "mtin_known_ids.npz")  # TF Serving ignores assets.extra
+
+
+def write_known_ids(model, saved_model_dir: str) -> str:
+    """Write the raw ids the model has rows for — ``item`` (its item table) and ``user`` (MTIN's interest memory;
+    absent for models without per-user rows) — to ``saved_model_dir/assets.extra/mtin_known_ids.npz`` (any
+    filesystem TensorFlow writes), so that a server can count the unknown ids a request carries (they are scored from
+    the out-of-vocabulary row). Returns the file's path."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+
+    from mtin_tf.layers import ItemEmbedding
+    from mtin_tf.layers.tables import UserMemory
+
+    ids = {}
+    for layer in model.layers:
+        if isinstance(layer, ItemEmbedding):
+            ids["item"] = layer.keys.numpy()
+        elif isinstance(layer, UserMemory) and "user" not in ids:
+            ids["user"] = layer.keys.numpy()
+    path = os.path.join(saved_model_dir, KNOWN_IDS_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.sort(np.asarray(v, np.int64)) for k, v in ids.items()})
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return path
 
 
 def serving_model(model, *, jit_routing: bool | None = None):

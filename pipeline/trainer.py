@@ -81,7 +81,7 @@ def transform_signatures(model, tf_transform_output, max_history: int) -> dict:
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``run_fn='pipeline.trainer.run_fn'``)."""
     from mtin_tf.config import MTINConfig
-    from mtin_tf.export import serving_model
+    from mtin_tf.export import serving_model, write_known_ids
     from mtin_tf.train import select_strategy, train_mtin
     from pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
 
@@ -109,6 +109,7 @@ def run_fn(fn_args) -> None:
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
     served.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
                 signatures=transform_signatures(served, tf_transform_output, config.max_history))
+    write_known_ids(served, fn_args.serving_model_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training.json"), "w") as f:
         json.dump({"config": json.loads(config.to_json()), "epochs_run": len(history.history["loss"]),
                    "train_examples": int(len(train[F.LABEL])), "validation_examples": int(len(validation[F.LABEL])),

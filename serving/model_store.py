@@ -48,6 +48,7 @@ class LoadedVersion:
     signatures: Mapping
     signature_defs: Mapping
     root: object = dataclasses.field(repr=False, default=None)
+    known_ids: Mapping = dataclasses.field(repr=False, default_factory=dict)  # {"item"|"user": sorted int64 ids}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,21 @@ def load_version(path: str, version: int) -> LoadedVersion:
     signature_defs = dict(proto.meta_graphs[0].signature_def)
     signatures = dict(root.signatures)
     warm_up(signatures)
-    return LoadedVersion(version, path, signatures, signature_defs, root)
+    return LoadedVersion(version, path, signatures, signature_defs, root, read_known_ids(path))
+
+
+def read_known_ids(path: str) -> dict:
+    """{"item"|"user": sorted int64 ids} of a version exported by mtin_tf (mtin_tf.export.write_known_ids); {} for a
+    SavedModel without the file (then unknown ids are not counted)."""
+    import numpy as np
+
+    from mtin_tf.export import KNOWN_IDS_FILE
+
+    file = os.path.join(path, KNOWN_IDS_FILE)
+    if not os.path.exists(file):
+        return {}
+    with np.load(file) as data:
+        return {key: data[key] for key in data.files}
 
 
 def warm_up(signatures: Mapping) -> None:

@@ -45,6 +45,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from mtin_tf import features as F
 from serving import GRPC_OPTIONS, MAX_ROWS, METADATA_FIELD
 from serving.errors import ServingError
 from serving.model_store import ModelStore
@@ -101,6 +102,8 @@ class ServingMetrics:
       mtin_serving_predict_rows_total             counter: rows (dimension 0 of the inputs) of successful Predicts
       mtin_serving_in_flight                      gauge: Predict requests admitted and not yet answered
       mtin_serving_model_version                  gauge: the newest AVAILABLE version (0: none)
+      mtin_serving_unknown_ids_total{kind}        counter: user / item ids in raw-tensor requests that the served
+                                                  version has no row for (scored from its out-of-vocabulary row)
     """
 
     def __init__(self):
@@ -115,6 +118,9 @@ class ServingMetrics:
                                               registry=self.registry)
         self.in_flight = prometheus_client.Gauge("mtin_serving_in_flight", "Predict requests admitted, unanswered",
                                                  registry=self.registry)
+        self.unknown_ids = prometheus_client.Counter("mtin_serving_unknown_ids",
+                                                     "request ids the served version has no row for",
+                                                     ["kind"], registry=self.registry)
         self.model_version = prometheus_client.Gauge("mtin_serving_model_version",
                                                      "newest AVAILABLE model version (0: none)",
                                                      registry=self.registry)
@@ -190,6 +196,25 @@ def _run(method: str, context, errors: ErrorCounts, body, metrics: ServingMetric
     context.abort(error.code, error.message)
 
 
+ID_INPUTS = {"user": (F.USER_ID,), "item": (F.ITEM_ID, F.CANDIDATE_IDS, F.CLICKED_ITEMS, F.BROWSED_ITEMS)}
+
+
+def unknown_ids(arrays: dict, known_ids: dict) -> dict:
+    """{"user"|"item": how many ids of the request's raw inputs (padding 0 aside) are not in ``known_ids``} for the
+    kinds the version lists (serving.model_store.read_known_ids)."""
+    import numpy as np
+
+    counts = {}
+    for kind, names in ID_INPUTS.items():
+        if kind not in known_ids:
+            continue
+        values = [np.asarray(arrays[name]).reshape(-1) for name in names if name in arrays]
+        values = np.concatenate(values) if values else np.zeros([0], np.int64)
+        values = values[values != F.PADDING_ID]
+        counts[kind] = int((~np.isin(values, known_ids[kind])).sum())
+    return counts
+
+
 def _version_of(model_spec) -> int | None:
     return model_spec.version.value if model_spec.HasField("version") else None
 
@@ -237,6 +262,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.signature_name = name
         if self.metrics:
             self.metrics.rows.inc(next(iter(arrays.values())).shape[0] if arrays else 0)
+            for kind, count in unknown_ids(arrays, servable.known_ids).items():
+                self.metrics.unknown_ids.labels(kind).inc(count)
         return response
 
     def GetModelMetadata(self, request, context):

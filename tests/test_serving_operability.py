@@ -165,8 +165,10 @@ def test_health_follows_loading_serving_and_draining_and_metrics_count_every_ans
             time.sleep(0.2)
 
         with MTINClient(proc.target, max_attempts=1) as client:
-            for _ in range(3):
+            for _ in range(2):
                 client.predict(USER, CANDIDATES, NOW)
+            # An unknown user, two unknown candidates and one unknown clicked item: scored, and counted.
+            client.predict(999, CANDIDATES + [5, 6], NOW, clicked=[3000, 7], clicked_times=[1, 2])
             bad = predict_request("mtin", "score_candidates", {"user_id": np.array([1], np.int64)})
             with pytest.raises(grpc.RpcError):
                 client.stub.Predict(bad, timeout=10)
@@ -178,6 +180,8 @@ def test_health_follows_loading_serving_and_draining_and_metrics_count_every_ans
         assert samples[("mtin_serving_predict_rows_total", ())] == 3  # score_candidates: one user row each
         assert samples[("mtin_serving_model_version", ())] == 3
         assert samples[("mtin_serving_in_flight", ())] == 0
+        assert samples[("mtin_serving_unknown_ids_total", (("kind", "user"),))] == 1
+        assert samples[("mtin_serving_unknown_ids_total", (("kind", "item"),))] == 3
         assert samples[("mtin_serving_requests_total", (("code", "OK"), ("method", "GetModelStatus")))] >= 1
 
         # Draining: from SIGTERM on, health says NOT_SERVING while the server still answers for --drain-seconds.
