@@ -16,6 +16,7 @@ demo: setup
 	@$(VENV)/bin/mtin demo
 
 test: setup
+	@$(VENV)/bin/ruff check --quiet . || { echo "make test: ruff found the problems above (ruff.toml)"; exit 1; }
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 # Resolve install_requires + the orchestration and dev extras (not gpu) into the one fully pinned lock, on Python 3.10.

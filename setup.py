@@ -41,6 +41,7 @@ EXTRAS_REQUIRE = {
         "pytest>=8,<9",
         "pytest-timeout>=2.3",
         "pytest-xdist>=3.5,<4",  # make test runs the suite on every core (pytest.ini: -n auto)
+        "ruff>=0.15,<0.18",  # make test lints first (ruff.toml)
         "scikit-learn>=1.3,<1.6",
     ],
 }

@@ -21,11 +21,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mtin_tf.data import canonical as C  # noqa: E402
-from mtin_tf.data import examples as E  # noqa: E402
-from mtin_tf.data import history as H  # noqa: E402
-from mtin_tf.data import planted as P  # noqa: E402
-from mtin_tf.data.report import Report  # noqa: E402
+from mtin_tf.data import canonical as C
+from mtin_tf.data import examples as E
+from mtin_tf.data import history as H
+from mtin_tf.data import planted as P
+from mtin_tf.data.report import Report
 
 
 def peak_mb() -> float:

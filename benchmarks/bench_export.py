@@ -5,7 +5,8 @@ Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_export.py [--item
 
 A synthetic float32 item table of --items × --features (MicroVideo-1.7M's size by default: 1.7 M × 512, 3.5 GB) is
 made, MTIN is built on it at the paper's size (d=128, p=8, s=6, L=50), the caller's copy of the table is dropped,
-and the model is exported with mtin_tf.export (which carries the pre-projected [N, d] table instead of the features). Prints one JSON line: the table's size, the
+and the model is exported with mtin_tf.export (which carries the pre-projected [N, d] table instead of the features).
+Prints one JSON line: the table's size, the
 process's peak RSS after building and after exporting (both as a multiple of the table), the SavedModel's size on
 disk, and the largest difference between the built and the exported model's logits on a batch.
 """
@@ -21,14 +22,14 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402  (TF_USE_LEGACY_KERAS must be set before TensorFlow is imported)
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from mtin_tf import features as F  # noqa: E402
-from mtin_tf.config import MTINConfig  # noqa: E402
-from mtin_tf.export import export_saved_model  # noqa: E402
-from mtin_tf.layers.tables import NpyRows  # noqa: E402
-from mtin_tf.model import build_mtin  # noqa: E402
+from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
+from mtin_tf.export import export_saved_model
+from mtin_tf.layers.tables import NpyRows
+from mtin_tf.model import build_mtin
 
 
 def peak_rss_bytes() -> int:
@@ -98,7 +99,8 @@ def main():
         "peak_rss_after_build_above_start_x_table": round((build_rss - base_rss) / table_bytes, 2),
         "export_s": round(export_s, 1), "peak_rss_after_export_gb": round(export_rss / 1e9, 2),
         "peak_rss_after_export_x_table": round(export_rss / table_bytes, 2),
-        "saved_model_gb": round(size / 1e9, 4), "saved_model_gib": round(size / 2 ** 30, 4), "max_logit_diff_exported_vs_built": diff}))
+        "saved_model_gb": round(size / 1e9, 4), "saved_model_gib": round(size / 2 ** 30, 4),
+        "max_logit_diff_exported_vs_built": diff}))
 
 
 if __name__ == "__main__":

@@ -17,14 +17,14 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402  (TF_USE_LEGACY_KERAS must be set before TensorFlow is imported)
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from mtin_tf import features as F  # noqa: E402
-from mtin_tf.baselines import build_din  # noqa: E402
-from mtin_tf.config import MTINConfig  # noqa: E402
-from mtin_tf.layers import route_interest_groups  # noqa: E402
-from mtin_tf.model import build_mtin  # noqa: E402
+from mtin_tf import features as F
+from mtin_tf.baselines import build_din
+from mtin_tf.config import MTINConfig
+from mtin_tf.layers import route_interest_groups
+from mtin_tf.model import build_mtin
 
 NUM_ITEMS, FEATURE_DIM, NUM_USERS = 20_000, 64, 2_000
 PAPER = dict(embedding_dim=128, num_masks=8, num_groups=6, max_history=50)
@@ -159,11 +159,12 @@ def main():
                                                        b, max(2, args.steps // 2)),
                 mtin_macs_per_example(s=groups))
 
-    print(f"\n| routing alone (Algorithm 1, 3 iterations), L=50, s=6 | ms |\n|---|---:|")
+    print("\n| routing alone (Algorithm 1, 3 iterations), L=50, s=6 | ms |\n|---|---:|")
     for size in (32, b):
         for parallel, jit in ((False, True), (False, False), (True, True)):
             name = f"B={size}, {'parallel (approximation)' if parallel else 'sequential'}, {'XLA' if jit else 'no XLA'}"
-            print(f"| {name} | {routing_time(size, 50, 6, args.steps, parallel=parallel, jit_compile=jit) * 1000:.1f} |",
+            seconds = routing_time(size, 50, 6, args.steps, parallel=parallel, jit_compile=jit)
+            print(f"| {name} | {seconds * 1000:.1f} |",
                   flush=True)
 
 

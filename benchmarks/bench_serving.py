@@ -28,11 +28,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's serving/
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from mtin_tf.config import MTINConfig  # noqa: E402
-from mtin_tf import features as F  # noqa: E402
-from mtin_tf.signatures import RAW_SIGNATURE, SCORE_SIGNATURE  # noqa: E402
+from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
+from mtin_tf.signatures import RAW_SIGNATURE, SCORE_SIGNATURE
 
 NUM_ITEMS, FEATURE_DIM, NUM_USERS, CANDIDATES, MANY = 20_000, 64, 2_000, 100, 1_000
 CONFIGS = {

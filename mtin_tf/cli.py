@@ -16,7 +16,8 @@ import sys
 SUBCOMMANDS = (
     ("data", "mtin_tf.data.cli", "convert, fetch, generate and build training examples from click logs"),
     ("train", "mtin_tf.train_cli", "train MTIN (or a baseline) on built examples without TFX"),
-    ("evaluate", "mtin_tf.train_cli:register_evaluate", "score an exported model on built examples: AUC, gAUC, P/R/F1@K"),
+    ("evaluate", "mtin_tf.train_cli:register_evaluate",
+     "score an exported model on built examples: AUC, gAUC, P/R/F1@K"),
     ("experiment", "mtin_tf.experiment", "models x datasets x seeds from a config file: tables and plots"),
     ("pipeline", "pipeline.cli", "the TFX pipeline: run locally, compile for Kubeflow, write the Airflow DAG"),
     ("demo", "mtin_tf.demo", "the README's main job: planted data through the local TFX pipeline to a pushed model"),

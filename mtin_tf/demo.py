@@ -23,7 +23,8 @@ DEMO_MODEL = dict(embedding_dim=32, num_masks=4, num_groups=4, max_history=20, b
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="the README's main job: planted data through the local TFX pipeline to a pushed model",
+    p = subparsers.add_parser("demo", help="the README's main job: planted data through the local TFX pipeline "
+                                           "to a pushed model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="run directory (data, examples, model, metrics)")
     p.add_argument("--seed", type=int, default=0)

@@ -436,7 +436,8 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
                     f"{values[m]:.4f}" if m in values else "–" for m, _ in columns) + " |")
             oracle = [s["oracle_auc"][0] for s in stats.values() if s and "oracle_auc" in s]
             if oracle:
-                lines.append("| Oracle (true p_click) | " + " | ".join([f"{oracle[0]:.4f}"] + ["–"] * (len(columns) - 1))
+                cells = [f"{oracle[0]:.4f}"] + ["–"] * (len(columns) - 1)
+                lines.append("| Oracle (true p_click) | " + " | ".join(cells)
                              + " |")
             if floor_auc is not None:
                 lines.append(f"\n{BELOW_FLOOR}: mean test AUC under the best popularity floor's ({floor_auc:.4f}); "
@@ -527,7 +528,8 @@ def _sweep_plot(plt, table, table_rows, out) -> str:
     for d in table["datasets"]:
         xs, means, stds = [], [], []
         for v in sweep["values"]:
-            values = [r["auc"] for r in table_rows if r["dataset"] == d and dict(r["overrides"]).get(sweep["field"]) == v]
+            values = [r["auc"] for r in table_rows
+                      if r["dataset"] == d and dict(r["overrides"]).get(sweep["field"]) == v]
             if values:
                 xs.append(v)
                 means.append(np.mean(values))

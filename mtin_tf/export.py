@@ -73,7 +73,8 @@ def write_known_ids(model, saved_model_dir: str) -> str:
 def serving_model(model, *, jit_routing: bool | None = None):
     """The same model for serving: equal outputs, with every ItemEmbedding's frozen feature table [N, F] and W_e
     replaced by the pre-projected table [N, d] of x_j = W_e f_j + b_e (+ e_j) (mtin_tf.layers.ItemEmbedding), and
-    MTIN's routing run with or without XLA as ``jit_routing`` says (None: as in ``model``). Every other weight is copied as it is; the
+    MTIN's routing run with or without XLA as ``jit_routing`` says (None: as in ``model``). Every other weight is
+    copied as it is; the
     compile arguments (loss, metrics) are kept so that TFMA's Keras reload finds them."""
     import tf_keras
 

@@ -242,7 +242,8 @@ def precision_recall_f1_at_k(user_ids, labels, scores, k):
 def summary(user_ids, labels, scores, ks=(10, 50)):
     """All metrics in one dict: ``auc``, ``gauc`` and ``precision@k``, ``recall@k``, ``f1@k`` per k.
 
-    Validates once and ranks the scores once for all metrics. Raises ValueError in the cases where :func:`auc`, :func:`gauc` or
+    Validates once and ranks the scores once for all metrics. Raises ValueError in the cases where :func:`auc`,
+    :func:`gauc` or
     :func:`precision_recall_f1_at_k` would.
     """
     ks = [_check_k(k) for k in ks]

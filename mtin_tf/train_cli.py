@@ -10,7 +10,8 @@ early stopping on validation AUC (the restored epoch is the best on validation),
 OUT/metrics.json — ``validation`` and ``test`` blocks (AUC, gAUC, Precision/Recall/F1@10,50 with the protocol of
 docs/EVALUATION.md; the test metrics also at the top level), ``floors`` (the popularity floors' test metrics, fitted
 on the training rows: mtin_tf.floors) and ``below_floor`` (test AUC under the best floor's) — plus OUT/config.json,
-TensorBoard logs in OUT/logs and the SavedModel in OUT/model/<version>/. Baselines (mtin_tf.baselines) read the same MTINConfig fields
+TensorBoard logs in OUT/logs and the SavedModel in OUT/model/<version>/. Baselines (mtin_tf.baselines) read the same
+MTINConfig fields
 (embedding_dim, max_history, num_groups for MIND's interests, training settings) and ignore the rest.
 `mtin evaluate` scores an exported SavedModel on built examples with the same metrics.
 """

@@ -8,6 +8,6 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from pipeline.runners.airflow import create_dag, load_settings  # noqa: E402
+from pipeline.runners.airflow import create_dag, load_settings
 
 mtin_dag = create_dag(**load_settings())

@@ -62,7 +62,8 @@ def register(subparsers) -> None:
     kfp = sub.add_parser("compile-kubeflow", help="write the Kubeflow (KFP v2) pipeline spec")
     kfp.add_argument("--output", required=True, help="pipeline spec file (.json)")
     kfp.add_argument("--image", default=None, help="container image built from the Dockerfile")
-    kfp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/mtin/root", help="artifact root, as the cluster sees it")
+    kfp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/mtin/root",
+                     help="artifact root, as the cluster sees it")
     kfp.add_argument("--inputs", default="gs://YOUR_BUCKET/mtin/inputs",
                      help="staged inputs (interactions/*.csv, items/*.tfrecord; see `mtin pipeline run`'s inputs/)")
     kfp.add_argument("--serving-dir", default="gs://YOUR_BUCKET/mtin/serving", help="Pusher's model base directory")
@@ -86,7 +87,8 @@ def pipeline_kwargs(args) -> dict:
 
     return dict(mtin_config=parse_overrides(args.config, args.set), max_history=args.max_history,
                 test_fraction=args.test_fraction, time_cut=args.time_cut,
-                validation_fraction=args.validation_fraction, validation_cut=args.validation_cut, auc_floor=args.auc_floor, max_auc_drop=args.max_auc_drop,
+                validation_fraction=args.validation_fraction, validation_cut=args.validation_cut,
+                auc_floor=args.auc_floor, max_auc_drop=args.max_auc_drop,
                 max_anomalous_features=args.max_anomalous_features, max_bad_row_fraction=args.max_bad_row_fraction)
 
 

@@ -3,7 +3,8 @@
 Metrics (all on the test split, the Evaluator's only ``example_splits`` — the Trainer early-stopped on validation —,
 overall and sliced by clicked-history length ``history_bucket``): example count,
 AUC (TFMA's), calibration (mean prediction / mean label), the calibration plot, and :class:`UserRankingMetrics` —
-gAUC and Precision/Recall/F1@K with the protocol of docs/EVALUATION.md (per user over that user's impressions ranked by score,
+gAUC and Precision/Recall/F1@K with the protocol of docs/EVALUATION.md (per user over that user's impressions ranked by
+score,
 precision divided by min(K, n_user), recall by the user's positives, uniform average over users). Its combiner
 collects (user, label, score) rows and calls :mod:`mtin_tf.metrics`, so the pipeline reports the same numbers as
 ``mtin train`` / ``mtin evaluate``. TFMA imports this module by name (``module="pipeline.evaluation"``) on the Beam

@@ -12,7 +12,8 @@ The pipeline reads two ExampleGen inputs under one input directory:
 
 :func:`stage_inputs` writes both from a canonical data directory (``interactions.parquet`` or ``*.csv`` files plus
 ``item_features.npz``, as written by ``mtin data convert`` / ``mtin data generate``). CSV interactions are copied line
-for line but for those of the wrong shape, so bad values reach the pipeline's validation. Files are rewritten only when their content changes, so a rerun
+for line but for those of the wrong shape, so bad values reach the pipeline's validation. Files are rewritten only when
+their content changes, so a rerun
 with the same data leaves ExampleGen's input fingerprint unchanged and is served from the ML Metadata cache.
 """
 from __future__ import annotations

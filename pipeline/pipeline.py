@@ -30,7 +30,8 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
                     pipeline_name: str = PIPELINE_NAME, metadata_path: Optional[str] = None,
                     mtin_config: Optional[dict] = None, max_history: int = DEFAULT_MAX_HISTORY,
                     test_fraction: float = TEST_FRACTION, time_cut: int = 0,
-                    validation_fraction: float = VALIDATION_FRACTION, validation_cut: int = 0, max_anomalous_features: int = 0, max_bad_row_fraction: float = 0.0,
+                    validation_fraction: float = VALIDATION_FRACTION, validation_cut: int = 0,
+                    max_anomalous_features: int = 0, max_bad_row_fraction: float = 0.0,
                     auc_floor: float = 0.5, max_auc_drop: float = 0.01, enable_cache: bool = True,
                     beam_pipeline_args: Sequence[str] = (), gpu_request: Optional[dict] = None,
                     schemas_dir: str = SCHEMAS_DIR, stop_after: Optional[str] = None):
@@ -118,8 +119,8 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     return _pipeline(pipeline_name, pipeline_root, components, metadata_path, enable_cache, beam_pipeline_args)
 
 
-def accelerator_resource_spec(type: str = "NVIDIA_TESLA_T4", count: int = 1, cpu_limit: float = 0.0,  # noqa: A002
-                              memory_limit: float = 0.0):
+def accelerator_resource_spec(type: str = "NVIDIA_TESLA_T4",  # noqa: A002 - KFP's own name for it
+                              count: int = 1, cpu_limit: float = 0.0, memory_limit: float = 0.0):
     """The Kubeflow (KFP v2) resource request for a component: GPUs of ``type`` × ``count`` (platform config)."""
     from kfp.pipeline_spec import pipeline_spec_pb2
 

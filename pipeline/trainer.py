@@ -1,7 +1,8 @@
 """Trainer's run_fn: the shared mtin_tf training loop on Transform's output, exported with both serving signatures.
 
 Hyperparameters come from ``custom_config["mtin_config"]`` (MTINConfig.from_dict; ``max_history`` comes from the
-HistoryGen/Transform settings); HistoryGen's ``training_inputs`` (``fn_args.hyperparameters``) points at the item-feature
+HistoryGen/Transform settings); HistoryGen's ``training_inputs`` (``fn_args.hyperparameters``) points at the
+item-feature
 examples, which become the frozen item table inside the model. The strategy is chosen from the visible devices
 (:func:`mtin_tf.train.select_strategy`: MirroredStrategy over every GPU, else the default strategy), interest memories
 are pretrained from the training examples and keyed by Transform's user vocabulary, training stops early on the AUC
@@ -29,7 +30,8 @@ MTIN_CONFIG_KEY = "mtin_config"
 
 
 def _matching(file_patterns) -> list:
-    """The files matching any of ``file_patterns``, on any filesystem TensorFlow reads (gs://, s3://, hdfs://, local)."""
+    """The files matching any of ``file_patterns``, on any filesystem TensorFlow reads (gs://, s3://, hdfs://,
+    local)."""
     return sorted({f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)})
 
 

@@ -117,7 +117,7 @@ def _query_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentPar
     p.add_argument("--ssl-client-cert", help="PEM client certificate for mutual TLS (needs --ssl-client-key)")
     p.add_argument("--ssl-client-key", help="PEM private key of --ssl-client-cert")
     p.add_argument("--metadata", type=_pairs, default=[], help="call metadata sent with every RPC, e.g. "
-                   "authorization=Bearer\ TOKEN,x-tenant=a (keys lower case)")
+                   r"authorization=Bearer\ TOKEN,x-tenant=a (keys lower case)")
     return p
 
 

@@ -12,7 +12,8 @@ Both return a :class:`Prediction`. Calls failing with UNAVAILABLE (server starti
 unreachable) or RESOURCE_EXHAUSTED (a server shedding load) are retried with exponential backoff, at most
 ``max_attempts`` times (by default about 13 s in all: long enough for a restart); other errors raise
 ``grpc.RpcError`` at once. Requests are ``PredictRequest`` protos built with ``tf.make_tensor_proto``; the module-level
-builders (:func:`candidate_inputs`, :func:`raw_inputs`, :func:`predict_request`) are what the contract tests check against the SavedModel.
+builders (:func:`candidate_inputs`, :func:`raw_inputs`, :func:`predict_request`) are what the contract tests check
+against the SavedModel.
 """
 from __future__ import annotations
 
@@ -23,12 +24,17 @@ from typing import Mapping, Sequence
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import to_model_arrays
-from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, SCORE_SIGNATURE
 from serving import DEFAULT_MODEL_NAME, GRPC_OPTIONS, METADATA_FIELD
 
 
@@ -53,7 +59,7 @@ class Prediction:
     def top(self, k: int) -> "Prediction":
         """The ``k`` most probable candidates, best first (ties keep request order)."""
         order = np.argsort(-self.click_probability, kind="stable")[:k]
-        pick = lambda a: None if a is None else a[order]  # noqa: E731
+        pick = lambda a: None if a is None else a[order]
         return dataclasses.replace(self, click_probability=pick(self.click_probability), logit=pick(self.logit),
                                    group_weights=pick(self.group_weights),
                                    group_assignment=pick(self.group_assignment), item_ids=pick(self.item_ids))

@@ -35,15 +35,19 @@ import contextlib
 import logging
 import signal
 import threading
-
 import time
 
 import grpc
 import prometheus_client
 import tensorflow as tf
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from mtin_tf import features as F
 from serving import GRPC_OPTIONS, MAX_ROWS, METADATA_FIELD

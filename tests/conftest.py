@@ -1,7 +1,33 @@
 import os
 
-# Must precede the first TensorFlow import anywhere in the test session (TFT, TFMA and TFRS need Keras 2, i.e. tf_keras),
-# except in the Keras 3 run of the layer suite (tests/test_layers_keras.py starts it with MTIN_TEST_KERAS=3).
+# Must precede the first TensorFlow import anywhere in the test session (TFT, TFMA and TFRS need Keras 2, i.e.
+# tf_keras), except in the Keras 3 run of the layer suite (tests/test_layers_keras.py starts it with
+# MTIN_TEST_KERAS=3).
 if os.environ.get("MTIN_TEST_KERAS") != "3":
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+import pytest
+
+# The MTINConfig fields of the tiny runs of the experiment and `mtin train` tests.
+TINY_BASE = {"embedding_dim": 8, "num_masks": 2, "num_groups": 2, "max_history": 6, "batch_size": 64, "epochs": 1}
+
+
+@pytest.fixture
+def tiny_base():
+    return dict(TINY_BASE)
+
+
+@pytest.fixture(scope="module")
+def tiny_planted(tmp_path_factory):
+    """A tiny planted dataset built with the CLI: {"examples", "items", "planted"} paths."""
+    from mtin_tf.cli import main as mtin
+
+    root = tmp_path_factory.mktemp("planted")
+    data, examples = str(root / "data"), str(root / "examples")
+    assert mtin(["data", "generate", "--out", data, "--num-users", "24", "--num-items", "80", "--num-clusters", "6",
+                 "--feature-dim", "4", "--interactions-per-user", "20", "--seed", "3"]) == 0
+    assert mtin(["data", "build", "--interactions", os.path.join(data, "interactions.parquet"), "--items",
+                 os.path.join(data, "item_features.npz"), "--out", examples, "--max-history", "6"]) == 0
+    return {"examples": examples, "items": os.path.join(data, "item_features.npz"), "planted": data}

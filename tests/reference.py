@@ -252,7 +252,7 @@ def mtin(model, config, x, labels, item_ids, item_features, user_ids):
     Returns {logit, positive, negative, assignment (of the clicked history), group_weights, cross_entropy,
     regularisation, loss}."""
     assert config.activation == "relu"
-    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)  # noqa: E731
+    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)
     l2 = config.l2 * sum(np.sum(k.numpy().astype(np.float64) ** 2) for k in regularised_kernels(model, config))
     now = np.asarray(x["timestamp"])
     candidate, _, id_l2 = embed(x["item_id"])
@@ -360,7 +360,7 @@ def baseline(model, name, config, x, item_ids, item_features, user_ids):
 
 def _baseline_score(model, name, config, x, item_ids, item_features, user_ids):
     layer = model.get_layer
-    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)[:2]  # noqa: E731
+    embed = lambda ids: item_embedding(model, config, item_ids, item_features, ids)[:2]
     candidate, _ = embed(x["item_id"])
     if name in ("bpr", "ncf"):  # histories unused; a user embedding row per known user, row 0 for the others
         user = layer("user_embedding").memory.numpy().astype(np.float64)[table_rows(user_ids, x["user_id"])][:, 0]

@@ -2,10 +2,10 @@
 and its reload: each baseline's export transformation and a .keras round trip, one full SavedModel export."""
 import numpy as np
 import pytest
+import reference as ref
 import tensorflow as tf
 import tf_keras
 
-import reference as ref
 from mtin_tf import features as F
 from mtin_tf.baselines import BUILDERS
 from mtin_tf.baselines.bpr import PairwiseLogisticLoss

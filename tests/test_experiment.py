@@ -8,25 +8,19 @@ import pytest
 
 from mtin_tf import features as F
 from mtin_tf.cli import main as mtin
-from mtin_tf.experiment import (RunSpec, adjusted_rand_index, group_recovery, load_config, markdown_tables,
-                                truth_click_probabilities, user_group_attention)
-
-TINY_BASE = {"embedding_dim": 8, "num_masks": 2, "num_groups": 2, "max_history": 6, "batch_size": 64, "epochs": 1}
-
-
-@pytest.fixture(scope="module")
-def tiny_planted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("planted")
-    data, examples = str(root / "data"), str(root / "examples")
-    assert mtin(["data", "generate", "--out", data, "--num-users", "24", "--num-items", "80", "--num-clusters", "6",
-                 "--feature-dim", "4", "--interactions-per-user", "20", "--seed", "3"]) == 0
-    assert mtin(["data", "build", "--interactions", os.path.join(data, "interactions.parquet"), "--items",
-                 os.path.join(data, "item_features.npz"), "--out", examples, "--max-history", "6"]) == 0
-    return {"examples": examples, "items": os.path.join(data, "item_features.npz"), "planted": data}
+from mtin_tf.experiment import (
+    RunSpec,
+    adjusted_rand_index,
+    group_recovery,
+    load_config,
+    markdown_tables,
+    truth_click_probabilities,
+    user_group_attention,
+)
 
 
-def test_experiment_writes_tables_and_plots(tiny_planted, tmp_path):
-    config = {"out": str(tmp_path / "out"), "seeds": [0, 1], "base": TINY_BASE,
+def test_experiment_writes_tables_and_plots(tiny_planted, tiny_base, tmp_path):
+    config = {"out": str(tmp_path / "out"), "seeds": [0, 1], "base": tiny_base,
               "datasets": {"tiny": {**tiny_planted, "set": {"use_id_embedding": False}}},
               "tables": [{"name": "overall", "title": "Table 2", "runs": [{"name": "BPR", "model": "bpr"}]},
                          {"name": "dims", "seeds": [0], "sweep": {"field": "embedding_dim", "values": [4, 8],
@@ -48,8 +42,8 @@ def test_experiment_writes_tables_and_plots(tiny_planted, tmp_path):
     assert rows[3]["key"] == rows[0]["key"] and len(os.listdir(out / "runs")) == 4
     # The dataset's "set" is part of every run's config on it (and so of its cache key).
     bpr = RunSpec("BPR", "bpr")
-    with_set = bpr.key({**TINY_BASE, "use_id_embedding": False}, "tiny", 0)
-    assert rows[0]["key"] == with_set != bpr.key(TINY_BASE, "tiny", 0)
+    with_set = bpr.key({**tiny_base, "use_id_embedding": False}, "tiny", 0)
+    assert rows[0]["key"] == with_set != bpr.key(tiny_base, "tiny", 0)
     markdown = (out / "results.md").read_text()
     assert "### Table 2" in markdown and "| BPR" in markdown and " ± " in markdown and "Oracle" in markdown
     results = json.load(open(out / "results.json"))
@@ -109,7 +103,8 @@ def test_oracle_join_aligns_truth_with_test_rows(tiny_planted):
     pick = [5, 0, 17]
     test = {F.USER_ID: inter[F.USER_ID].to_numpy()[pick], F.ITEM_ID: inter[F.ITEM_ID].to_numpy()[pick],
             F.TIMESTAMP: inter[F.TIMESTAMP].to_numpy()[pick]}
-    np.testing.assert_allclose(truth_click_probabilities(tiny_planted["planted"], test), truth["p_click"].to_numpy()[pick])
+    np.testing.assert_allclose(truth_click_probabilities(tiny_planted["planted"], test),
+                               truth["p_click"].to_numpy()[pick])
     test[F.TIMESTAMP] = test[F.TIMESTAMP] + 1
     with pytest.raises(ValueError, match="no ground truth"):
         truth_click_probabilities(tiny_planted["planted"], test)

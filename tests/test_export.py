@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from test_model import L, raw_batch, small_config
 
 from mtin_tf import features as F
+from mtin_tf.baselines import build_din
 from mtin_tf.data.examples import serialize_example
 from mtin_tf.export import export_saved_model, latest_version
-from mtin_tf.baselines import build_din
 from mtin_tf.model import build_mtin
 from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
-from test_model import L, raw_batch, small_config
 
 
 def _table():

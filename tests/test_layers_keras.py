@@ -14,9 +14,9 @@ import zlib
 
 import numpy as np
 import pytest
+import reference as ref
 import tensorflow as tf
 
-import reference as ref
 from mtin_tf.config import MTINConfig
 from mtin_tf.layers import InterestBranch, InterestMask, InterestReadout, ItemEmbedding, UserMemory
 from mtin_tf.layers.backend import KERAS_NAME, LEGACY, keras
@@ -194,7 +194,8 @@ if LEGACY:
         dump = tmp_path / "keras3.json"
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
         env.update(MTIN_TEST_KERAS="3", MTIN_KERAS_DUMP=str(dump))
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *SUITE], cwd=ROOT,
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *SUITE],
+                             cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=1200)
         summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
         assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]

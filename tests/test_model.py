@@ -1,10 +1,9 @@
 """The assembled MTIN model: outputs, variants, gradients, padding, empty histories, save/load, learning."""
 import numpy as np
 import pytest
+import reference as ref
 import tensorflow as tf
 import tf_keras
-
-import reference as ref
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
@@ -20,7 +19,7 @@ def small_config(**overrides):
 
 
 def random_batch(rng, batch=16, num_items=40, num_users=10, empty_rows=2):
-    ids = lambda shape: rng.integers(1, num_items + 1, size=shape)  # noqa: E731
+    ids = lambda shape: rng.integers(1, num_items + 1, size=shape)
     lengths = rng.integers(0, L + 1, size=(2, batch))
     lengths[:, :empty_rows] = 0
     x = {F.USER_ID: rng.integers(1, num_users + 3, size=batch),  # some unknown users
@@ -192,7 +191,8 @@ def _branch_scores(model, x):
         items, known = embed(x[items_key])
         rows, _, _ = model.get_layer(f"{name}_branch")([items, known, x[times_key], x[F.TIMESTAMP], memory])
         scores.append(model.get_layer(f"{name}_readout")([rows, candidate]).numpy())
-    bias = model.get_layer("item_bias")(x[F.ITEM_ID]).numpy() if "item_bias" in [l.name for l in model.layers] else 0
+    has_bias = "item_bias" in [layer.name for layer in model.layers]
+    bias = model.get_layer("item_bias")(x[F.ITEM_ID]).numpy() if has_bias else 0
     return scores[0], scores[1], bias
 
 

@@ -2,9 +2,9 @@
 readouts, ŷ = α·P_pos + β·P_neg + b_item, and eq. 12's loss with its L2 terms, on tiny explicit configurations."""
 import numpy as np
 import pytest
+import reference as ref
 import tensorflow as tf
 
-import reference as ref
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.model import build_mtin

@@ -283,7 +283,8 @@ def test_rerun_through_the_cli_with_the_same_inputs_is_served_from_the_cache(run
 
 
 def test_a_model_below_the_auc_floor_is_not_blessed_and_not_pushed(run):
-    """Only the Evaluator's threshold changes: everything upstream is a cache hit; the Pusher runs and pushes nothing."""
+    """Only the Evaluator's threshold changes: everything upstream is a cache hit; the Pusher runs and pushes
+    nothing."""
     from pipeline.metadata import run_outputs
 
     versions = _versions(run)

@@ -115,7 +115,8 @@ def test_a_pipeline_run_on_bad_rows_stops_at_validation_with_the_report(tmp_path
         run_local(str(data), str(tmp_path / "run"), stop_after="HistoryGen")
     report = json.loads((tmp_path / "run" / "inputs" / "staging_report.json").read_text())
     assert report["bad_input"]["malformed_row"]["count"] == 1 and report["bad_input"]["missing_field"]["count"] == 1
-    assert report["bad_input"]["missing_field"]["examples"][0].endswith("interactions.csv:10: 2 fields, the header has 4")
+    first = report["bad_input"]["missing_field"]["examples"][0]
+    assert first.endswith("interactions.csv:10: 2 fields, the header has 4")
     staged = (tmp_path / "run" / "inputs" / "interactions" / "interactions.csv").read_text()
     assert staged == BAD_CSV  # every well-formed line kept, byte for byte
 

@@ -4,9 +4,9 @@ import zlib
 
 import numpy as np
 import pytest
+import reference as ref
 import tensorflow as tf
 
-import reference as ref
 from mtin_tf.layers import InterestGroupRouting, grouped_matmul, route_interest_groups
 
 
@@ -139,7 +139,8 @@ def _routing_layer_case(seed=0, batch=4, length=8, groups=3, d=6):
     mask = np.arange(length)[None, :] < np.array([0, 3, length, 5])[:, None]
     layer = InterestGroupRouting(groups, iterations=3, epsilon=0.1, base=2.0)
     layer([items, memory], mask=mask)  # creates every weight (the Dense sublayers build on their first call)
-    # The weights from NumPy too (uniform in ±1, spread enough that ε = 0.45 drops some items): the same case whatever tests ran before, under either Keras.
+    # The weights from NumPy too (uniform in ±1, spread enough that ε = 0.45 drops some items): the same case whatever
+    # tests ran before, under either Keras.
     assert len(layer.weights) == 11
     for variable in layer.weights:  # seeded by "w_v/kernel" etc.: the Kerases list and prefix weights differently
         name = "/".join((getattr(variable, "path", None) or variable.name).split(":")[0].split("/")[-2:])
@@ -229,7 +230,7 @@ def test_the_default_threshold_drops_a_low_matching_item_that_the_old_one_kept()
     # Matching probabilities σ(p): three items that match group 0 well and one that matches nothing well.
     p = np.array([[[0.8, 0.3], [0.75, 0.3], [0.7, 0.35], [0.32, 0.3]]])
     mask = np.ones((1, 4), bool)
-    route = lambda eps: route_interest_groups(tf.constant(p), mask, iterations=default.routing_iterations,  # noqa: E731
+    route = lambda eps: route_interest_groups(tf.constant(p), mask, iterations=default.routing_iterations,
                                               epsilon=eps, base=default.routing_base).numpy()
     np.testing.assert_array_equal(route(default.routing_epsilon), ref.route(p, mask, 3, default.routing_epsilon, 2.0))
     assert route(default.routing_epsilon)[0, 3] == -1 and (route(default.routing_epsilon)[0, :3] == 0).all()

@@ -5,6 +5,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_serving_support import L, exported
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import serialize_example, to_model_arrays
@@ -12,7 +13,6 @@ from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE,
 from serving.client import MTINClient, candidate_inputs, predict_request, raw_inputs
 from serving.errors import ServingError
 from serving.validation import check_inputs, input_specs
-from test_serving_support import L, exported
 
 USER = 14
 HISTORIES = {  # one longer than L (the most recent L count), one shorter, clicked and browsed of different lengths

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
+from test_serving_support import L, exported
 
 from mtin_tf import features as F
 from mtin_tf.signatures import DEFAULT_SIGNATURE, RAW_SIGNATURE, SCORE_SIGNATURE
 from serving.client import candidate_inputs, raw_inputs
-from test_serving_support import L, exported
 
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 USER, NOW = 14, 10_000

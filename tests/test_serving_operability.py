@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
+from test_serving_support import exported, install_version, start_server
 
 from mtin_tf import features as F
 from serving.client import MTINClient, channel_credentials, predict_request
 from serving.errors import ServingError
 from serving.local import free_port
 from serving.server import ErrorCounts
-from test_serving_support import exported, install_version, start_server
 
 USER, NOW = 21, 1_000
 CANDIDATES = [2000, 4000, 17000]
@@ -63,7 +63,6 @@ def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
     ca_key, rogue_key, server_key, client_key = _key(), _key(), _key(), _key()
     ca = _cert(ca_key, "mtin test CA", ca=True)
-    rogue_ca = _cert(rogue_key, "another CA", ca=True)
     return {
         "ca": _write(d / "ca.pem", cert=ca),
         "server_cert": _write(d / "server.pem", cert=_cert(server_key, "mtin serve", ca_key, "mtin test CA",

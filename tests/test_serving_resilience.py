@@ -12,10 +12,10 @@ import grpc
 import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2
+from test_serving_support import L, exported, install_version, start_server
 
 from mtin_tf import features as F
 from serving.client import MTINClient, raw_inputs
-from test_serving_support import L, exported, install_version, start_server
 
 USER = 21
 HISTORY = dict(clicked=[3000, 9000, 12000], clicked_times=[100, 200, 300], browsed=[4000], browsed_times=[250])
@@ -143,7 +143,8 @@ def test_corrupt_versions_are_reported_and_skipped_while_the_previous_version_ke
         statuses = _wait_statuses(server, lambda s: s.get(2) and s.get(3) and s[2].state == s[3].state == END)
         assert set(statuses) == {1, 2, 3} and statuses[1].state == AVAILABLE
         for version in (2, 3):
-            assert statuses[version].status.error_message.startswith(f"failed to load {os.path.join(base, str(version))}")
+            message = statuses[version].status.error_message
+            assert message.startswith(f"failed to load {os.path.join(base, str(version))}")
         with MTINClient(server.target) as client:  # the newest healthy version serves
             prediction = client.predict(USER, CANDIDATES, NOW, **HISTORY)
             assert prediction.model_version == 1
@@ -226,8 +227,8 @@ def test_a_flood_beyond_max_in_flight_is_shed_with_resource_exhausted_and_counte
     # One worker, two admitted: of 8 heavy requests sent at once, the ones beyond two in flight are refused at once
     # (RESOURCE_EXHAUSTED, each logged and counted by the server), the admitted ones are answered, and the server
     # serves normally afterwards. Each request scores 100 users × 2 000 candidates, far longer than the sending.
-    from serving.client import candidate_inputs, predict_request
     from mtin_tf.signatures import SCORE_SIGNATURE
+    from serving.client import candidate_inputs, predict_request
 
     base = str(tmp_path)
     install_version(1, base, 1)

@@ -9,15 +9,19 @@ import time
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    prediction_service_pb2_grpc,
+)
+from test_serving_support import L, exported, install_version, start_server
 
 from mtin_tf import features as F
 from mtin_tf.cli import main as mtin
 from mtin_tf.data.examples import serialize_example
 from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
 from serving.client import MTINClient, candidate_inputs, predict_request, prediction_from_response, raw_inputs
-from test_serving_support import L, exported, install_version, start_server
 
 USER = 21
 HISTORY = dict(clicked=[3000, 9000, 12000, 5000], clicked_times=[100, 200, 300, 400],
@@ -259,7 +263,7 @@ def test_new_version_rolls_over_under_32_concurrent_clients_without_a_failed_req
     server = servers["rollover"]
     threads, results = [], [{"versions": [], "errors": [], "seconds": []} for _ in range(32)]
     # Each client sends at least 20 requests and keeps going (bounded) until it has been answered by version 2.
-    stop_when = lambda count, versions: count >= 20 and 2 in versions  # noqa: E731
+    stop_when = lambda count, versions: count >= 20 and 2 in versions
     for r in results:
         threads.append(threading.Thread(target=_load, args=(server.target, stop_when, r)))
         threads[-1].start()

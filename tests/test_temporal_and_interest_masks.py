@@ -2,9 +2,9 @@
 under Keras 3 in the subprocess of tests/test_layers_keras.py)."""
 import numpy as np
 import pytest
+import reference as ref
 import tensorflow as tf
 
-import reference as ref
 from mtin_tf.layers import InterestAggregation, InterestMask, ParallelTemporalMask
 from mtin_tf.layers.backend import keras
 

@@ -9,7 +9,6 @@ import pytest
 
 from mtin_tf.cli import main as mtin
 from mtin_tf.train_cli import MODELS, evaluate_saved_model, train_and_evaluate
-from test_experiment import TINY_BASE, tiny_planted  # noqa: F401  (module fixture: tiny planted data + examples)
 
 
 def test_model_choices_cover_mtin_and_every_baseline():
@@ -18,9 +17,9 @@ def test_model_choices_cover_mtin_and_every_baseline():
     assert set(MODELS) == {"mtin"} | set(BUILDERS)
 
 
-def test_evaluate_exported_model_matches_in_process_scoring(tiny_planted, tmp_path):  # noqa: F811
+def test_evaluate_exported_model_matches_in_process_scoring(tiny_planted, tiny_base, tmp_path):
     result = train_and_evaluate(tiny_planted["examples"], tiny_planted["items"], str(tmp_path / "run"),
-                                model_name="din", overrides=TINY_BASE, verbose=0)
+                                model_name="din", overrides=tiny_base, verbose=0)
     assert os.path.isdir(result["model_path"])
     for signature in ("keras", "predict_raw"):
         out = tmp_path / f"eval_{signature}.json"
@@ -32,8 +31,8 @@ def test_evaluate_exported_model_matches_in_process_scoring(tiny_planted, tmp_pa
             assert evaluated[key] == pytest.approx(result[key], abs=1e-6), (signature, key)
 
 
-def test_train_cli_accepts_a_baseline_and_evaluate_reports_clear_errors(tiny_planted, tmp_path):  # noqa: F811
-    sets = [f"{k}={v}" for k, v in TINY_BASE.items()]
+def test_train_cli_accepts_a_baseline_and_evaluate_reports_clear_errors(tiny_planted, tiny_base, tmp_path):
+    sets = [f"{k}={v}" for k, v in tiny_base.items()]
     assert mtin(["train", "--examples", tiny_planted["examples"], "--items", tiny_planted["items"], "--out",
                  str(tmp_path / "bpr"), "--model", "bpr", "--verbose", "0", "--set", *sets]) == 0
     metrics = json.load(open(tmp_path / "bpr" / "metrics.json"))
@@ -46,7 +45,7 @@ def test_train_cli_accepts_a_baseline_and_evaluate_reports_clear_errors(tiny_pla
         train_and_evaluate(tiny_planted["examples"], tiny_planted["items"], str(tmp_path / "x"), model_name="svm")
 
 
-def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_planted, tmp_path,  # noqa: F811
+def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_planted, tiny_base, tmp_path,
                                                                             monkeypatch, capsys):
     from mtin_tf import features as F
     from mtin_tf import floors
@@ -60,10 +59,10 @@ def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(T, "train_mtin", spy)
-    sets = [f"{k}={v}" for k, v in dict(TINY_BASE, epochs=3).items()]
+    sets = [f"{k}={v}" for k, v in dict(tiny_base, epochs=3).items()]
     assert mtin(["train", "--examples", tiny_planted["examples"], "--items", tiny_planted["items"], "--out",
                  str(tmp_path / "mtin"), "--verbose", "0", "--set", *sets]) == 0
-    data = read_split_arrays(tiny_planted["examples"], TINY_BASE["max_history"])
+    data = read_split_arrays(tiny_planted["examples"], tiny_base["max_history"])
     for key in (F.USER_ID, F.ITEM_ID, F.TIMESTAMP):  # early stopping watched the validation split, not test
         np.testing.assert_array_equal(seen["eval_arrays"][key], data["validation"][key])
     saved = json.load(open(tmp_path / "mtin" / "metrics.json"))
@@ -90,7 +89,7 @@ def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_
     from mtin_tf.config import MTINConfig
 
     config = json.load(open(tmp_path / "mtin" / "config.json"))
-    assert config == json.loads(json.dumps(dataclasses.asdict(MTINConfig(**dict(TINY_BASE, epochs=3)))))
+    assert config == json.loads(json.dumps(dataclasses.asdict(MTINConfig(**dict(tiny_base, epochs=3)))))
     # TensorBoard: one scalar per epoch for the training and the validation split; the validation AUC curve is the one
     # metrics.json reports (and early stopping watched)
     scalars = _tensorboard_scalars(tmp_path / "mtin" / "logs")
@@ -126,7 +125,7 @@ def _tensorboard_scalars(log_dir):
     return {run: {tag: [v for _, v in sorted(values)] for tag, values in tags.items()} for run, tags in out.items()}
 
 
-def test_train_on_examples_built_before_the_validation_split_asks_to_rebuild(tiny_planted, tmp_path):  # noqa: F811
+def test_train_on_examples_built_before_the_validation_split_asks_to_rebuild(tiny_planted, tiny_base, tmp_path):
     from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE
 
     old = tmp_path / "old"
@@ -134,4 +133,4 @@ def test_train_on_examples_built_before_the_validation_split_asks_to_rebuild(tin
     for name in (TRAIN_FILE, TEST_FILE):
         shutil.copy(os.path.join(tiny_planted["examples"], name), old / name)
     with pytest.raises(SystemExit, match="re-run `mtin data build`"):
-        train_and_evaluate(str(old), tiny_planted["items"], str(tmp_path / "out"), overrides=TINY_BASE, verbose=0)
+        train_and_evaluate(str(old), tiny_planted["items"], str(tmp_path / "out"), overrides=tiny_base, verbose=0)

@@ -198,7 +198,7 @@ def clean_item_features(item_ids, vectors, category=None, *, source: str, lines:
         checks.append((kind, bad, [detail(i) for i in np.flatnonzero(bad)[:R.MAX_EXAMPLES]]))
         keep[bad] = False
 
-    shown = lambda i: f"item_id={raw_ids.iat[i]!r}"  # noqa: E731  (the value as written)
+    shown = lambda i: f"item_id={raw_ids.iat[i]!r}"  # the value as written
     count(R.MISSING_FIELD, status == V.EMPTY, lambda i: "item_id is empty")
     count(R.NON_NUMERIC_ID, status == V.INVALID, shown)
     count(R.NONPOSITIVE_ID, (status == V.TOO_LOW) | ((status == V.OK) & (ids < V.ID_MIN)),

@@ -27,7 +27,7 @@ from mtin_tf import features as F
 
 
 def _example_pb2():
-    import tensorflow as tf  # noqa: F401  (lazy: heavy import)
+    import tensorflow as tf
 
     return tf.train
 
@@ -145,7 +145,8 @@ def split_path(examples_dir: str, split: str) -> str:
         return path
     if split == "validation" and os.path.exists(os.path.join(examples_dir, TRAIN_FILE)):
         raise FileNotFoundError(f"{examples_dir} has no {VALIDATION_FILE}: these examples were built before the "
-                                "validation split existed; re-run `mtin data build` to write train, validation and test")
+                                "validation split existed; re-run `mtin data build` to write train, validation and "
+                                "test")
     raise FileNotFoundError(f"{path} does not exist (run `mtin data build` first)")
 
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import tensorflow as tf
-from mtin_tf.layers.backend import Layer, keras, register
 
 from mtin_tf.config import AGGREGATIONS
+from mtin_tf.layers.backend import Layer, keras, register
 
 
 @register

@@ -7,9 +7,9 @@ a user's rows are computed once per (user, histories, impression time) for any n
 from __future__ import annotations
 
 import tensorflow as tf
-from mtin_tf.layers.backend import LEGACY, Layer, keras, register
 
 from mtin_tf.layers.aggregation import InterestAggregation
+from mtin_tf.layers.backend import LEGACY, Layer, keras, register
 from mtin_tf.layers.interest_mask import InterestMask
 from mtin_tf.layers.routing import InterestGroupRouting
 from mtin_tf.layers.temporal_mask import ParallelTemporalMask
@@ -25,7 +25,8 @@ def history_ages(history_times, candidate_time, time_scale):
 BRANCH_SETTINGS = dict(
     num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
     routing_center=True, routing_loss=0.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0,
-    learnable_decay=True, use_time_gaps=False, temporal_self=True, temporal_chunk=50, time_scale=86400.0, tau=None, straight_through=True,
+    learnable_decay=True, use_time_gaps=False, temporal_self=True, temporal_chunk=50, time_scale=86400.0, tau=None,
+    straight_through=True,
     aggregation="concat_pool", gated_update=False, activation="relu")
 
 

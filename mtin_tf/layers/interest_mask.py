@@ -5,6 +5,7 @@ Shapes: B batch, s memory rows (= interest groups), d embedding size.
 from __future__ import annotations
 
 import tensorflow as tf
+
 from mtin_tf.layers.backend import Layer, keras, register
 
 

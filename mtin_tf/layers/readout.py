@@ -7,9 +7,9 @@ against the same rows.
 from __future__ import annotations
 
 import tensorflow as tf
-from mtin_tf.layers.backend import Layer, keras, register
 
 from mtin_tf.config import READOUTS
+from mtin_tf.layers.backend import Layer, keras, register
 
 
 @register

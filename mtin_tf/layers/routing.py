@@ -5,8 +5,8 @@ Shapes: B batch, L history length, s interest groups, d embedding size.
 from __future__ import annotations
 
 import tensorflow as tf
-from mtin_tf.layers.backend import Layer, keras, register
 
+from mtin_tf.layers.backend import Layer, keras, register
 from mtin_tf.layers.grouped_matmul import in_xla_context
 
 UNASSIGNED = -1
@@ -193,7 +193,7 @@ class InterestGroupRouting(Layer):
 
     def build(self, input_shape):
         d = int(input_shape[0][-1])
-        dense = lambda units, name, bias=True: keras.layers.Dense(  # noqa: E731
+        dense = lambda units, name, bias=True: keras.layers.Dense(
             units, use_bias=bias, kernel_regularizer=self.kernel_regularizer, name=name)
         self.w_v, self.w_u, self.w_s = dense(d, "w_v"), dense(d, "w_u"), dense(d, "w_s")
         # W_p^l [x̂, ĉ] is split into its x̂ and ĉ halves (same product, no [B, L, s, 2d] concat).

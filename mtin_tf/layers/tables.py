@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
 from mtin_tf.layers.backend import Layer, keras, register
 
 
@@ -117,7 +118,8 @@ def initial(value, fallback="zeros"):
 
 
 def lookup_rows(keys, ids):
-    """Rows of ``ids`` in a table whose sorted keys are ``keys`` [N]: int32 of ids' shape, key index + 1, 0 if absent."""
+    """Rows of ``ids`` in a table whose sorted keys are ``keys`` [N]: int32 of ids' shape, key index + 1, 0 if
+    absent."""
     ids = tf.cast(ids, tf.int64)
     flat = tf.reshape(ids, [-1])
     n = tf.shape(keys)[0]
@@ -143,7 +145,8 @@ class ItemEmbedding(Layer):
         ``projected_table``, and x for unknown ids; a 1.7 M × 512 feature table becomes 1.7 M × d.
 
     Construction takes the table (``item_ids`` int [N], ``item_features`` float [N, F], or [N, d] when projected;
-    an NpyRows file instead of an array is read by chunks, so the caller need not hold the table) as initial values; they are saved as weights, not in the config. The table keeps the caller's row order (no sorted
+    an NpyRows file instead of an array is read by chunks, so the caller need not hold the table) as initial values;
+    they are saved as weights, not in the config. The table keeps the caller's row order (no sorted
     copy): raw ids are found by binary search over their sorted copy ``item_keys`` and ``item_rows`` points from
     there into the table. Call: ids int64 [...] → (x float [..., d], known bool [...]), where known is False for
     padding and for ids absent from the table (whose x is W_e·0 + b_e (+ e_0)).

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-from mtin_tf.layers.backend import Layer, keras, register
 
+from mtin_tf.layers.backend import Layer, keras, register
 from mtin_tf.layers.grouped_matmul import grouped_matmul
 
 

@@ -15,7 +15,8 @@ counted (Beam counters, namespace ``mtin_pipeline``); their count is recorded on
 ``bad_rows``), and the run stops when their share exceeds ``max_bad_row_fraction``.
 
 Outputs
-- ``examples`` (Examples, splits ``train``, ``validation`` and ``test``, gzipped TFRecord of tf.Example): the features of
+- ``examples`` (Examples, splits ``train``, ``validation`` and ``test``, gzipped TFRecord of tf.Example): the features
+of
   ``mtin_tf.features.EXAMPLE_FEATURES`` plus ``history_bucket`` (bytes; the clicked-history length bucket, for
   TFMA slices — not a model input, not in the schema, so Transform ignores it).
 - ``training_inputs`` (HyperParameters, one JSON file): run-time inputs of the Trainer's run_fn that TFX's Trainer has
