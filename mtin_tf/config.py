@@ -132,6 +132,26 @@ class MTINConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    @staticmethod
+    def overrides(config_file: str | None = None, pairs=()) -> dict:
+        """MTINConfig fields from a JSON file and then ``KEY=VALUE`` pairs (VALUE parsed as JSON, else kept as a
+        string), checked against MTINConfig (unknown fields and invalid values raise ValueError) before anything
+        runs. What ``--config`` and ``--set`` of `mtin train` and `mtin pipeline` give."""
+        values = {}
+        if config_file:
+            with open(config_file) as f:
+                values.update(json.load(f))
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            try:
+                values[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                values[key] = raw
+        MTINConfig.from_dict(values)
+        return values
+
     @classmethod
     def from_dict(cls, values: dict) -> "MTINConfig":
         known = {f.name for f in dataclasses.fields(cls)}

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 
 from mtin_tf.config import VARIANTS as _VARIANTS
 
@@ -56,22 +57,6 @@ def register_evaluate(subparsers) -> None:
     p.add_argument("--ks", type=int, nargs="+", default=[10, 50], help="K of Precision/Recall/F1@K")
     p.add_argument("--out", help="write the metrics JSON here too")
     p.set_defaults(func=run_evaluate)
-
-
-def parse_overrides(config_file: str | None, pairs) -> dict:
-    values = {}
-    if config_file:
-        with open(config_file) as f:
-            values.update(json.load(f))
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"mtin train: --set expects KEY=VALUE, got {pair!r}")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
 
 
 def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", variant="MTIN", overrides=None,
@@ -154,8 +139,15 @@ def floor_report(result: dict) -> str:
 
 
 def run(args) -> int:
+    from mtin_tf.config import MTINConfig
+
+    try:
+        overrides = MTINConfig.overrides(args.config, args.set)
+    except (ValueError, TypeError) as exc:
+        print(f"mtin train: {exc}", file=sys.stderr)
+        return 2
     result = train_and_evaluate(args.examples, args.items, args.out, model_name=args.model, variant=args.variant,
-                                overrides=parse_overrides(args.config, args.set), verbose=args.verbose)
+                                overrides=overrides, verbose=args.verbose)
     print(json.dumps(result, indent=2))
     print(floor_report(result))
     return 0

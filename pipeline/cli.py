@@ -83,9 +83,13 @@ def register(subparsers) -> None:
 
 def pipeline_kwargs(args) -> dict:
     """create_pipeline keywords from the shared options."""
-    from mtin_tf.train_cli import parse_overrides
+    from mtin_tf.config import MTINConfig
 
-    return dict(mtin_config=parse_overrides(args.config, args.set), max_history=args.max_history,
+    try:
+        mtin_config = MTINConfig.overrides(args.config, args.set)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"mtin pipeline: {exc}") from None
+    return dict(mtin_config=mtin_config, max_history=args.max_history,
                 test_fraction=args.test_fraction, time_cut=args.time_cut,
                 validation_fraction=args.validation_fraction, validation_cut=args.validation_cut,
                 auc_floor=args.auc_floor, max_auc_drop=args.max_auc_drop,

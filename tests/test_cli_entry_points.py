@@ -178,3 +178,23 @@ def test_demo_standalone_generates_builds_trains_exports_and_reloads(tmp_path, m
         assert os.path.getsize(tmp_path / "examples" / f"{split}.tfrecord") > 0
     config = json.load(open(tmp_path / "train" / "config.json"))
     assert config["seed"] == 3 and config["max_history"] == 6 and config["embedding_dim"] == 8
+
+
+def test_config_overrides_are_checked_before_anything_runs(tmp_path, capsys):
+    from mtin_tf.config import MTINConfig
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"embedding_dim": 16, "readout": "paper"}))
+    assert MTINConfig.overrides(str(path), ["embedding_dim=8", "optimizer=adam"]) == {
+        "embedding_dim": 8, "readout": "paper", "optimizer": "adam"}
+    for pairs, message in ((["embeding_dim=8"], "unknown MTINConfig fields"), (["embedding_dim"], "KEY=VALUE"),
+                           (["readout=sum"], "readout must be one of")):
+        with pytest.raises(ValueError, match=message):
+            MTINConfig.overrides(None, pairs)
+    # The CLIs answer with the message and exit code 2 before reading any data.
+    missing = str(tmp_path / "no-such-dir")
+    assert mtin(["train", "--examples", missing, "--items", missing, "--out", str(tmp_path / "out"),
+                 "--set", "embeding_dim=8"]) == 2
+    assert "mtin train: unknown MTINConfig fields: ['embeding_dim']" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="mtin pipeline: --set expects KEY=VALUE"):
+        mtin(["pipeline", "run", "--data", missing, "--run-dir", str(tmp_path / "run"), "--set", "epochs"])
