@@ -215,7 +215,10 @@ def unknown_ids(arrays: dict, known_ids: dict) -> dict:
         values = [np.asarray(arrays[name]).reshape(-1) for name in names if name in arrays]
         values = np.concatenate(values) if values else np.zeros([0], np.int64)
         values = values[values != F.PADDING_ID]
-        counts[kind] = int((~np.isin(values, known_ids[kind])).sum())
+        keys = known_ids[kind]  # sorted: a binary search per id, not a sort of the whole vocabulary per request
+        found = keys[np.minimum(np.searchsorted(keys, values), max(len(keys) - 1, 0))] == values if len(keys) else \
+            np.zeros(values.shape, bool)
+        counts[kind] = int((~found).sum())
     return counts
 
 

@@ -214,3 +214,14 @@ def test_failure_logs_are_rate_limited_but_every_failure_is_counted(caplog):
     with caplog.at_level(logging.WARNING, logger="serving.server"):
         errors.log_failure("Predict", error, errors.add("Predict", error.code))
     assert "99 similar lines held back" in caplog.records[-1].getMessage()
+
+
+def test_unknown_ids_are_counted_by_binary_search_over_the_sorted_vocabulary():
+    from serving.server import unknown_ids
+
+    known = {"user": np.array([7, 14]), "item": np.array([1000, 2000, 40000])}
+    arrays = {F.USER_ID: np.array([7, 8]), F.ITEM_ID: np.array([1000, 1500, 99999]),
+              F.CLICKED_ITEMS: np.array([[2000, 0, 0], [3, 40000, 0]]), F.BROWSED_ITEMS: np.zeros([2, 3], np.int64)}
+    assert unknown_ids(arrays, known) == {"user": 1, "item": 3}  # padding (0) is not an id
+    assert unknown_ids(arrays, {"item": np.zeros([0], np.int64)}) == {"item": 6}
+    assert unknown_ids(arrays, {}) == {}  # a SavedModel without the file: nothing counted
