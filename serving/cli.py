@@ -69,6 +69,9 @@ def register_serve(subparsers) -> None:
     p.add_argument("--ssl-cert", help="PEM certificate chain of the server: serve TLS only (needs --ssl-key)")
     p.add_argument("--ssl-key", help="PEM private key of --ssl-cert")
     p.add_argument("--ssl-client-ca", help="PEM CA that client certificates must be signed by (mutual TLS)")
+    p.add_argument("--error-log-interval", type=float, default=1.0,
+                   help="at most one log line per (method, status code) this often, in seconds (0: every failure); "
+                        "every failure is counted either way")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, printed)")
     p.set_defaults(func=_serve)
@@ -93,7 +96,8 @@ def _serve(args) -> int:
     try:
         return serve(store, args.host, args.port, max_workers=args.max_workers, max_in_flight=args.max_in_flight,
                      grace_seconds=args.grace_seconds, max_rows=args.max_rows, credentials=credentials,
-                     metrics_port=args.metrics_port, drain_seconds=args.drain_seconds)
+                     metrics_port=args.metrics_port, drain_seconds=args.drain_seconds,
+                     error_log_interval=args.error_log_interval)
     except OSError as exc:
         print(f"mtin serve: {exc}", file=sys.stderr)
         return 1

@@ -399,13 +399,13 @@ def build_server(store: ModelStore, host: str, port: int, *, max_workers: int = 
 def serve(store: ModelStore, host: str = "127.0.0.1", port: int = 8500, *, max_workers: int = 16,
           max_in_flight: int | None = None, grace_seconds: float = 10.0, max_rows: int = MAX_ROWS,
           credentials: grpc.ServerCredentials | None = None, metrics_port: int | None = None,
-          drain_seconds: float = 2.0) -> int:
+          drain_seconds: float = 2.0, error_log_interval: float = 1.0) -> int:
     """Serve ``store`` until SIGTERM/SIGINT; then report NOT_SERVING for ``drain_seconds`` while still answering,
     stop accepting, finish in-flight RPCs and return 0.
     ``credentials``: TLS (:func:`server_credentials`); ``metrics_port``: serve Prometheus metrics over HTTP on
-    ``host:metrics_port`` (0: any free port; the address is printed). Must run in the main thread (signal
-    handlers)."""
-    errors = ErrorCounts()
+    ``host:metrics_port`` (0: any free port; the address is printed); ``error_log_interval``: the log rate limit
+    of :class:`ErrorCounts`. Must run in the main thread (signal handlers)."""
+    errors = ErrorCounts(error_log_interval)
     if host not in LOOPBACK and credentials is None:
         log.warning("binding %s without TLS: anyone who can reach this address can call the model and read its "
                     "answers in the clear; keep it on a private network or pass --ssl-cert and --ssl-key", host)

@@ -62,7 +62,7 @@ def _max_attempts_within(seconds, initial, cap):
 def test_client_retries_with_backoff_until_a_late_version_is_served(tmp_path):
     base = str(tmp_path)
     exported(1)  # built and exported before the clock starts
-    server = start_server(base)
+    server = start_server(base, "--error-log-interval", "0")  # a log line per failure: the test counts them
     try:
         _wait_answering(server)
         # Bounded: with no version, a client of 3 attempts gets UNAVAILABLE after exactly 3 requests.
@@ -232,7 +232,7 @@ def test_a_flood_beyond_max_in_flight_is_shed_with_resource_exhausted_and_counte
 
     base = str(tmp_path)
     install_version(1, base, 1)
-    server = start_server(base, "--max-workers", "1", "--max-in-flight", "2")
+    server = start_server(base, "--max-workers", "1", "--max-in-flight", "2", "--error-log-interval", "0")
     try:
         server.client.wait_until_available(1)
         one = candidate_inputs(USER, list(range(1, 2001)), NOW, L, **HISTORY)
