@@ -107,7 +107,7 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
         items, known = embedded[ids_key]
         branch = layer(branch_name)
         # The other history, for the routing loss (clicked items against browsed ones, and the reverse).
-        other = [v for key, v in embedded.items() if key != ids_key][0] if branch.settings["routing_loss"] else ()
+        other = [v for key, v in embedded.items() if key != ids_key][0] if branch.routing_loss else ()
         rows, weights, assignment = branch([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory, *other],
                                            report_metrics=report_metrics)
         out[rows_key] = rows

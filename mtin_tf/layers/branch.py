@@ -26,8 +26,7 @@ BRANCH_SETTINGS = dict(
     num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
     routing_center=True, routing_loss=0.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0,
     learnable_decay=True, use_time_gaps=False, temporal_self=True, temporal_chunk=50, time_scale=86400.0, tau=None,
-    straight_through=True,
-    aggregation="concat_pool", gated_update=False, activation="relu")
+    straight_through=True, aggregation="concat_pool", gated_update=False, activation="relu")
 
 
 ROUTING_METRICS = ("dropped", "groups_used", "largest_group")
