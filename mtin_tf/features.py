@@ -56,6 +56,8 @@ MODEL_INPUT_NAMES = tuple(f.name for f in MODEL_INPUTS)
 USER_INPUT_NAMES = tuple(name for name in MODEL_INPUT_NAMES if name != ITEM_ID)
 # The candidates of the score_candidates signature and the candidate scorer: int64 [U, N].
 CANDIDATE_IDS = "candidate_ids"
+# The number of items the recommend signature returns per user: int64 [U].
+RECOMMEND_K = "k"
 HISTORY_PAIRS = ((CLICKED_ITEMS, CLICKED_TIMES), (BROWSED_ITEMS, BROWSED_TIMES))
 EXAMPLE_FEATURES = MODEL_INPUTS + (FeatureSpec(LABEL, "int64", False),)
 
@@ -68,3 +70,8 @@ OUTPUT_GROUP_ASSIGNMENT = "group_assignment"
 OUTPUT_POSITIVE_ROWS = "positive_rows"
 OUTPUT_NEGATIVE_ROWS = "negative_rows"
 OUTPUT_ROWS = (OUTPUT_POSITIVE_ROWS, OUTPUT_NEGATIVE_ROWS)  # in the order of HISTORY_PAIRS (clicked, browsed)
+# The recommend signature's outputs besides logit and click_probability, each [U, K]: the recommended item ids, the
+# interest row (memory row p of the clicked-history branch) that retrieved each, and that row's retrieval score u_p·x_j.
+OUTPUT_ITEM_IDS = "item_ids"
+OUTPUT_INTEREST_ROW = "interest_row"
+OUTPUT_RETRIEVAL_SCORE = "retrieval_score"

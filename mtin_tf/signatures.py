@@ -9,6 +9,11 @@ that share (user, impression time, histories) are encoded once (``row_scorer``).
 - ``score_candidates``: U users and N candidates each, the user encoded once: user_id, timestamp int64 [U], the
   histories int64 [U, L] and candidate_ids int64 [U, N] → click_probability, logit [U, N] (for MTIN also
   group_weights [U, s, s] and group_assignment [U, L]).
+- ``recommend`` (MTIN only): U users, no candidates: user_id, timestamp int64 [U], the histories int64 [U, L] and
+  k int64 [U] → the k items of the whole catalogue each user is most likely to click, none of them in the user's
+  clicked history (mtin_tf.retrieval: the s interest rows retrieve, MTIN ranks): item_ids int64, click_probability,
+  logit, retrieval_score float32 and interest_row int32 [U, K] (K = max k), group_weights [U, s, s] and
+  group_assignment [U, L].
 TF Serving does not accept ragged tensors, so the signatures take dense or serialized inputs only.
 """
 from __future__ import annotations
@@ -20,6 +25,7 @@ from mtin_tf import features as F
 DEFAULT_SIGNATURE = "serving_default"
 RAW_SIGNATURE = "predict_raw"
 SCORE_SIGNATURE = "score_candidates"
+RECOMMEND_SIGNATURE = "recommend"
 EXAMPLES_INPUT = "examples"
 
 
@@ -66,6 +72,13 @@ def user_input_signature(max_history: int) -> dict:
     return specs
 
 
+def recommend_input_signature(max_history: int) -> dict:
+    """``recommend``'s inputs: the user inputs [U] / [U, L] and k [U]."""
+    specs = {k: v for k, v in raw_input_signature(max_history).items() if k in F.USER_INPUT_NAMES}
+    specs[F.RECOMMEND_K] = tf.TensorSpec([None], tf.int64, name=F.RECOMMEND_K)
+    return specs
+
+
 def distinct_users(inputs: dict):
     """The distinct user rows of a batch of model inputs: ({user input: [D] or [D, L]}, index int [B]) with row b of
     the batch being distinct row index[b]; two rows are the same user row when user, impression time and both
@@ -78,7 +91,7 @@ def distinct_users(inputs: dict):
     return users, index
 
 
-def _halves(model):
+def model_halves(model):
     """(encode(users) → encoder outputs, score(rows, candidate_ids) → {logit, click_probability}) calling the MTIN
     ``model``'s own layers (mtin_tf.model.encode_user / score_candidates on tensors: no new Keras objects)."""
     from mtin_tf.model import encode_user, has_item_bias, score_candidates
@@ -99,7 +112,7 @@ def row_scorer(model):
 
     if not is_mtin(model):
         return lambda inputs: model(inputs, training=False)
-    encode, score = _halves(model)
+    encode, score = model_halves(model)
 
     def scored(inputs):
         users, index = distinct_users(inputs)
@@ -119,7 +132,7 @@ def candidates_scorer(model):
     from mtin_tf.model import is_mtin
 
     if is_mtin(model):
-        encode, score = _halves(model)
+        encode, score = model_halves(model)
 
         def scored(users, candidate_ids):
             encoded = encode(users)
@@ -153,6 +166,20 @@ def serving_signatures(model, max_history: int, parse=None) -> dict:
         users = {key: value for key, value in inputs.items() if key != F.CANDIDATE_IDS}
         return candidates(users, inputs[F.CANDIDATE_IDS])
 
-    return {DEFAULT_SIGNATURE: serve_examples.get_concrete_function(),
-            RAW_SIGNATURE: serve_raw.get_concrete_function(),
-            SCORE_SIGNATURE: serve_candidates.get_concrete_function()}
+    signatures = {DEFAULT_SIGNATURE: serve_examples.get_concrete_function(),
+                  RAW_SIGNATURE: serve_raw.get_concrete_function(),
+                  SCORE_SIGNATURE: serve_candidates.get_concrete_function()}
+    from mtin_tf.model import is_mtin
+
+    if is_mtin(model):
+        from mtin_tf.retrieval import recommender
+
+        recommend = recommender(model)
+
+        @tf.function(input_signature=[recommend_input_signature(max_history)])
+        def serve_recommend(inputs):
+            users = {key: value for key, value in inputs.items() if key != F.RECOMMEND_K}
+            return recommend(users, inputs[F.RECOMMEND_K], exclusions=users[F.CLICKED_ITEMS])
+
+        signatures[RECOMMEND_SIGNATURE] = serve_recommend.get_concrete_function()
+    return signatures

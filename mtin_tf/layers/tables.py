@@ -226,6 +226,19 @@ class ItemEmbedding(Layer):
             x = x + e
         return x, known
 
+    def catalogue(self):
+        """(x of every item in the table [N, d], its raw id int64 [N]) as tensors, in table order: the candidates
+        of retrieval over the whole catalogue (mtin_tf.retrieval). Projected (serving), x is the table itself, not a
+        copy; otherwise it is computed from the features (W_e f_j + b_e (+ e_j)) on each call."""
+        key_of_row = tf.math.invert_permutation(self.table_rows)  # table row → index in the sorted keys
+        ids = tf.gather(self.keys, key_of_row)
+        if self.projected:
+            return tf.convert_to_tensor(self.table), ids
+        x = self.projection(tf.convert_to_tensor(self.table))
+        if self.use_id_embedding:
+            x = x + tf.gather(self.id_embedding, key_of_row + 1)
+        return x, ids
+
     def projected_table(self, chunk: int = 65536):
         """(x of every item in table order [N, d], x of an unknown id [d]) as NumPy, computed chunk by chunk."""
         if self.projected:

@@ -1,0 +1,142 @@
+"""Recommending from the whole catalogue (mtin_tf.retrieval, the ``recommend`` signature) against a loop reference."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtin_tf import features as F
+from mtin_tf.baselines import build_din
+from mtin_tf.config import MTINConfig
+from mtin_tf.export import export_saved_model
+from mtin_tf.model import build_mtin, candidate_scorer, user_encoder
+from mtin_tf.retrieval import MAX_RECOMMEND_K
+from mtin_tf.signatures import RECOMMEND_SIGNATURE
+
+L, NUM_ITEMS = 6, 40
+# What production exports: attention readout, id embeddings, item bias, anchored memory, routing under XLA.
+CONFIG = MTINConfig(embedding_dim=8, num_masks=2, num_groups=3, max_history=L, readout="attention",
+                    use_id_embedding=True, use_item_bias=True, pretrain_memory=True, memory_anchors=2, jit_routing=True)
+
+
+def catalogue_table():
+    """Raw item ids neither dense nor sorted (a table-order mix-up shows), their features, the users."""
+    rng = np.random.default_rng(0)
+    return (rng.permutation(np.arange(1, NUM_ITEMS + 1)) * 1000, rng.normal(size=(NUM_ITEMS, 5)).astype(np.float32),
+            np.arange(1, 6) * 7)
+
+
+def users(item_ids):
+    """Four users: two with histories, one with none, one unknown to the model; the first has clicked L items."""
+    items = np.sort(item_ids)
+    clicked = np.zeros([4, L], np.int64)
+    clicked[0] = items[[3, 9, 14, 20, 27, 33]]
+    clicked[1, :2] = items[[5, 38]]
+    clicked[3, :3] = items[[0, 1, 2]]
+    browsed = np.zeros([4, L], np.int64)
+    browsed[0, :3] = items[[7, 8, 30]]
+    browsed[3, :1] = items[[11]]
+    times = lambda ids: np.where(ids > 0, 1_000 + np.arange(L)[None] * 10, 0).astype(np.int64)
+    return {F.USER_ID: np.array([7, 14, 21, 999], np.int64), F.TIMESTAMP: np.full(4, 5_000, np.int64),
+            F.CLICKED_ITEMS: clicked, F.CLICKED_TIMES: times(clicked),
+            F.BROWSED_ITEMS: browsed, F.BROWSED_TIMES: times(browsed)}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An MTIN with trained-looking id embeddings, exported and reloaded with tf.saved_model.load."""
+    table = catalogue_table()
+    model = build_mtin(CONFIG, *table)
+    embed = model.get_layer("item_embedding")
+    embed.id_embedding.assign(np.random.default_rng(3).normal(scale=0.3, size=embed.id_embedding.shape))
+    path = export_saved_model(model, str(tmp_path_factory.mktemp("export")), version=1)
+    return table, model, tf.saved_model.load(path)
+
+
+def reference(model, item_ids, users, k):
+    """The loop this module's docstring describes: each interest row's top-k of the items not clicked in the user's
+    history (dot product with every item's embedding), each item once with the row that scored it highest, ranked
+    by the model's click probability."""
+    embed = model.get_layer("item_embedding")
+    table, _ = embed.projected_table()  # x_j in table order: row j is item item_ids[j]
+    rows = user_encoder(model)(users)
+    scorer = candidate_scorer(model)
+    out = []
+    for u in range(len(users[F.USER_ID])):
+        clicked = set(users[F.CLICKED_ITEMS][u][users[F.CLICKED_ITEMS][u] > 0].tolist())
+        best = {}  # item id → (retrieval score, row)
+        for p, query in enumerate(rows[F.OUTPUT_POSITIVE_ROWS][u].numpy()):
+            scores = table @ query
+            allowed = [j for j in np.argsort(-scores, kind="stable") if item_ids[j] not in clicked][:k[u]]
+            for j in allowed:
+                if item_ids[j] not in best or scores[j] > best[item_ids[j]][0]:
+                    best[int(item_ids[j])] = (float(scores[j]), p)
+        pool = np.array(sorted(best), np.int64)
+        scored = scorer({key: rows[key][u:u + 1] for key in F.OUTPUT_ROWS} | {F.CANDIDATE_IDS: pool[None]})
+        probability = scored[F.OUTPUT_PROBABILITY].numpy()[0]
+        order = np.argsort(-scored[F.OUTPUT_LOGIT].numpy()[0], kind="stable")[:k[u]]  # = by probability, unsaturated
+        out.append([(int(pool[i]), float(probability[i]), best[int(pool[i])][1], best[int(pool[i])][0])
+                    for i in order])
+    return out
+
+
+def test_recommend_signature_matches_the_loop_reference(exported):
+    table, model, saved = exported
+    x = users(table[0])
+    k = np.array([5, 3, 37, 1], np.int64)
+    x[F.CLICKED_ITEMS][2, :4] = np.sort(table[0])[[1, 2, 3, 4]]  # 36 items left for user 2, who asks for 37
+    x[F.CLICKED_TIMES][2, :4] = [100, 200, 300, 400]
+    got = saved.signatures[RECOMMEND_SIGNATURE](**{key: tf.constant(v) for key, v in x.items()}, k=tf.constant(k))
+    assert got[F.OUTPUT_ITEM_IDS].shape == (4, 37) and got[F.OUTPUT_ITEM_IDS].dtype == tf.int64
+    want = reference(model, table[0], x, k)
+    ids, prob = got[F.OUTPUT_ITEM_IDS].numpy(), got[F.OUTPUT_PROBABILITY].numpy()
+    row, retrieval = got[F.OUTPUT_INTEREST_ROW].numpy(), got[F.OUTPUT_RETRIEVAL_SCORE].numpy()
+    for u, expected in enumerate(want):
+        n = len(expected)
+        assert n == min(k[u], NUM_ITEMS - len(set(x[F.CLICKED_ITEMS][u][x[F.CLICKED_ITEMS][u] > 0])))
+        np.testing.assert_array_equal(ids[u, :n], [e[0] for e in expected])
+        np.testing.assert_allclose(prob[u, :n], [e[1] for e in expected], atol=1e-5)
+        np.testing.assert_array_equal(row[u, :n], [e[2] for e in expected])
+        np.testing.assert_allclose(retrieval[u, :n], [e[3] for e in expected], rtol=1e-4, atol=1e-4)
+        # Slots past the user's k, or past what the catalogue holds, are empty.
+        assert (ids[u, n:] == 0).all() and (prob[u, n:] == 0).all() and (row[u, n:] == -1).all()
+        assert np.isneginf(got[F.OUTPUT_LOGIT].numpy()[u, n:]).all()
+    assert len(want[2]) == 36  # 40 items, 4 clicked: 36 to recommend of the 37 asked for
+    # Probabilities and logits agree with the candidate-list path of the same model.
+    np.testing.assert_allclose(tf.sigmoid(got[F.OUTPUT_LOGIT]).numpy()[:, :3], prob[:, :3], atol=1e-6)
+
+
+def test_recommend_never_returns_a_clicked_item_nor_an_item_twice(exported):
+    table, _, saved = exported
+    x = users(table[0])
+    got = saved.signatures[RECOMMEND_SIGNATURE](**{key: tf.constant(v) for key, v in x.items()},
+                                                k=tf.constant([20, 20, 20, 20], tf.int64))
+    for u, ids in enumerate(got[F.OUTPUT_ITEM_IDS].numpy()):
+        assert len(set(ids.tolist())) == 20 and not set(ids.tolist()) & set(x[F.CLICKED_ITEMS][u].tolist())
+        assert set(ids.tolist()) <= set(table[0].tolist())
+        prob = got[F.OUTPUT_PROBABILITY].numpy()[u]
+        assert (np.diff(prob) <= 1e-7).all()  # best first
+
+
+@pytest.mark.parametrize("k", [0, MAX_RECOMMEND_K + 1])
+def test_recommend_rejects_k_out_of_range(exported, k):
+    table, _, saved = exported
+    x = users(table[0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be at"):
+        saved.signatures[RECOMMEND_SIGNATURE](**{key: tf.constant(v) for key, v in x.items()},
+                                              k=tf.constant([3, k, 3, 3], tf.int64))
+
+
+def test_only_mtin_exports_recommend(tmp_path):
+    din = build_din(CONFIG, *catalogue_table())
+    saved = tf.saved_model.load(export_saved_model(din, str(tmp_path), version=1))
+    assert RECOMMEND_SIGNATURE not in saved.signatures
+
+
+@pytest.mark.parametrize("projected", [False, True])
+def test_catalogue_is_every_item_embedding_with_its_id(exported, projected):
+    from mtin_tf.export import serving_model
+
+    table, model, _ = exported
+    layer = (serving_model(model) if projected else model).get_layer("item_embedding")
+    x, ids = layer.catalogue()
+    np.testing.assert_array_equal(ids.numpy(), table[0])  # table order, raw ids
+    np.testing.assert_allclose(x.numpy(), layer(tf.constant(table[0]))[0].numpy(), atol=1e-5)
