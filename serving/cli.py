@@ -4,7 +4,9 @@
   (:mod:`serving.server`) over a versioned SavedModel directory; runs until SIGTERM/SIGINT.
 - ``mtin predict --target localhost:8500 --user U --candidates 1,2,3 --timestamp T [--clicked ... --clicked-times ...
   --browsed ... --browsed-times ...]``: scores every candidate; prints JSON.
-- ``mtin recommend ... --top-k 10``: the same query, the k most probable candidates best first.
+- ``mtin recommend ... --top-k 10``: the same query, the k most probable candidates best first; without
+  ``--candidates``, the k most probable items of the model's whole catalogue (MTIN's ``recommend`` signature), each
+  with the interest row that retrieved it.
 
 Both query commands talk to TF Serving or ``mtin serve`` alike (:class:`serving.client.MTINClient`) and exit 1 on an
 RPC error (its status code and message on stderr), 2 on invalid arguments.
@@ -103,14 +105,16 @@ def _serve(args) -> int:
         return 1
 
 
-def _query_parser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+def _query_parser(subparsers, name: str, help_text: str, candidates_required: bool = True) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=help_text, description=help_text)
     p.add_argument("--target", default=f"localhost:{GRPC_PORT}", help="host:port of TF Serving or `mtin serve`")
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     p.add_argument("--version", type=int, default=None, help="model version (default: the newest served)")
     p.add_argument("--version-label", default=None)
     p.add_argument("--user", type=int, required=True, help="user id")
-    p.add_argument("--candidates", type=_ids, required=True, help="candidate item ids, e.g. 1,2,3")
+    p.add_argument("--candidates", type=_ids, required=candidates_required,
+                   help="candidate item ids, e.g. 1,2,3" + ("" if candidates_required else
+                                                             " (default: the model's whole catalogue)"))
     p.add_argument("--timestamp", type=int, required=True, help="time of the impression (unix seconds)")
     p.add_argument("--clicked", type=_ids, default=[], help="clicked item ids, oldest first")
     p.add_argument("--clicked-times", type=_ids, default=[], help="their timestamps")
@@ -131,7 +135,8 @@ def register_predict(subparsers) -> None:
 
 
 def register_recommend(subparsers) -> None:
-    p = _query_parser(subparsers, "recommend", "top-k candidates for one user through a gRPC endpoint")
+    p = _query_parser(subparsers, "recommend", "top-k items (of the candidates given, or of the whole catalogue) "
+                      "for one user through a gRPC endpoint", candidates_required=False)
     p.add_argument("--top-k", type=int, default=10)
     p.set_defaults(func=lambda args: _query(args, top_k=args.top_k))
 
@@ -148,16 +153,19 @@ def _query(args, top_k: int | None) -> int:
         with MTINClient(args.target, args.model_name, args.timeout, version=args.version,
                         version_label=args.version_label, credentials=credentials,
                         metadata=args.metadata) as client:
-            prediction = client.predict(args.user, args.candidates, args.timestamp, clicked=args.clicked,
-                                        clicked_times=args.clicked_times, browsed=args.browsed,
-                                        browsed_times=args.browsed_times)
+            histories = dict(clicked=args.clicked, clicked_times=args.clicked_times, browsed=args.browsed,
+                             browsed_times=args.browsed_times)
+            if args.candidates is None:  # recommend from the catalogue: the model retrieves and ranks
+                prediction = client.recommend(args.user, timestamp=args.timestamp, k=top_k, **histories)
+            else:
+                prediction = client.predict(args.user, args.candidates, args.timestamp, **histories)
     except grpc.RpcError as exc:
         print(f"mtin {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:
         print(f"mtin {args.command}: {exc}", file=sys.stderr)
         return 2
-    if top_k is not None:
+    if top_k is not None and args.candidates is not None:
         prediction = prediction.top(top_k)
     print(json.dumps(prediction_json(prediction, args.model_name, args.user, args.timestamp)))
     return 0
@@ -166,10 +174,11 @@ def _query(args, top_k: int | None) -> int:
 def prediction_json(prediction, model_name: str, user_id: int, timestamp: int) -> dict:
     """The JSON document ``mtin predict`` / ``mtin recommend`` print: the user's s x s group weights (null for a
     model without them) and one entry per candidate, in the prediction's order, with its click probability and
-    logit."""
-    weights = prediction.group_weights
+    logit (and, recommended from the catalogue, the interest row that retrieved it)."""
+    weights, rows = prediction.group_weights, prediction.interest_row
     return {"model": model_name, "model_version": prediction.model_version, "user_id": user_id,
             "timestamp": timestamp, "group_weights": None if weights is None else weights[0].tolist(),
-            "candidates": [{"item_id": int(item), "click_probability": float(p), "logit": float(z)}
-                           for item, p, z in zip(prediction.item_ids, prediction.click_probability,
-                                                 prediction.logit)]}
+            "candidates": [{"item_id": int(item), "click_probability": float(p), "logit": float(z),
+                            **({} if rows is None else {"interest_row": int(rows[i])})}
+                           for i, (item, p, z) in enumerate(zip(prediction.item_ids, prediction.click_probability,
+                                                                prediction.logit))]}

@@ -5,7 +5,9 @@
 - :meth:`MTINClient.predict` sends raw ids through the ``score_candidates`` signature: the user's histories (oldest
   first) cut to the most recent L and right-padded with 0, once, and the N candidate ids; the model encodes the user
   once. L is read once from GetModelMetadata (the signature's ``clicked_item_ids`` shape [-1, L]) and cached.
-- :meth:`MTINClient.recommend`: the same query, the k most probable candidates, best first.
+- :meth:`MTINClient.recommend`: the k most probable items, best first: of the candidates given (the same query as
+  :meth:`MTINClient.predict`), or, without candidates, of the model's whole catalogue through the ``recommend``
+  signature (MTIN's interest rows retrieve, MTIN ranks; the user's clicked history is never recommended).
 - :meth:`MTINClient.predict_examples` sends serialized tf.Example through ``serving_default``.
 
 Both return a :class:`Prediction`. Calls failing with UNAVAILABLE (server starting, restarting or briefly
@@ -34,7 +36,7 @@ from tensorflow_serving.apis import (
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import to_model_arrays
-from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, SCORE_SIGNATURE
+from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RECOMMEND_SIGNATURE, SCORE_SIGNATURE
 from serving import DEFAULT_MODEL_NAME, GRPC_OPTIONS, METADATA_FIELD
 
 
@@ -47,7 +49,9 @@ class Prediction:
     interest group), the user's: the same for every candidate of one user;
     group_assignment: int32 [N, L], the interest group of each clicked-history item (-1: padding / no group);
     both None for a model without them (the baselines);
-    item_ids: int64 [N] the candidates (None for tf.Example requests); model_version: the version that answered.
+    item_ids: int64 [N] the candidates (None for tf.Example requests); model_version: the version that answered;
+    interest_row: int32 [N], for items recommended from the catalogue, the interest row (memory row p of the
+    clicked-history branch) that retrieved each (None otherwise).
     """
     click_probability: np.ndarray
     logit: np.ndarray
@@ -55,6 +59,7 @@ class Prediction:
     group_assignment: np.ndarray
     item_ids: np.ndarray | None
     model_version: int
+    interest_row: np.ndarray | None = None
 
     def top(self, k: int) -> "Prediction":
         """The ``k`` most probable candidates, best first (ties keep request order)."""
@@ -62,7 +67,8 @@ class Prediction:
         pick = lambda a: None if a is None else a[order]
         return dataclasses.replace(self, click_probability=pick(self.click_probability), logit=pick(self.logit),
                                    group_weights=pick(self.group_weights),
-                                   group_assignment=pick(self.group_assignment), item_ids=pick(self.item_ids))
+                                   group_assignment=pick(self.group_assignment), item_ids=pick(self.item_ids),
+                                   interest_row=pick(self.interest_row))
 
 
 def user_inputs(user_id: int, timestamp: int, max_history: int, *, clicked: Sequence[int] = (),
@@ -96,6 +102,16 @@ def candidate_inputs(user_id: int, candidates: Sequence[int], timestamp: int, ma
     ``histories``: clicked, clicked_times, browsed, browsed_times as for :func:`user_inputs`."""
     inputs = user_inputs(user_id, timestamp, max_history, **histories)
     inputs[F.CANDIDATE_IDS] = _candidate_ids(candidates)[None, :]
+    return inputs
+
+
+def recommend_inputs(user_id: int, timestamp: int, k: int, max_history: int, **histories) -> dict[str, np.ndarray]:
+    """``recommend`` inputs for one user: :func:`user_inputs` and k int64 [1] (1 ≤ k ≤ the served model's limit,
+    mtin_tf.retrieval.MAX_RECOMMEND_K)."""
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    inputs = user_inputs(user_id, timestamp, max_history, **histories)
+    inputs[F.RECOMMEND_K] = np.array([int(k)], np.int64)
     return inputs
 
 
@@ -145,8 +161,17 @@ def prediction_from_response(response, item_ids=None) -> Prediction:
         value = out.get(key)
         return None if value is None else np.broadcast_to(value, (n,) + value.shape[1:])
 
-    return Prediction(probability, out[F.OUTPUT_LOGIT].reshape(-1), per_candidate(F.OUTPUT_GROUP_WEIGHTS),
-                      per_candidate(F.OUTPUT_GROUP_ASSIGNMENT), item_ids, int(response.model_spec.version.value))
+    prediction = Prediction(probability, out[F.OUTPUT_LOGIT].reshape(-1), per_candidate(F.OUTPUT_GROUP_WEIGHTS),
+                            per_candidate(F.OUTPUT_GROUP_ASSIGNMENT), item_ids, int(response.model_spec.version.value))
+    if F.OUTPUT_ITEM_IDS in out:  # recommend: the items come with the answer; empty slots (id 0) are dropped
+        ids = out[F.OUTPUT_ITEM_IDS].reshape(-1)
+        prediction = dataclasses.replace(prediction, item_ids=ids, interest_row=out[F.OUTPUT_INTEREST_ROW].reshape(-1))
+        keep = prediction.item_ids != F.PADDING_ID
+        pick = lambda a: None if a is None else a[keep]
+        prediction = dataclasses.replace(prediction, **{field.name: pick(getattr(prediction, field.name))
+                                                        for field in dataclasses.fields(prediction)
+                                                        if field.name != "model_version"})
+    return prediction
 
 
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)  # what the client retries with backoff
@@ -291,10 +316,24 @@ class MTINClient:
                                   version_label=self.version_label)
         return prediction_from_response(self.call("Predict", request), candidates)
 
-    def recommend(self, user_id: int, candidates: Sequence[int], timestamp: int, k: int = 10,
-                  **histories) -> Prediction:
-        """The ``k`` most probable of ``candidates``, best first (:meth:`predict`, then :meth:`Prediction.top`)."""
-        return self.predict(user_id, candidates, timestamp, **histories).top(k)
+    def recommend(self, user_id: int, candidates: Sequence[int] | None = None, timestamp: int | None = None,
+                  k: int = 10, **histories) -> Prediction:
+        """The ``k`` most probable items for ``user_id`` at ``timestamp``, best first.
+
+        With ``candidates``: the k most probable of them (:meth:`predict`, then :meth:`Prediction.top`). Without:
+        of the model's whole catalogue, through the ``recommend`` signature (MTIN only): the user's interest rows
+        retrieve, the model ranks, items of the clicked history are left out; the Prediction's ``interest_row``
+        says which row retrieved each item. Fewer than k items come back when the catalogue has fewer to offer. A
+        model without that signature (the baselines, or an MTIN exported before it existed) answers with the
+        server's "signature not found" error (grpc.RpcError), which lists the signatures it has."""
+        if timestamp is None:
+            raise ValueError("recommend needs the impression time (timestamp)")
+        if candidates is not None:
+            return self.predict(user_id, candidates, timestamp, **histories).top(k)
+        inputs = recommend_inputs(user_id, timestamp, k, self.max_history, **histories)
+        request = predict_request(self.model_name, RECOMMEND_SIGNATURE, inputs, version=self.version,
+                                  version_label=self.version_label)
+        return prediction_from_response(self.call("Predict", request))
 
     def predict_examples(self, serialized: Sequence[bytes]) -> Prediction:
         """Scores of serialized tf.Example (``mtin_tf.data.examples.serialize_example``) via ``serving_default``."""

@@ -116,6 +116,40 @@ def test_cli_predict_and_recommend(server, capsys):
     assert "NOT_FOUND" in capsys.readouterr().err
 
 
+def test_recommend_from_the_catalogue_through_the_client_and_the_cli(server, capsys):
+    """Without candidates, `mtin recommend` and MTINClient.recommend answer through the `recommend` signature:
+    the items and probabilities of the model's own recommender, the clicked history left out, empty slots dropped."""
+    import tensorflow as tf
+
+    from mtin_tf.retrieval import recommender
+    from serving.client import user_inputs
+
+    model, _ = exported(1)
+    users = user_inputs(USER, NOW, L, **HISTORY)
+    want = recommender(model)({k: tf.constant(v) for k, v in users.items()}, tf.constant([5]),
+                              tf.constant(users[F.CLICKED_ITEMS]))
+    with MTINClient(server.target, version=1) as client:
+        got = client.recommend(USER, timestamp=NOW, k=5, **HISTORY)
+        np.testing.assert_array_equal(got.item_ids, want[F.OUTPUT_ITEM_IDS].numpy()[0])
+        np.testing.assert_allclose(got.click_probability, want[F.OUTPUT_PROBABILITY].numpy()[0], atol=1e-5)
+        np.testing.assert_array_equal(got.interest_row, want[F.OUTPUT_INTEREST_ROW].numpy()[0])
+        assert not set(got.item_ids.tolist()) & set(HISTORY["clicked"])
+        # 40 items, 4 clicked: asked for 1000, 36 come back (the empty slots are dropped), each once.
+        everything = client.recommend(USER, timestamp=NOW, k=1000, **HISTORY)
+        assert len(everything.item_ids) == len(set(everything.item_ids.tolist())) == 36
+        with pytest.raises(grpc.RpcError) as error:  # k over the served limit: the model's own message
+            client.recommend(USER, timestamp=NOW, k=1001, **HISTORY)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "k must be at most" in error.value.details()
+
+    query = ["--target", server.target, "--version", "1", "--user", str(USER), "--timestamp", str(NOW),
+             "--clicked", ",".join(map(str, HISTORY["clicked"])),
+             "--clicked-times", ",".join(map(str, HISTORY["clicked_times"])), "--top-k", "5"]
+    assert mtin(["recommend", *query]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [c["item_id"] for c in doc["candidates"]] != []
+    assert all(c["interest_row"] in range(3) for c in doc["candidates"]) and len(doc["candidates"]) == 5
+
+
 def _good_request(**spec):
     return predict_request("mtin", RAW_SIGNATURE, raw_inputs(USER, CANDIDATES, NOW, L, **HISTORY), **spec)
 
