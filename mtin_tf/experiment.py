@@ -48,7 +48,10 @@ import time
 
 import numpy as np
 
-METRIC_KEYS = ("auc", "gauc", "precision@10", "recall@10", "f1@10", "precision@50", "recall@50", "f1@50")
+METRIC_KEYS = ("auc", "gauc", "precision@10", "recall@10", "f1@10", "precision@50", "recall@50", "f1@50",
+               "retrieval_recall@50", "retrieval_hit_rate@50")
+# Columns shown when some run of a table has them: catalogue retrieval (MTIN only; mtin_tf.retrieval).
+RETRIEVAL_COLUMNS = (("retrieval_recall@50", "catalogue Recall@50"), ("retrieval_hit_rate@50", "catalogue Hit@50"))
 TABLE_METRICS = (("auc", "AUC"), ("gauc", "gAUC"), ("precision@10", "P@10"), ("recall@10", "R@10"), ("f1@10", "F1@10"),
                  ("precision@50", "P@50"), ("recall@50", "R@50"), ("f1@50", "F1@50"))
 PROTOCOL = "train/validation/test"  # part of every run's cache key: runs early-stopped on test are never reused
@@ -274,6 +277,10 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
            "curves": {"loss": [float(v) for v in history.history["loss"]], "validation_auc": curve}}
     if ds.oracle_auc is not None:
         row["oracle_auc"] = ds.oracle_auc
+    if spec.model == "mtin":  # recommending from the whole catalogue (the recommend signature's path)
+        from mtin_tf.retrieval import catalogue_metrics
+
+        row.update(catalogue_metrics(model, [ds.train, ds.validation], ds.test))
     dropped = history.history.get(f"val_{POSITIVE_BRANCH}_dropped")
     if dropped and row["best_epoch"]:  # share of the real clicked items routing left out, at the chosen epoch
         row["dropped"] = float(dropped[row["best_epoch"] - 1])
@@ -352,19 +359,21 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
 def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int) -> dict:
     """{floor name: test metrics} of one dataset's popularity floors (fitted on its training rows), cached in
     OUT/floors/<dataset>.json for the same examples directory; loads the dataset into ``loaded`` when needed."""
-    from mtin_tf.floors import floor_metrics
+    from mtin_tf.floors import POPULAR, floor_metrics
+    from mtin_tf.retrieval import popularity_floor_metrics
 
     spec = config["datasets"][dataset]
     path = os.path.join(config["out"], "floors", f"{dataset}.json")
     if os.path.exists(path):
         with open(path) as f:
             cached = json.load(f)
-        if cached["examples"] == os.path.abspath(spec["examples"]):
+        if cached["examples"] == os.path.abspath(spec["examples"]) and POPULAR in cached["floors"]:
             return cached["floors"]
     if dataset not in loaded:
         loaded[dataset] = load_dataset(dataset, spec, max_history)
     ds = loaded[dataset]
     result = floor_metrics(ds.train, ds.test, ks=(10, 50))
+    result[POPULAR] = popularity_floor_metrics([ds.train, ds.validation], ds.test)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump({"examples": os.path.abspath(spec["examples"]), "floors": result}, f, indent=1)
@@ -421,6 +430,7 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
             columns = list(TABLE_METRICS)
             if any("ari" in (s or {}) for s in stats.values()):
                 columns += [("ari", "ARI"), ("ari_shuffled", "ARI shuffled")]
+            columns += [c for c in RETRIEVAL_COLUMNS if any(c[0] in (s or {}) for s in stats.values())]
             if any("dropped" in (s or {}) for s in stats.values()):
                 columns += [("dropped", "dropped")]
             columns += [("epochs_run", "epochs"), ("train_seconds", "train s")]
@@ -460,7 +470,9 @@ def write_results(config: dict, rows: list[dict], floors: dict | None = None) ->
     paths = {"csv": os.path.join(out, "results.csv"), "json": os.path.join(out, "results.json"),
              "markdown": os.path.join(out, "results.md")}
     columns = ["table", "run", "model", "variant", "dataset", "seed", "auc", "gauc", "precision@10", "recall@10",
-               "f1@10", "precision@50", "recall@50", "f1@50", "below_floor", "validation_auc", "oracle_auc", "ari",
+               "f1@10", "precision@50", "recall@50", "f1@50", "retrieval_recall@20", "retrieval_recall@50",
+               "retrieval_recall@100", "retrieval_hit_rate@20", "retrieval_hit_rate@50", "retrieval_hit_rate@100",
+               "below_floor", "validation_auc", "oracle_auc", "ari",
                "ari_shuffled", "epochs_run", "best_epoch", "train_seconds", "overrides", "key"]
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")

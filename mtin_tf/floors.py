@@ -21,7 +21,9 @@ from mtin_tf import features as F
 PSEUDO_ROWS = 10
 ITEM_RATE, USER_ITEM_RATE = "item_rate", "user_item_rate"
 FLOORS = (ITEM_RATE, USER_ITEM_RATE)
-LABELS = {ITEM_RATE: "Floor: item click rate", USER_ITEM_RATE: "Floor: logit user rate + logit item rate"}
+POPULAR = "popular"  # retrieval from the catalogue: the most clicked items (mtin_tf.retrieval.popular_items)
+LABELS = {ITEM_RATE: "Floor: item click rate", USER_ITEM_RATE: "Floor: logit user rate + logit item rate",
+          POPULAR: "Floor: most clicked items (catalogue retrieval)"}
 
 
 def smoothed_rates(train_keys, train_labels, keys, prior: float, pseudo_rows: float = PSEUDO_ROWS) -> np.ndarray:
@@ -67,5 +69,6 @@ def floor_metrics(train: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarr
 
 
 def best_floor_auc(floors: Mapping[str, Mapping[str, float]]) -> float:
-    """The highest AUC among the floors' metrics (a model below it is marked "below floor" in reports)."""
-    return max(m["auc"] for m in floors.values())
+    """The highest AUC among the floors' metrics (a model below it is marked "below floor" in reports); floors that
+    rank no impressions (the retrieval floor) have none."""
+    return max(m["auc"] for m in floors.values() if "auc" in m)

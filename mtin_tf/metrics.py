@@ -14,7 +14,7 @@ Conventions shared by all functions:
 """
 import numpy as np
 
-__all__ = ["auc", "gauc", "precision_recall_f1_at_k", "summary"]
+__all__ = ["auc", "gauc", "precision_recall_f1_at_k", "retrieval_recall_hit_rate", "summary"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -254,4 +254,56 @@ def summary(user_ids, labels, scores, ks=(10, 50)):
     for k in ks:
         p, r, f1 = _prf_from_rank(codes, n_users, y, order, pos_in_user, k)
         out[f"precision@{k}"], out[f"recall@{k}"], out[f"f1@{k}"] = p, r, f1
+    return out
+
+
+# ----------------------------------------------------------------------------- retrieval over the whole catalogue
+def retrieval_recall_hit_rate(retrieved, relevant_users, relevant_items, ks=(20, 50, 100)):
+    """Recall@K and HitRate@K of top-K lists retrieved from the whole catalogue (docs/EVALUATION.md).
+
+    retrieved: int [U, K_max], user u's retrieved item ids, best first; 0 marks an empty slot (never relevant).
+    relevant_users, relevant_items: equal-length 1-D arrays, one (user row u in 0..U-1, item id) pair per relevant
+      item, e.g. the items user u clicked in the test period and had not clicked before (duplicates count once).
+    Only users with at least one relevant item are scored (a user with none can neither hit nor miss); for each,
+    hits@K = relevant items among retrieved[u, :K]; recall_u = hits@K / relevant count; hit_u = hits@K > 0.
+    Returns {"recall@K", "hit_rate@K" (uniform means over the scored users), "users": how many were scored}.
+    K larger than K_max reads the whole list.
+    """
+    ks = [_check_k(k) for k in ks]
+    retrieved = np.asarray(retrieved)
+    if retrieved.ndim != 2 or not np.issubdtype(retrieved.dtype, np.integer):
+        raise ValueError(f"retrieved must be a 2-D integer array [users, K], got {retrieved.dtype} {retrieved.shape}")
+    users, items = _as_1d(relevant_users, "relevant_users"), _as_1d(relevant_items, "relevant_items")
+    _check_lengths(relevant_users=users, relevant_items=items)
+    if users.size and (users.min() < 0 or users.max() >= len(retrieved)):
+        raise ValueError(f"relevant_users must be rows of retrieved (0..{len(retrieved) - 1})")
+    pairs = np.unique(np.stack([users, items], axis=1).astype(np.int64), axis=0)
+    n_relevant = np.bincount(pairs[:, 0], minlength=len(retrieved))
+    scored = n_relevant > 0
+    # Each retrieved (user, item, position) is a hit when (user, item) is a relevant pair: one sorted search.
+    n_users, depth = retrieved.shape
+    row = np.repeat(np.arange(n_users, dtype=np.int64), depth)
+    flat = retrieved.reshape(-1).astype(np.int64)
+    # Item ids coded densely first, so that (user, item) → user·span + code cannot overflow int64.
+    codes = np.unique(np.concatenate([flat, pairs[:, 1]]), return_inverse=True)[1]
+    span = int(codes.max(initial=0)) + 1
+    keys = np.sort(pairs[:, 0] * span + codes[len(flat):])
+    probe = row * span + codes[:len(flat)]
+    at = np.minimum(np.searchsorted(keys, probe), max(len(keys) - 1, 0))
+    hit = (keys[at] == probe) & (flat != 0) if len(keys) else np.zeros_like(flat, bool)
+    hit = hit.reshape(n_users, depth)
+    # A list holding the same item twice counts it once (the first time).
+    first = np.ones_like(hit)
+    order = np.argsort(retrieved, axis=1, kind="stable")
+    sorted_ids = np.take_along_axis(retrieved, order, axis=1)
+    repeat = np.zeros_like(hit)
+    repeat[:, 1:] = sorted_ids[:, 1:] == sorted_ids[:, :-1]
+    np.put_along_axis(first, order, ~repeat, axis=1)
+    hits_by_position = np.cumsum(hit & first, axis=1)
+    out = {"users": int(scored.sum())}
+    for k in ks:
+        hits = hits_by_position[:, min(k, depth) - 1] if depth else np.zeros(n_users)
+        recall = hits[scored] / n_relevant[scored]
+        out[f"recall@{k}"] = float(recall.mean()) if scored.any() else 0.0
+        out[f"hit_rate@{k}"] = float((hits[scored] > 0).mean()) if scored.any() else 0.0
     return out

@@ -120,3 +120,95 @@ def recommender(model):
         return out
 
     return recommend
+
+
+def catalogue_queries(before, test):
+    """What retrieval over the catalogue is scored on (docs/EVALUATION.md, "Retrieval"), from model-input arrays.
+
+    before: the splits of the period before test (train, validation), each {feature: array} with labels.
+    test: the test split. Each user of test is asked once, as of the user's first test impression (its user inputs:
+    user id, that time, the histories then). Excluded for that user: every item clicked before test (clicked
+    candidates of ``before`` and the items of that row's clicked history). Relevant: the items clicked in test that
+    are not excluded. Returns (users {user input: [U] / [U, L]}, exclusions int64 [U, E] padded with 0,
+    relevant_users int [P] (rows of users), relevant_items int64 [P])."""
+    import numpy as np
+
+    order = np.lexsort((test[F.TIMESTAMP], test[F.USER_ID]))
+    user_sorted = test[F.USER_ID][order]
+    first = order[np.flatnonzero(np.r_[True, user_sorted[1:] != user_sorted[:-1]])]
+    users = {name: np.asarray(test[name][first], np.int64) for name in F.USER_INPUT_NAMES}
+    row_of_user = {int(u): i for i, u in enumerate(users[F.USER_ID])}
+    excluded = [set(users[F.CLICKED_ITEMS][i][users[F.CLICKED_ITEMS][i] != F.PADDING_ID].tolist())
+                for i in range(len(first))]
+    for split in before:
+        clicked = np.asarray(split[F.LABEL]) == 1
+        for user, item in zip(split[F.USER_ID][clicked].tolist(), split[F.ITEM_ID][clicked].tolist()):
+            if user in row_of_user:
+                excluded[row_of_user[user]].add(item)
+    width = max([len(e) for e in excluded] + [1])
+    exclusions = np.zeros([len(first), width], np.int64)
+    for i, items in enumerate(excluded):
+        exclusions[i, :len(items)] = sorted(items)
+    clicked = np.asarray(test[F.LABEL]) == 1
+    pairs = [(row_of_user[u], i) for u, i in zip(test[F.USER_ID][clicked].tolist(), test[F.ITEM_ID][clicked].tolist())
+             if i not in excluded[row_of_user[u]]]
+    relevant_users = np.array([p[0] for p in pairs], np.int64)
+    relevant_items = np.array([p[1] for p in pairs], np.int64)
+    return users, exclusions, relevant_users, relevant_items
+
+
+def popular_items(before, exclusions, depth: int):
+    """The popularity floor of retrieval: for each user (a row of ``exclusions`` int64 [U, E]), the ``depth`` items
+    clicked most often in ``before`` (ties: the smaller id first), leaving out the user's excluded items → int64
+    [U, depth] (0 where fewer remain)."""
+    import numpy as np
+
+    items = np.concatenate([np.asarray(s[F.ITEM_ID])[np.asarray(s[F.LABEL]) == 1] for s in before])
+    ids, counts = np.unique(items, return_counts=True)
+    ranked = ids[np.lexsort((ids, -counts))]
+    head = ranked[:depth + exclusions.shape[1]]  # enough for any user's exclusions
+    out = np.zeros([len(exclusions), depth], np.int64)
+    for u, excluded in enumerate(exclusions):
+        kept = head[~np.isin(head, excluded)][:depth]
+        out[u, :len(kept)] = kept
+    return out
+
+
+RETRIEVAL_KS = (20, 50, 100)
+RETRIEVAL_PREFIX = "retrieval_"  # of the report keys: retrieval_recall@K, retrieval_hit_rate@K, retrieval_users
+
+
+def _report(metrics: dict) -> dict:
+    return {RETRIEVAL_PREFIX + key: value for key, value in metrics.items()}
+
+
+def popularity_floor_metrics(before, test, ks=RETRIEVAL_KS) -> dict:
+    """Recall@K and HitRate@K of :func:`popular_items` on the queries of :func:`catalogue_queries`, keys prefixed
+    ``retrieval_`` (the floor a model's catalogue retrieval must beat)."""
+    from mtin_tf.metrics import retrieval_recall_hit_rate
+
+    _, exclusions, relevant_users, relevant_items = catalogue_queries(before, test)
+    return _report(retrieval_recall_hit_rate(popular_items(before, exclusions, max(ks)), relevant_users,
+                                             relevant_items, ks))
+
+
+def catalogue_metrics(model, before, test, ks=RETRIEVAL_KS, batch_size: int = 256) -> dict:
+    """Recall@K and HitRate@K (mtin_tf.metrics.retrieval_recall_hit_rate) of an MTIN ``model`` recommending from
+    its whole catalogue (:func:`recommender`, K = max(ks) per user) on the queries of :func:`catalogue_queries`;
+    keys prefixed ``retrieval_`` (retrieval_recall@K, retrieval_hit_rate@K, retrieval_users: the users with a
+    relevant item)."""
+    import numpy as np
+
+    from mtin_tf.metrics import retrieval_recall_hit_rate
+
+    users, exclusions, relevant_users, relevant_items = catalogue_queries(before, test)
+    depth = max(ks)
+    recommend = tf.function(recommender(model))
+    retrieved = []
+    for start in range(0, len(exclusions), batch_size):
+        batch = {name: tf.constant(value[start:start + batch_size]) for name, value in users.items()}
+        stop = start + len(batch[F.USER_ID].numpy())
+        out = recommend(batch, tf.fill([stop - start], depth), tf.constant(exclusions[start:stop]))
+        retrieved.append(out[F.OUTPUT_ITEM_IDS].numpy())
+    retrieved = np.concatenate(retrieved) if retrieved else np.zeros([0, depth], np.int64)
+    return _report(retrieval_recall_hit_rate(retrieved, relevant_users, relevant_items, ks))

@@ -74,7 +74,8 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     from mtin_tf.data.canonical import read_item_features
     from mtin_tf.data.examples import read_split_arrays
     from mtin_tf.export import export_saved_model
-    from mtin_tf.model import build_mtin
+    from mtin_tf.model import build_mtin, is_mtin
+    from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
     from mtin_tf.train import EVAL_AUC, predict_probabilities, train_mtin
 
     if model_name not in MODELS:
@@ -112,6 +113,9 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     if seen < 0.5 and (config.use_id_embedding or config.use_item_bias):
         result["hint"] = (f"only {seen:.0%} of the test candidates occur in training: id embeddings and item biases "
                           "cannot help here; try --set use_id_embedding=false use_item_bias=false")
+    if is_mtin(model):  # recommending from the whole catalogue (the recommend signature's path), next to its floor
+        result["retrieval"] = {"model": catalogue_metrics(model, [train, validation], test),
+                               floors.POPULAR: popularity_floor_metrics([train, validation], test)}
     result["model_path"] = export_saved_model(model, os.path.join(out_dir, "model"))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -129,6 +133,12 @@ def floor_report(result: dict) -> str:
              f"of {result['epochs_run']}, chosen on validation: AUC {val['auc']:.4f} gAUC {val['gauc']:.4f})"]
     for name, m in result["floors"].items():
         lines.append(f"  {LABELS[name]}: test AUC {m['auc']:.4f} gAUC {m['gauc']:.4f}")
+    if result.get("retrieval"):
+        got, floor = (result["retrieval"][key] for key in ("model", "popular"))
+        lines.append(f"  catalogue retrieval (test, {got['retrieval_users']} users): Recall@50 "
+                     f"{got['retrieval_recall@50']:.4f} HitRate@50 {got['retrieval_hit_rate@50']:.4f}; "
+                     f"{LABELS['popular']}: Recall@50 {floor['retrieval_recall@50']:.4f} "
+                     f"HitRate@50 {floor['retrieval_hit_rate@50']:.4f}")
     for name, value in result.get("routing", {}).items():
         lines.append(f"  routing {name}: {value:.3f} (validation)")
     if result.get("hint"):
@@ -193,10 +203,12 @@ def saved_model_max_history(model_dir: str) -> int:
 
 def evaluate_saved_model(model_dir: str, examples_dir: str, *, split: str = "test", signature: str = "keras",
                          ks=(10, 50)) -> dict:
-    """Metrics (docs/EVALUATION.md protocol) of an exported model on DIR/<split>.tfrecord."""
+    """Metrics (docs/EVALUATION.md protocol) of an exported model on DIR/<split>.tfrecord; for an MTIN on the test
+    split (signature "keras"), also Recall@K / HitRate@K of recommending from its whole catalogue, next to the
+    most-clicked-items floor (``retrieval``; mtin_tf.retrieval.catalogue_metrics)."""
     from mtin_tf import features as F
     from mtin_tf import metrics
-    from mtin_tf.data.examples import read_tfrecords, split_path, to_model_arrays
+    from mtin_tf.data.examples import read_split_arrays, read_tfrecords, split_path, to_model_arrays
 
     if not os.path.isdir(model_dir):
         raise SystemExit(f"mtin evaluate: no SavedModel directory at {model_dir}")
@@ -207,10 +219,29 @@ def evaluate_saved_model(model_dir: str, examples_dir: str, *, split: str = "tes
     arrays = to_model_arrays(read_tfrecords(path), saved_model_max_history(model_dir))
     if len(arrays[F.LABEL]) == 0:
         raise SystemExit(f"mtin evaluate: {path} holds no examples")
-    scores = score_saved_model(model_dir, arrays, signature=signature)
+    model = None
+    if signature == "keras":
+        import tf_keras
+
+        from mtin_tf.train import predict_probabilities
+
+        model = tf_keras.models.load_model(model_dir)
+        scores = predict_probabilities(model, arrays)
+    else:
+        scores = score_saved_model(model_dir, arrays, signature=signature)
     result = metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], scores, ks=tuple(ks))
     result.update(model_path=os.path.abspath(model_dir), examples=path, signature=signature,
                   num_examples=int(len(scores)))
+    from mtin_tf.model import is_mtin
+
+    if model is not None and is_mtin(model) and split == "test":
+        from mtin_tf.floors import POPULAR
+        from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
+
+        data = read_split_arrays(examples_dir, saved_model_max_history(model_dir), splits=("train", "validation"))
+        before = [data["train"], data["validation"]]
+        result["retrieval"] = {"model": catalogue_metrics(model, before, arrays),
+                               POPULAR: popularity_floor_metrics(before, arrays)}
     return result
 
 

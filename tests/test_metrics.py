@@ -269,3 +269,47 @@ def test_bad_k_raises(k):
 def test_import_does_not_load_tensorflow():
     code = "import sys, mtin_tf.metrics; sys.exit(1 if 'tensorflow' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ----------------------------------------------------------------------------- retrieval over the catalogue
+def _retrieval_loop(retrieved, relevant, ks):
+    """Recall@K / HitRate@K by a plain loop: relevant is {user row: set of item ids}."""
+    out = {}
+    scored = [u for u in range(len(retrieved)) if relevant.get(u)]
+    for k in ks:
+        recalls, hits = [], []
+        for u in scored:
+            top = {int(i) for i in retrieved[u][:k] if i != 0}
+            n = len(top & relevant[u])
+            recalls.append(n / len(relevant[u]))
+            hits.append(n > 0)
+        out[f"recall@{k}"] = float(np.mean(recalls)) if scored else 0.0
+        out[f"hit_rate@{k}"] = float(np.mean(hits)) if scored else 0.0
+    out["users"] = len(scored)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_retrieval_recall_and_hit_rate_match_a_loop(seed):
+    rng = np.random.default_rng(seed)
+    users, depth = 30, 12
+    retrieved = rng.integers(0, 40, size=(users, depth)) * 10 ** 12  # large ids; 0 = an empty slot
+    retrieved[3, 4] = retrieved[3, 1]  # an item listed twice counts once
+    relevant = {u: set((rng.integers(1, 40, size=rng.integers(0, 6)) * 10 ** 12).tolist()) for u in range(users)}
+    pairs = [(u, i) for u, items in relevant.items() for i in items] + [(0, 5 * 10 ** 12)] * 2  # a repeated pair
+    relevant[0].add(5 * 10 ** 12)
+    got = M.retrieval_recall_hit_rate(retrieved, [p[0] for p in pairs], [p[1] for p in pairs], ks=(1, 5, 20))
+    want = _retrieval_loop(retrieved, relevant, (1, 5, 20))
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_retrieval_metrics_on_a_hand_case():
+    retrieved = np.array([[5, 7, 9], [1, 2, 0], [3, 3, 3]])
+    got = M.retrieval_recall_hit_rate(retrieved, [0, 0, 1, 2], [9, 4, 8, 3], ks=(1, 3))
+    # user 0: 9 at rank 3 of {9, 4}; user 1: 8 never; user 2: 3 at rank 1 (repeats count once) of {3}.
+    assert got == {"users": 3, "recall@1": pytest.approx(1 / 3), "hit_rate@1": pytest.approx(1 / 3),
+                   "recall@3": pytest.approx((0.5 + 0 + 1) / 3), "hit_rate@3": pytest.approx(2 / 3)}
+    with pytest.raises(ValueError, match="rows of retrieved"):
+        M.retrieval_recall_hit_rate(retrieved, [3], [1])

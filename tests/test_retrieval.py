@@ -140,3 +140,54 @@ def test_catalogue_is_every_item_embedding_with_its_id(exported, projected):
     x, ids = layer.catalogue()
     np.testing.assert_array_equal(ids.numpy(), table[0])  # table order, raw ids
     np.testing.assert_allclose(x.numpy(), layer(tf.constant(table[0]))[0].numpy(), atol=1e-5)
+
+
+def _split(rows):
+    """Model-input arrays from (user, item, time, label, clicked history) rows (L = 3, browsed empty)."""
+    out = {F.USER_ID: [], F.ITEM_ID: [], F.TIMESTAMP: [], F.LABEL: [], F.CLICKED_ITEMS: [], F.CLICKED_TIMES: [],
+           F.BROWSED_ITEMS: [], F.BROWSED_TIMES: []}
+    for user, item, time, label, clicked in rows:
+        for key, value in ((F.USER_ID, user), (F.ITEM_ID, item), (F.TIMESTAMP, time), (F.LABEL, label)):
+            out[key].append(value)
+        out[F.CLICKED_ITEMS].append(list(clicked) + [0] * (3 - len(clicked)))
+        out[F.CLICKED_TIMES].append([1] * len(clicked) + [0] * (3 - len(clicked)))
+        out[F.BROWSED_ITEMS].append([0] * 3)
+        out[F.BROWSED_TIMES].append([0] * 3)
+    return {key: np.asarray(value, np.int64) for key, value in out.items()}
+
+
+def test_catalogue_queries_ask_each_user_once_excluding_everything_clicked_before_test():
+    from mtin_tf.retrieval import catalogue_queries, popular_items
+
+    train = _split([(1, 10, 1, 1, []), (1, 11, 2, 0, [10]), (2, 12, 1, 1, []), (2, 10, 2, 1, [12]),
+                    (3, 13, 1, 0, [])])
+    validation = _split([(1, 14, 3, 1, [10])])
+    test = _split([(2, 15, 9, 1, [12, 10]), (1, 10, 8, 1, [10, 14]), (1, 16, 5, 1, [10, 14]),
+                   (1, 17, 6, 0, [10, 14]), (2, 11, 3, 1, [12, 10]), (4, 18, 4, 0, [])])
+    users, exclusions, relevant_users, relevant_items = catalogue_queries([train, validation], test)
+    np.testing.assert_array_equal(users[F.USER_ID], [1, 2, 4])
+    np.testing.assert_array_equal(users[F.TIMESTAMP], [5, 3, 4])  # each user's first test impression
+    np.testing.assert_array_equal(exclusions, [[10, 14], [10, 12], [0, 0]])
+    # User 1's click on 10 in test was clicked before (excluded, so not relevant); user 4 clicked nothing.
+    assert sorted(zip(relevant_users.tolist(), relevant_items.tolist())) == [(0, 16), (1, 11), (1, 15)]
+    # Popularity: 10 (clicked twice) before 12 and 14 (once each, smaller id first); each user's exclusions left out.
+    np.testing.assert_array_equal(popular_items([train, validation], exclusions, 2), [[12, 0], [14, 0], [10, 12]])
+
+
+def test_catalogue_metrics_score_the_recommender_and_the_popularity_floor(exported):
+    from mtin_tf.metrics import retrieval_recall_hit_rate
+    from mtin_tf.retrieval import catalogue_metrics, catalogue_queries, popularity_floor_metrics, recommender
+
+    table, model, _ = exported
+    items = np.sort(table[0])
+    rng = np.random.default_rng(5)
+    rows = lambda n, t0: [(7 * int(u), int(i), t0 + j, int(rng.integers(0, 2)), list(rng.choice(items, 3)))
+                          for j, (u, i) in enumerate(zip(rng.integers(1, 6, n), rng.choice(items, n)))]
+    before, test = [_split(rows(60, 0))], _split(rows(30, 100))
+    got = catalogue_metrics(model, before, test, ks=(2, 5), batch_size=2)  # batches of two users
+    users, exclusions, relevant_users, relevant_items = catalogue_queries(before, test)
+    x = {key: tf.constant(value) for key, value in users.items()}
+    want = recommender(model)(x, tf.fill([len(exclusions)], 5), tf.constant(exclusions))[F.OUTPUT_ITEM_IDS]
+    expected = retrieval_recall_hit_rate(want.numpy(), relevant_users, relevant_items, (2, 5))
+    assert got == {f"retrieval_{key}": value for key, value in expected.items()} and got["retrieval_users"] > 0
+    assert set(popularity_floor_metrics(before, test, ks=(2, 5))) == set(got)

@@ -82,6 +82,18 @@ def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_
     assert saved["below_floor"] == (saved["test"]["auc"] < max(m["auc"] for m in want.values()))
     printed = capsys.readouterr().out
     assert "Floor: logit user rate + logit item rate: test AUC" in printed and "chosen on validation" in printed
+    # Recommending from the catalogue, next to the most-clicked floor; `mtin evaluate` of the export agrees.
+    from mtin_tf.retrieval import popularity_floor_metrics
+
+    before = [data["train"], data["validation"]]
+    assert saved["retrieval"]["popular"] == popularity_floor_metrics(before, data["test"])
+    assert saved["retrieval"]["model"]["retrieval_users"] == saved["retrieval"]["popular"]["retrieval_users"] > 0
+    assert "catalogue retrieval (test" in printed
+    assert mtin(["evaluate", "--model-dir", saved["model_path"], "--examples", tiny_planted["examples"], "--out",
+                 str(tmp_path / "evaluated.json")]) == 0
+    evaluated = json.load(open(tmp_path / "evaluated.json"))["retrieval"]
+    for name, block in saved["retrieval"].items():
+        assert evaluated[name] == pytest.approx(block, abs=1e-6), name
 
     # config.json: exactly the configuration trained (MTINConfig with the --set overrides, every field)
     import dataclasses
