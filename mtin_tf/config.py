@@ -95,6 +95,11 @@ class MTINConfig:
     # layers already carry scale and sign).
     learnable_branch_weights: bool = False
     activation: str = "relu"
+    # Weight w of the retrieval objective (ours, 0 = off; mtin_tf.retrieval_task): training minimises eq. 12's
+    # ranking loss + w × an in-batch sampled softmax of each clicked candidate against the other candidates of the
+    # batch, scored by the best of the user's s interest rows (log-q corrected), so that the rows are good queries for
+    # recommending from the catalogue (the recommend signature).
+    retrieval_weight: float = 0.0
     mixed_precision: bool = False  # mixed_float16 compute on GPUs
     # Compile the whole train step with XLA (model.compile(jit_compile=...)). Off by default: measured slower on CPU
     # for MTIN and DIN alike (docs/MODEL.md, "Cost"); worth trying on a GPU.
@@ -107,6 +112,8 @@ class MTINConfig:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if not self.use_routing:
             self.num_groups = 1
+        if self.retrieval_weight < 0:
+            raise ValueError(f"retrieval_weight must be >= 0, got {self.retrieval_weight}")
         for name in ("embedding_dim", "num_masks", "num_groups", "max_history", "batch_size", "routing_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -281,6 +281,7 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
         from mtin_tf.retrieval import catalogue_metrics
 
         row.update(catalogue_metrics(model, [ds.train, ds.validation], ds.test))
+        row["validation"].update(catalogue_metrics(model, [ds.train], ds.validation))
     dropped = history.history.get(f"val_{POSITIVE_BRANCH}_dropped")
     if dropped and row["best_epoch"]:  # share of the real clicked items routing left out, at the chosen epoch
         row["dropped"] = float(dropped[row["best_epoch"] - 1])
@@ -340,10 +341,13 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
         key = spec.key(dataset_base, dataset, seed)
         cache = os.path.join(out, "runs", f"{key}.json")
         bar.set_postfix_str(f"{table['name']}: {spec.name} on {dataset}, seed {seed}")
+        result = None
         if os.path.exists(cache):
             with open(cache) as f:
                 result = json.load(f)
-        else:
+            if result["model"] == "mtin" and "retrieval_recall@50" not in result:
+                result = None  # cached before catalogue retrieval was scored: train again
+        if result is None:
             if dataset not in loaded:
                 loaded[dataset] = load_dataset(dataset, config["datasets"][dataset], max_history)
             result = train_run(spec, loaded[dataset], dataset_base, seed, patience=config.get("patience", 2))

@@ -140,7 +140,9 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     Inputs (dict, names from mtin_tf.features): user_id [B], item_id [B] (candidate), timestamp [B] (candidate time),
     clicked_item_ids / clicked_timestamps [B, L], browsed_item_ids / browsed_timestamps [B, L] — int64, histories in
     time order, padded with 0. Outputs (dict): logit [B], click_probability [B], group_weights [B, s, s] (w_{p,g} of
-    the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group).
+    the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group); with
+    config.retrieval_weight > 0 also positive_rows [B, s, d] and candidate_embedding [B, d], which the retrieval
+    objective scores (mtin_tf.retrieval_task).
     The model is ``candidate_scorer(user_encoder(inputs), item_id)`` on the same layers (see those functions).
     """
     user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)
@@ -162,6 +164,9 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     encoded = encode_user(layers.get, inputs)
     outputs = score_candidates(layers.get, encoded, inputs[F.ITEM_ID], item_bias=config.use_item_bias)
     outputs.update({k: encoded[k] for k in (F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT)})
+    if config.retrieval_weight:  # what the retrieval objective scores (mtin_tf.retrieval_task)
+        outputs[F.OUTPUT_POSITIVE_ROWS] = encoded[F.OUTPUT_POSITIVE_ROWS]
+        outputs[F.OUTPUT_CANDIDATE_EMBEDDING] = embed(inputs[F.ITEM_ID])[0]
     model = tf_keras.Model(inputs, outputs, name="mtin")
     if compile:
         compile_model(model, config)

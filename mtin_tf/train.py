@@ -15,7 +15,7 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
-from mtin_tf.model import NEGATIVE_MEMORY, POSITIVE_MEMORY, build_mtin
+from mtin_tf.model import NEGATIVE_MEMORY, POSITIVE_MEMORY, build_mtin, compile_model
 from mtin_tf.pretrain import pretrain_memory, user_histories_from_arrays
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,12 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
         user_ids = np.unique(np.asarray(train_arrays[F.USER_ID]))
     with strategy.scope():
         model = builder(config, item_ids, item_features, user_ids)
+        fitted = model
+        if config.retrieval_weight and builder is build_mtin:  # fit on ranking + retrieval; the ranker is returned
+            from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
+
+            fitted = compile_model(MultiTaskTraining(model, config.retrieval_weight,
+                                                     *impression_share(train_arrays[F.ITEM_ID])), config)
     if config.pretrain_memory and builder is build_mtin:
         for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
             n = pretrain_memory(model, user_histories_from_arrays(train_arrays, key, times_key), memory_layer=layer,
@@ -82,7 +88,7 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(train_arrays, global_batch, shuffle=True, seed=config.seed)
     eval_ds = make_dataset(eval_arrays, global_batch) if eval_arrays is not None else None
-    history = fit_mtin(model, config, train_ds, eval_ds, log_dir=log_dir, verbose=verbose, patience=patience,
+    history = fit_mtin(fitted, config, train_ds, eval_ds, log_dir=log_dir, verbose=verbose, patience=patience,
                        callbacks=callbacks)
     return model, history
 

@@ -116,6 +116,7 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     if is_mtin(model):  # recommending from the whole catalogue (the recommend signature's path), next to its floor
         result["retrieval"] = {"model": catalogue_metrics(model, [train, validation], test),
                                floors.POPULAR: popularity_floor_metrics([train, validation], test)}
+        result["validation"].update(catalogue_metrics(model, [train], validation))
     result["model_path"] = export_saved_model(model, os.path.join(out_dir, "model"))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -1,0 +1,96 @@
+"""The retrieval objective (ours): training MTIN's interest rows to be queries for recommending from the catalogue.
+
+The ``recommend`` signature (mtin_tf.retrieval) queries the item table with the s updated memory rows u_p of the
+clicked-history branch. Eq. 12 trains the rows only through the ranking readout; with ``retrieval_weight`` w > 0
+the training loss becomes
+
+  L = L_rank (eq. 12: sigmoid cross-entropy on the click logit, + λ‖·‖²)
+      + w · (1/B) Σ_{b: clicked} −log softmax_c( max_p u_{b,p} · x_c − log q_c )[c = b]
+
+over a batch of B impressions: for each clicked impression b, its candidate x_b against every candidate of the batch
+(clicked or not: the other impressions of the batch are the negatives), each scored by the best matching of the
+user's s rows (TFRS's multi-head "maxsim" retrieval, ``tfrs.tasks.Retrieval``), with the log-q correction (q_c: the
+candidate's share of the training impressions, which is how often it is drawn as an in-batch negative) and
+accidental hits (the same item as another row's candidate) removed. Unclicked impressions add nothing.
+
+``MultiTaskTraining`` wraps the model for fit only: its train step adds the retrieval term; evaluation, export and
+serving use the wrapped model unchanged.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from mtin_tf import features as F
+
+RETRIEVAL_LOSS = "retrieval_loss"  # the retrieval term's running mean, logged per epoch
+
+
+def impression_share(item_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct item ids int64 [M], each one's share of the impressions float32 [M]) of training candidates."""
+    ids, counts = np.unique(np.asarray(item_ids, np.int64), return_counts=True)
+    return ids, (counts / max(counts.sum(), 1)).astype(np.float32)
+
+
+class MultiTaskTraining(tf_keras.Model):
+    """Fits ``ranker`` (an MTIN from build_mtin with ``retrieval_weight`` > 0, whose outputs include the
+    positive_rows [B, s, d] and the candidate_embedding [B, d]) on L_rank + w · L_retrieval.
+
+    Compile it like the ranker (mtin_tf.model.compile_model): its metrics and the ranking loss are the ranker's
+    (logit_auc, ...), plus ``retrieval_loss``. ``candidate_ids`` / ``candidate_share``: impression_share of the
+    training candidates (an id absent from them gets the smallest share)."""
+
+    def __init__(self, ranker, weight: float, candidate_ids, candidate_share, **kwargs):
+        import tensorflow_recommenders as tfrs
+
+        super().__init__(name="mtin_multitask", **kwargs)
+        self.ranker, self.weight = ranker, float(weight)
+        self.share_keys = tf.constant(np.asarray(candidate_ids, np.int64))
+        self.share = tf.constant(np.asarray(candidate_share, np.float32))
+        self.task = tfrs.tasks.Retrieval(
+            loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.SUM),
+            remove_accidental_hits=True)
+        self.retrieval_tracker = tf_keras.metrics.Mean(name=RETRIEVAL_LOSS)
+
+    def call(self, inputs, training=None):
+        return self.ranker(inputs, training=training)
+
+    def sampling_probability(self, item_ids):
+        """q of each candidate id [B]: its share of the training impressions (unseen ids: the smallest share)."""
+        at = tf.minimum(tf.searchsorted(self.share_keys, item_ids), tf.shape(self.share_keys)[0] - 1)
+        found = tf.gather(self.share_keys, at) == item_ids
+        return tf.where(found, tf.gather(self.share, at), tf.reduce_min(self.share))
+
+    def retrieval_loss(self, outputs, inputs, clicked):
+        """The retrieval term: (1/B) Σ over clicked rows of the in-batch softmax loss (module docstring)."""
+        ids = tf.cast(inputs[F.ITEM_ID], tf.int64)
+        total = self.task(outputs[F.OUTPUT_POSITIVE_ROWS], outputs[F.OUTPUT_CANDIDATE_EMBEDDING],
+                          sample_weight=tf.cast(tf.reshape(clicked, [-1]), tf.float32),
+                          candidate_sampling_probability=self.sampling_probability(ids), candidate_ids=ids,
+                          compute_metrics=False, compute_batch_metrics=False)
+        return total / tf.cast(tf.shape(ids)[0], total.dtype)
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            outputs = self(x, training=True)
+            ranking = self.compiled_loss(y, outputs, regularization_losses=self.losses)
+            retrieval = self.retrieval_loss(outputs, x, y[F.OUTPUT_LOGIT])
+            loss = ranking + self.weight * retrieval
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        self.compiled_metrics.update_state(y, outputs)
+        self.retrieval_tracker.update_state(retrieval)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        x, y = data
+        outputs = self(x, training=False)
+        self.compiled_loss(y, outputs, regularization_losses=self.losses)
+        self.compiled_metrics.update_state(y, outputs)
+        self.retrieval_tracker.update_state(self.retrieval_loss(outputs, x, y[F.OUTPUT_LOGIT]))
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return super().metrics + [self.retrieval_tracker]

@@ -1,0 +1,69 @@
+"""The retrieval objective (mtin_tf.retrieval_task) against a NumPy reference, and training with it."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from mtin_tf import features as F
+from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
+
+
+def reference_loss(rows, candidates, ids, clicked, share_ids, share):
+    """(1/B) Σ_{b clicked} −log softmax_c(max_p u_bp·x_c − log q_c)[b], other rows' copies of b's item left out."""
+    q = np.array([share[list(share_ids).index(i)] if i in share_ids else min(share) for i in ids])
+    total = 0.0
+    for b in np.flatnonzero(clicked):
+        logits = (rows[b] @ candidates.T).max(axis=0) - np.log(q)
+        keep = (ids != ids[b]) | (np.arange(len(ids)) == b)
+        logits = logits[keep]
+        target = int(np.flatnonzero(np.flatnonzero(keep) == b)[0])
+        total += -(logits[target] - np.log(np.exp(logits - logits.max()).sum()) - logits.max())
+    return total / len(ids)
+
+
+def test_retrieval_loss_matches_the_numpy_reference():
+    rng = np.random.default_rng(0)
+    batch, s, d = 6, 3, 4
+    rows = rng.normal(size=(batch, s, d)).astype(np.float32)
+    candidates = rng.normal(size=(batch, d)).astype(np.float32)
+    ids = np.array([11, 12, 11, 13, 14, 99], np.int64)  # 11 twice: an accidental hit; 99 never seen in training
+    clicked = np.array([1, 0, 1, 1, 0, 1], np.float32)
+    share_ids, share = impression_share([11, 11, 12, 13, 13, 13, 14, 14])
+    np.testing.assert_array_equal(share_ids, [11, 12, 13, 14])
+    np.testing.assert_allclose(share, [0.25, 0.125, 0.375, 0.25])
+    ranker = tf_keras.Sequential([tf_keras.layers.Dense(1)])  # unused by the loss itself
+    task = MultiTaskTraining(ranker, 1.0, share_ids, share)
+    got = task.retrieval_loss({F.OUTPUT_POSITIVE_ROWS: tf.constant(rows),
+                               F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
+                              {F.ITEM_ID: tf.constant(ids)}, tf.constant(clicked))
+    want = reference_loss(rows, candidates, ids, clicked, list(share_ids), list(share))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # Only clicked rows count: no clicks, no loss.
+    none = task.retrieval_loss({F.OUTPUT_POSITIVE_ROWS: tf.constant(rows),
+                                F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
+                               {F.ITEM_ID: tf.constant(ids)}, tf.zeros([batch]))
+    assert float(none) == 0.0
+
+
+def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_term(tiny_planted, tiny_base):
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.data.canonical import read_item_features
+    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.model import is_mtin
+    from mtin_tf.train import EVAL_AUC, train_mtin
+
+    data = read_split_arrays(tiny_planted["examples"], tiny_base["max_history"])
+    items = read_item_features(tiny_planted["items"])
+    config = MTINConfig(**dict(tiny_base, epochs=3, batch_size=32, learning_rate=0.01, retrieval_weight=1.0))
+    model, history = train_mtin(config, data["train"], items.item_ids, items.features,
+                                eval_arrays=data["validation"], verbose=0, patience=5)
+    assert is_mtin(model) and model.name == "mtin"  # the ranker, not the training wrapper
+    assert {"retrieval_loss", "val_retrieval_loss", EVAL_AUC} <= set(history.history)
+    losses = history.history["retrieval_loss"]
+    assert losses[-1] < losses[0]  # the term is trained, not only logged
+    out = model({k: tf.constant(v[:4]) for k, v in data["validation"].items() if k in F.MODEL_INPUT_NAMES})
+    assert out[F.OUTPUT_POSITIVE_ROWS].shape[1:] == (config.num_groups, config.embedding_dim)
+    # Without the objective the model has neither extra output, and nothing is wrapped.
+    plain = MTINConfig(**dict(tiny_base, epochs=1))
+    model, history = train_mtin(plain, data["train"], items.item_ids, items.features, verbose=0)
+    assert "retrieval_loss" not in history.history and F.OUTPUT_POSITIVE_ROWS not in model.output
