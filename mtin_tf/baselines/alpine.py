@@ -11,10 +11,11 @@ similarity to the candidate.
              share row 0);   uninterest  r_un = r(F_un) from a second graph LSTM over the browsed history    [B, d]
   logit = w_in · (r_in · P_in x_e) + w_un · (r_un · P_un x_e) + b   (+ the item bias b_i of common.finish)   [B]
 Choices where the paper leaves room or our data differ:
-- Graph: one temporal graph per history, over that user's items only, with edges between consecutive clicks (the
-  builder sees no interaction log, so ALPINE's graph over all users' click sequences cannot be built). Each node then
-  has one in-neighbour, so ALPINE's extra cross-time neighbour state vanishes; the edge carries the time gap
-  instead, and a long gap lets less of the past state through.
+- Graph: one temporal graph per history, over that user's items only, with edges between consecutive items. The
+  builder sees no interaction log, so ALPINE's graph over all users' click sequences (the edge lists of its
+  Kuaishou release, which mtin_tf.data.kuaishou does not read) cannot be built. Each node then has one in-neighbour,
+  so ALPINE's extra cross-time neighbour state vanishes; the edge carries the time gap instead, and a long gap lets
+  less of the past state through. The browsed history gets its own graph and LSTM the same way.
 - The user-interest memory is one trainable vector per user added to the attended interest (common.user_vector).
 - No like/follow signals exist in our data, so ALPINE's multi-level interest is left out.
 - Similarities are bilinear dot products (P_in, P_un learned d × d) rather than fixed cosines, and the two are

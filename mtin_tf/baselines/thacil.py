@@ -11,9 +11,10 @@ Choices where the paper leaves room or our data differ:
 - W = config.num_groups blocks (4 in experiments/paper.json: 5 items a block for a full L = 20 history). Blocks
   are equal-count slices of the *real* items (padding and items absent from the table belong to none), so a short
   history still fills every block it can and padding never changes the output.
-- Categories: our items carry no category input (planted clusters are latent, MovieLens genres are part of the
-  feature vector), so THACIL's category embedding is left out and the block-level attention — over temporal
-  windows, with the candidate as query — stands in for its category-level attention.
+- Categories: the builders take the same inputs as every baseline — the item feature table, no category — and the
+  planted items have none (their clusters are latent) while MovieLens's category (its first genre) is already in
+  its genre multi-hot features. So THACIL's category embedding is left out, and the block-level attention — over
+  temporal windows, with the candidate as query — stands in for its category-level attention.
 - One self-attention layer in each direction over the whole history (THACIL's forward self-attention for long-range
   correlation, plus the backward direction), post-norm, no feed-forward block and no position embeddings: the
   direction masks carry the order. Built from tf_keras' MultiHeadAttention in the functional graph, as ATRank.
