@@ -1,7 +1,8 @@
 """``mtin train``: train MTIN (or a baseline) on examples built by ``mtin data build``, evaluate, export.
 
-  mtin train --examples DIR --items item_features.npz --out DIR [--model mtin|bpr|lstm|cnn|ncf|atrank|din|mind]
-             [--variant MTIN|MTIN-I|MTIN-P] [--config config.json] [--set key=value ...]
+  mtin train --examples DIR --items item_features.npz --out DIR
+             [--model mtin|bpr|lstm|cnn|ncf|atrank|din|mind|thacil|alpine] [--variant MTIN|MTIN-I|MTIN-P]
+             [--config config.json] [--set key=value ...]
   mtin evaluate --model-dir OUT/model/<version> --examples DIR [--split test|validation|train]
              [--signature keras|predict_raw] [--out metrics.json]
 
@@ -11,8 +12,8 @@ OUT/metrics.json — ``validation`` and ``test`` blocks (AUC, gAUC, Precision/Re
 docs/EVALUATION.md; the test metrics also at the top level), ``floors`` (the popularity floors' test metrics, fitted
 on the training rows: mtin_tf.floors) and ``below_floor`` (test AUC under the best floor's) — plus OUT/config.json,
 TensorBoard logs in OUT/logs and the SavedModel in OUT/model/<version>/. Baselines (mtin_tf.baselines) read the same
-MTINConfig fields
-(embedding_dim, max_history, num_groups for MIND's interests, training settings) and ignore the rest.
+MTINConfig fields (embedding_dim, max_history, num_groups for MIND's interests and THACIL's blocks, time_scale for
+ALPINE's edges, training settings) and ignore the rest.
 `mtin evaluate` scores an exported SavedModel on built examples with the same metrics.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 
 from mtin_tf.config import VARIANTS as _VARIANTS
 
-MODELS = ("mtin", "bpr", "lstm", "cnn", "ncf", "atrank", "din", "mind")
+MODELS = ("mtin", "bpr", "lstm", "cnn", "ncf", "atrank", "din", "mind", "thacil", "alpine")
 VARIANTS = tuple(_VARIANTS)
 SIGNATURES = ("keras", "predict_raw")
 ROUTING_METRICS = ("_dropped", "_groups_used", "_largest_group")

@@ -343,6 +343,27 @@ def lstm(layer, x, mask):
     return out
 
 
+def graph_lstm(layer, x, known, times, time_scale):
+    """mtin_tf.baselines.alpine.TemporalGraphLSTM, one history at a time: the state moves from each real item to the
+    next real one scaled by the edge weight exp(−Δt / time_scale / τ); other slots repeat the last state."""
+    kernel, recurrent, bias = (w.numpy().astype(np.float64) for w in (layer.kernel, layer.recurrent_kernel, layer.bias))
+    tau = np.exp(float(layer.log_tau.numpy()))
+    units = recurrent.shape[0]
+    out = np.zeros((len(x), x.shape[1], units))
+    for b in range(len(x)):
+        h, c, previous = np.zeros(units), np.zeros(units), None
+        for t in range(x.shape[1]):
+            if known[b, t]:
+                edge = 1.0 if previous is None else np.exp(-max(times[b, t] - times[b, previous], 0) / time_scale / tau)
+                z = x[b, t] @ kernel + (edge * h) @ recurrent + bias
+                i, f, g, o = (z[n * units:(n + 1) * units] for n in range(4))
+                c = sigmoid(f) * edge * c + sigmoid(i) * np.tanh(g)
+                h = sigmoid(o) * np.tanh(c)
+                previous = t
+            out[b, t] = h
+    return out
+
+
 def squash(z):
     sq = np.sum(z ** 2, -1, keepdims=True)
     return sq / (1 + sq) * z / np.sqrt(sq + 1e-9)
@@ -403,6 +424,43 @@ def _baseline_score(model, name, config, x, item_ids, item_features, user_ids):
         interests = relu(dense(layer("interest_layer"), capsules))
         a = softmax(layer("label_aware_attention").power * np.einsum("bkd,bd->bk", interests, candidate))
         interest = np.einsum("bk,bkd->bd", a, interests)
+    elif name == "thacil":  # forward + backward self-attention, equal-count blocks, item- then block-level attention
+        length = clicked.shape[1]
+        pair = clicked_known[:, :, None] & clicked_known[:, None, :]
+        before = np.arange(length)[None, :] <= np.arange(length)[:, None]  # [i, j]: j ≤ i
+        z = layer_norm(layer("temporal_norm"), clicked
+                       + multi_head_attention(layer("forward_attention"), clicked, clicked, pair & before)
+                       + multi_head_attention(layer("backward_attention"), clicked, clicked, pair & before.T))
+        att = layer("hierarchical_attention")
+        interest = np.zeros_like(candidate)
+        for b in range(len(z)):
+            real = [j for j in range(length) if clicked_known[b, j]]
+            pooled, logits = [], []
+            for w in range(config.num_groups):
+                members = [j for k, j in enumerate(real) if config.num_groups * k // len(real) == w]
+                if not members:
+                    continue
+                e = [dense(att.item_score, np.tanh(dense(att.item_key, z[b, j]) + dense(att.item_query, candidate[b])))
+                     for j in members]
+                a = softmax(np.concatenate(e))
+                pooled.append(sum(a_j * z[b, j] for a_j, j in zip(a, members)))
+                logits.append(dense(att.block_score, np.tanh(dense(att.block_key, pooled[-1])
+                                                             + dense(att.block_query, candidate[b]))))
+            if pooled:
+                interest[b] = sum(beta * p for beta, p in zip(softmax(np.concatenate(logits)), pooled))
+    elif name == "alpine":  # graph LSTMs, candidate readouts, + user memory on the interest side, two similarities
+        memory = layer("user_embedding").memory.numpy().astype(np.float64)[table_rows(user_ids, x["user_id"])][:, 0]
+        similarities = []
+        for side, items, known, times in (("interest", clicked, clicked_known, x["clicked_timestamps"]),
+                                          ("uninterest", browsed, browsed_known, x["browsed_timestamps"])):
+            states = graph_lstm(layer(f"{side}_graph_lstm"), items, known, np.asarray(times), config.time_scale)
+            readout = layer(f"{side}_readout")
+            logits = np.einsum("blu,bu->bl", states, dense(readout.query, candidate)) / np.sqrt(states.shape[-1])
+            r = np.einsum("bl,blu->bu", softmax(logits, known), states)
+            if side == "interest":
+                r = r + memory
+            similarities.append(np.sum(r * dense(layer(f"{side}_projection"), candidate), -1))
+        return dense(layer("similarity_out"), np.stack(similarities, -1))[:, 0]
     else:
         raise ValueError(f"no reference for baseline {name!r}")
     # The shared head: MLP([h, mean browsed, x_e, h ⊙ x_e])

@@ -1,5 +1,7 @@
 """Every baseline's forward pass against its NumPy reference (tests/reference.py), its training through train_mtin,
-and its reload: each baseline's export transformation and a .keras round trip, one full SavedModel export."""
+and its reload: each baseline's export transformation and a .keras round trip, full SavedModel exports for the
+attention and recurrent ones (ATRank, THACIL, ALPINE). THACIL and ALPINE also: padding and unknown slots do not change
+their output, their blocks / edge weights, and training on the tiny planted data beats the initial loss and chance."""
 import numpy as np
 import pytest
 import reference as ref
@@ -8,12 +10,14 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.baselines import BUILDERS
+from mtin_tf.baselines.alpine import TemporalGraphLSTM
 from mtin_tf.baselines.bpr import PairwiseLogisticLoss
 from mtin_tf.baselines.common import MaskedPooling
 from mtin_tf.baselines.mind import squash
+from mtin_tf.baselines.thacil import DirectionalMask, TemporalBlocks
 from mtin_tf.config import MTINConfig
 from mtin_tf.export import export_saved_model, serving_model
-from mtin_tf.train import train_mtin
+from mtin_tf.train import predict_probabilities, train_mtin
 
 L = 6
 
@@ -38,7 +42,7 @@ def tiny_data(n=48, seed=0):
 # Every field a baseline or train_mtin reads, set here (the tests do not depend on MTINConfig's defaults).
 CONFIG = dict(embedding_dim=8, num_groups=2, num_masks=2, max_history=L, batch_size=16, epochs=1, l2=1e-4,
               use_id_embedding=True, routing_iterations=3, seed=0, learning_rate=1e-3, optimizer="adam",
-              jit_compile=False, mixed_precision=False)
+              jit_compile=False, mixed_precision=False, time_scale=20.0)
 
 
 def _inputs(arrays, rows=slice(None)):
@@ -90,7 +94,7 @@ def test_baseline_trains_and_reloads_with_equal_scores(name, tmp_path):
     served = serving_model(model)
     assert served.get_layer("item_embedding").projected
     np.testing.assert_allclose(served(x)[F.OUTPUT_PROBABILITY].numpy(), prob, rtol=1e-5, atol=1e-6)
-    if name == "atrank":  # one full SavedModel round trip (the one that once lost MultiHeadAttention's weights)
+    if name in ("atrank", "thacil", "alpine"):  # full SavedModel round trips (ATRank's once lost MHA's weights)
         path = export_saved_model(model, str(tmp_path / "model"))
         reloaded = tf_keras.models.load_model(path)
     else:  # the same configs and weights through the Keras v3 file: no SavedModel tracing
@@ -135,3 +139,86 @@ def test_squash_keeps_direction_and_bounds_length():
     out = squash(z).numpy()
     np.testing.assert_allclose(out[0], np.array([3.0, 4.0]) / 5 * 25 / 26, rtol=1e-5)
     np.testing.assert_allclose(out[1], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("name", ["thacil", "alpine"])
+def test_padding_and_unknown_slots_do_not_change_the_output(name):
+    """The same real items (at most 3 a history, in order, same timestamps) packed to the front with zero padding, or
+    spread among slots of an id absent from the table and padding, all with arbitrary timestamps: equal logits."""
+    arrays, item_ids, feats = tiny_data(n=12, seed=3)
+    model = BUILDERS[name](MTINConfig(**CONFIG), item_ids, feats, np.array([1, 2, 3]), compile=False)
+    packed, spread = _inputs(arrays), _inputs(arrays)
+    rng = np.random.default_rng(4)
+    for ids_key, times_key in F.HISTORY_PAIRS:
+        ids, times = arrays[ids_key], arrays[times_key]
+        packed[ids_key], packed[times_key] = np.zeros_like(ids), np.zeros_like(times)
+        spread[ids_key] = rng.choice([0, 11], size=ids.shape)  # 11 is in no table: not a real item
+        spread[times_key] = rng.integers(0, 100, size=times.shape)
+        for b in range(len(ids)):
+            real = np.flatnonzero(ids[b])[:3]
+            slots = np.sort(rng.choice(L, size=len(real), replace=False))
+            packed[ids_key][b, :len(real)], packed[times_key][b, :len(real)] = ids[b, real], times[b, real]
+            spread[ids_key][b, slots], spread[times_key][b, slots] = ids[b, real], times[b, real]
+    assert (spread[F.CLICKED_ITEMS] == 11).any() and (packed[F.CLICKED_ITEMS] > 0).sum(1).max() == 3
+    want = model(packed)[F.OUTPUT_LOGIT].numpy()
+    np.testing.assert_allclose(model(spread)[F.OUTPUT_LOGIT].numpy(), want, atol=1e-5)
+    assert want.std() > 0.01
+
+
+def test_thacil_blocks_cut_the_real_items_into_equal_count_windows_and_masks_look_one_way():
+    known = np.array([[True, False, True, True, True, False], [True, True, True, False, False, False],
+                      [False] * 6])
+    blocks = TemporalBlocks(2)(known).numpy()
+    np.testing.assert_array_equal(blocks.argmax(-1)[0][known[0]], [0, 0, 1, 1])  # 4 real items: 2 + 2
+    np.testing.assert_array_equal(blocks.argmax(-1)[1][known[1]], [0, 0, 1])  # 3 real items: ranks 0, 1 | 2
+    np.testing.assert_array_equal(blocks.sum(-1), known.astype(np.float32))  # padding belongs to no block
+    forward = DirectionalMask("forward")(known[:1]).numpy()[0]
+    backward = DirectionalMask("backward")(known[:1]).numpy()[0]
+    assert forward[3, 0] and forward[3, 3] and not forward[0, 3] and not forward[3, 1]
+    np.testing.assert_array_equal(backward, forward.T)
+    with pytest.raises(ValueError, match="direction"):
+        DirectionalMask("sideways")
+
+
+def test_alpine_edges_fade_the_past_with_the_time_gap():
+    """A gap far beyond τ cuts the temporal-graph edge: the state after it is that of the later item alone; a short
+    gap carries the past in."""
+    rng = np.random.default_rng(0)
+    layer = TemporalGraphLSTM(4, time_scale=1.0)
+    x = rng.normal(size=(1, 3, 5)).astype(np.float32)
+    known = np.ones((1, 3), bool)
+    alone = layer([x[:, 2:], known[:, 2:], np.array([[5]])]).numpy()[:, 0]
+    far = layer([x, known, np.array([[1, 2, 10 ** 6]])]).numpy()[:, 2]
+    near = layer([x, known, np.array([[1, 2, 3]])]).numpy()[:, 2]
+    np.testing.assert_allclose(far, alone, atol=1e-6)
+    assert np.abs(near - alone).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["thacil", "alpine"])
+def test_training_on_the_tiny_planted_data_beats_the_initial_loss_and_chance(name, tiny_planted):
+    from mtin_tf.data.canonical import read_item_features
+    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.metrics import summary
+
+    data = read_split_arrays(tiny_planted["examples"], 6)
+    items = read_item_features(tiny_planted["items"])
+
+    def loss(model, arrays):
+        p = np.clip(predict_probabilities(model, arrays), 1e-7, 1 - 1e-7)
+        y = arrays[F.LABEL]
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    class InitialLoss(tf_keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.value = loss(self.model, data["train"])
+
+    initial = InitialLoss()
+    config = MTINConfig(embedding_dim=8, num_masks=2, num_groups=2, max_history=6, batch_size=32, epochs=6,
+                        learning_rate=1e-2, seed=0)
+    model, _ = train_mtin(config, data["train"], items.item_ids, items.features, builder=BUILDERS[name], verbose=0,
+                          callbacks=[initial])
+    assert loss(model, data["train"]) < 0.8 * initial.value
+    held_out = {k: np.concatenate([data["validation"][k], data["test"][k]]) for k in data["test"]}
+    for arrays, above in ((data["train"], 0.8), (held_out, 0.55)):
+        auc = summary(arrays[F.USER_ID], arrays[F.LABEL], predict_probabilities(model, arrays), ks=(10,))["auc"]
+        assert auc > above
