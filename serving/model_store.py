@@ -88,15 +88,19 @@ def read_known_ids(path: str) -> dict:
 
 
 def warm_up(signatures: Mapping) -> None:
-    """Call every signature once on a batch of one synthetic row (zeros; empty strings) before the version serves:
-    the first call of a loaded function optimizes its graph (about a second), which would otherwise stall the first
-    requests after a swap. A signature that rejects the synthetic row (e.g. an empty tf.Example) is warm all the same.
+    """Call every signature once on a batch of one synthetic row (zeros; empty strings; k = 1 for ``recommend``)
+    before the version serves: the first call of a loaded function optimizes its graph (about a second), which would
+    otherwise stall the first requests after a swap. A signature that rejects the synthetic row (e.g. an empty
+    tf.Example) is warm all the same.
     """
     import tensorflow as tf
 
+    from mtin_tf import features as F
+
     for name, signature in signatures.items():
-        inputs = {key: tf.zeros([1 if d is None else d for d in spec.shape.as_list()], spec.dtype)
-                  for key, spec in input_specs(signature).items()}
+        inputs = {key: (tf.ones if key == F.RECOMMEND_K else tf.zeros)(
+            [1 if d is None else d for d in spec.shape.as_list()], spec.dtype)
+            for key, spec in input_specs(signature).items()}
         try:
             signature(**inputs)
         except (tf.errors.OpError, UnicodeDecodeError) as exc:

@@ -191,3 +191,22 @@ def test_catalogue_metrics_score_the_recommender_and_the_popularity_floor(export
     expected = retrieval_recall_hit_rate(want.numpy(), relevant_users, relevant_items, (2, 5))
     assert got == {f"retrieval_{key}": value for key, value in expected.items()} and got["retrieval_users"] > 0
     assert set(popularity_floor_metrics(before, test, ks=(2, 5))) == set(got)
+
+
+def test_the_server_warms_recommend_up_with_a_valid_request(exported):
+    """`mtin serve` calls every signature once before a version serves; recommend's k = 0 would be rejected."""
+    from serving.model_store import warm_up
+
+    _, _, saved = exported
+
+    class Recording:
+        def __init__(self, fn):
+            self.fn, self.structured_input_signature, self.out = fn, fn.structured_input_signature, None
+
+        def __call__(self, **inputs):
+            self.out = self.fn(**inputs)
+            return self.out
+
+    signature = Recording(saved.signatures[RECOMMEND_SIGNATURE])
+    warm_up({RECOMMEND_SIGNATURE: signature})
+    assert signature.out is not None and signature.out[F.OUTPUT_ITEM_IDS].shape == (1, 1)
