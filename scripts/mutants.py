@@ -149,6 +149,19 @@ MUTANTS = (
     Mutant("empty-input-accepted", "serving/validation.py", "if a.size == 0:", "if a.size < 0:", SERVING),
     Mutant("batch-disagreement-accepted", "serving/validation.py",
            "if len(set(sizes.values())) > 1:", "if len(set(sizes.values())) > 2:", SERVING),
+    # Recommending from the catalogue (mtin_tf.retrieval) and its metrics.
+    Mutant("recommend-keeps-duplicates", "mtin_tf/retrieval.py", "        valid &= first\n", "",
+           ("tests/test_retrieval.py",)),
+    Mutant("recommend-ranks-by-retrieval-score", "mtin_tf/retrieval.py",
+           "top = tf.math.top_k(tf.where(valid, ranked[F.OUTPUT_LOGIT]", "top = tf.math.top_k(tf.where(valid, scores",
+           ("tests/test_retrieval.py",)),
+    Mutant("recommend-rows-share-the-batch-k", "mtin_tf/retrieval.py",
+           "valid = ~_isin(ids, excluded) & (ids != F.PADDING_ID) & within_k",
+           "valid = ~_isin(ids, excluded) & (ids != F.PADDING_ID)", ("tests/test_retrieval.py",)),
+    Mutant("retrieval-metrics-count-repeats", "mtin_tf/metrics.py", "np.cumsum(hit & first, axis=1)",
+           "np.cumsum(hit, axis=1)", ("tests/test_metrics.py",)),
+    Mutant("retrieval-loss-without-log-q", "mtin_tf/retrieval_task.py",
+           "candidate_sampling_probability=self.sampling_probability(ids), ", "", ("tests/test_retrieval_task.py",)),
 )
 
 
