@@ -32,6 +32,9 @@ results.md (a Markdown table per config table, mean ± std over seeds; floor row
 PNG plots: curves_<table>_<dataset>.png (train loss and validation AUC per epoch, first seed), sweep_<table>.png (test
 AUC against the swept value), heatmap_<dataset>.png (Fig. 6: per-user mean group attention of MTIN's positive
 branch).
+A run of model "two_tower" (:mod:`mtin_tf.two_tower`, the TFRS retrieval anchor) trains on the training clicks,
+early-stops on validation Recall@50 over the catalogue and reports the catalogue retrieval columns only: it scores no
+impressions, so its AUC, gAUC and P/R/F1 cells read "–" and it is never marked below the floor.
 On planted data each MTIN run with routing also reports ``ari``: the adjusted Rand index between the routed groups of
 each user's clicked history (group_assignment) and the true item clusters, averaged over users, and ``ari_shuffled``,
 the same with the assignments permuted inside each user (chance level).
@@ -50,7 +53,7 @@ import numpy as np
 
 METRIC_KEYS = ("auc", "gauc", "precision@10", "recall@10", "f1@10", "precision@50", "recall@50", "f1@50",
                "retrieval_recall@50", "retrieval_hit_rate@50")
-# Columns shown when some run of a table has them: catalogue retrieval (MTIN only; mtin_tf.retrieval).
+# Columns shown when some run of a table has them: catalogue retrieval (MTIN and the two-tower; mtin_tf.retrieval).
 RETRIEVAL_COLUMNS = (("retrieval_recall@50", "catalogue Recall@50"), ("retrieval_hit_rate@50", "catalogue Hit@50"))
 TABLE_METRICS = (("auc", "AUC"), ("gauc", "gAUC"), ("precision@10", "P@10"), ("recall@10", "R@10"), ("f1@10", "F1@10"),
                  ("precision@50", "P@50"), ("recall@50", "R@50"), ("f1@50", "F1@50"))
@@ -93,6 +96,7 @@ class RunSpec:
 def parse_runs(table: dict) -> list[RunSpec]:
     """The table's runs: its explicit ``runs`` list, or the expansion of its ``sweep``."""
     from mtin_tf.train_cli import MODELS, VARIANTS
+    from mtin_tf.two_tower import TWO_TOWER
 
     if "sweep" in table:
         sweep = table["sweep"]
@@ -107,8 +111,8 @@ def parse_runs(table: dict) -> list[RunSpec]:
     for r in raw:
         spec = RunSpec(r["name"], r.get("model", "mtin"), r.get("variant", "MTIN"),
                        tuple(sorted(r.get("set", {}).items())))
-        if spec.model not in MODELS:
-            raise ValueError(f"run {spec.name!r}: unknown model {spec.model!r}; known: {MODELS}")
+        if spec.model not in MODELS + (TWO_TOWER,):
+            raise ValueError(f"run {spec.name!r}: unknown model {spec.model!r}; known: {MODELS + (TWO_TOWER,)}")
         if spec.variant not in VARIANTS:
             raise ValueError(f"run {spec.name!r}: unknown variant {spec.variant!r}; known: {VARIANTS}")
         runs.append(spec)
@@ -257,8 +261,11 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
     from mtin_tf.baselines import BUILDERS
     from mtin_tf.model import POSITIVE_BRANCH, build_mtin
     from mtin_tf.train import EVAL_AUC, make_dataset, predict_probabilities, train_mtin
+    from mtin_tf.two_tower import TWO_TOWER
 
     config = spec.config(base, seed)
+    if spec.model == TWO_TOWER:
+        return train_two_tower_run(spec, ds, config, patience=patience)
     builder = build_mtin if spec.model == "mtin" else BUILDERS[spec.model]
     start = time.perf_counter()
     model, history = train_mtin(config, ds.train, ds.item_ids, ds.item_features, eval_arrays=ds.validation,
@@ -292,6 +299,26 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
         users, attention = user_group_attention(ds.test[F.USER_ID], out[F.OUTPUT_GROUP_WEIGHTS])
         row["group_attention"] = {"users": users.tolist(), "weights": attention.round(5).tolist()}
     return row
+
+
+def train_two_tower_run(spec: RunSpec, ds: Dataset, config, *, patience: int = 2) -> dict:
+    """The result row of a two-tower run (mtin_tf.two_tower): test catalogue retrieval (the queries and exclusions of
+    MTIN's rows), ``validation`` Recall@50 at the restored epoch, the per-epoch curves, timings; no click metrics."""
+    from mtin_tf.two_tower import EPOCH_LOSS, VALIDATION_METRIC, train_two_tower, two_tower_catalogue_metrics
+
+    start = time.perf_counter()
+    model, history = train_two_tower(config, ds.train, ds.item_ids, ds.item_features, validation_arrays=ds.validation,
+                                     patience=patience)
+    seconds = time.perf_counter() - start
+    curve = [float(v) for v in history.history[VALIDATION_METRIC]]
+    best = int(np.argmax(curve))
+    return {"run": spec.name, "model": spec.model, "variant": spec.model, "overrides": dict(spec.overrides),
+            "dataset": ds.name, "seed": config.seed,
+            **two_tower_catalogue_metrics(model, [ds.train, ds.validation], ds.test),
+            "validation": {VALIDATION_METRIC[len("val_"):]: curve[best]},
+            "epochs_run": len(curve), "best_epoch": best + 1, "train_seconds": round(seconds, 1),
+            "curves": {"loss": [float(v) for v in history.history[EPOCH_LOSS]], "validation_auc": [],
+                       VALIDATION_METRIC: curve}}
 
 
 # ----------------------------------------------------------------------------- running the grid
@@ -353,8 +380,11 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
             result = train_run(spec, loaded[dataset], dataset_base, seed, patience=config.get("patience", 2))
             with open(cache, "w") as f:
                 json.dump(result, f)
-            bar.write(f"{spec.name:>12} | {dataset} | seed {seed}: AUC {result['auc']:.4f} "
-                      f"gAUC {result['gauc']:.4f} ({result['epochs_run']} epochs, {result['train_seconds']:.0f} s)")
+            scores = " ".join(f"{label} {result[m]:.4f}" for m, label in (("auc", "AUC"), ("gauc", "gAUC"),
+                                                                           ("retrieval_recall@50", "Recall@50"))
+                              if m in result)
+            bar.write(f"{spec.name:>12} | {dataset} | seed {seed}: {scores} ({result['epochs_run']} epochs, "
+                      f"{result['train_seconds']:.0f} s)")
         rows.append({**result, "run": spec.name, "table": table["name"], "key": key})
     write_results(config, rows, floors)
     return rows
@@ -443,7 +473,8 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
             floor_auc = best_floor_auc(floors[d]) if floors.get(d) else None
             for name, st in stats.items():
                 if st:
-                    mark = f" {BELOW_FLOOR}" if floor_auc is not None and st["auc"][0] < floor_auc else ""
+                    below = floor_auc is not None and "auc" in st and st["auc"][0] < floor_auc
+                    mark = f" {BELOW_FLOOR}" if below else ""
                     lines.append(f"| {name}{mark} | " + " | ".join(_cell(st.get(m), m) for m, _ in columns) + " |")
             for floor, values in floors.get(d, {}).items():
                 lines.append(f"| {LABELS[floor]} | " + " | ".join(
@@ -468,9 +499,9 @@ def write_results(config: dict, rows: list[dict], floors: dict | None = None) ->
 
     out = config["out"]
     floors = floors or {}
-    rows = [{**r, "validation_auc": r["validation"]["auc"],
-             "below_floor": r["auc"] < best_floor_auc(floors[r["dataset"]]) if floors.get(r["dataset"]) else ""}
-            for r in rows]
+    rows = [{**r, "validation_auc": r["validation"].get("auc", ""),
+             "below_floor": r["auc"] < best_floor_auc(floors[r["dataset"]])
+             if floors.get(r["dataset"]) and "auc" in r else ""} for r in rows]
     paths = {"csv": os.path.join(out, "results.csv"), "json": os.path.join(out, "results.json"),
              "markdown": os.path.join(out, "results.md")}
     columns = ["table", "run", "model", "variant", "dataset", "seed", "auc", "gauc", "precision@10", "recall@10",
@@ -545,7 +576,7 @@ def _sweep_plot(plt, table, table_rows, out) -> str:
         xs, means, stds = [], [], []
         for v in sweep["values"]:
             values = [r["auc"] for r in table_rows
-                      if r["dataset"] == d and dict(r["overrides"]).get(sweep["field"]) == v]
+                      if r["dataset"] == d and dict(r["overrides"]).get(sweep["field"]) == v and "auc" in r]
             if values:
                 xs.append(v)
                 means.append(np.mean(values))
