@@ -38,8 +38,9 @@ class MultiTaskTraining(tf_keras.Model):
     positive_rows [B, s, d] and the candidate_embedding [B, d]) on L_rank + w · L_retrieval.
 
     Compile it like the ranker (mtin_tf.model.compile_model): its metrics and the ranking loss are the ranker's
-    (logit_auc, ...), plus ``retrieval_loss``. ``candidate_ids`` / ``candidate_share``: impression_share of the
-    training candidates (an id absent from them gets the smallest share)."""
+    (``loss`` is L_rank with its λ terms, ``logit_auc``, ...), plus ``retrieval_loss``, the retrieval term before w.
+    ``candidate_ids`` / ``candidate_share``: impression_share of the training candidates (an id absent from them gets
+    the smallest share)."""
 
     def __init__(self, ranker, weight: float, candidate_ids, candidate_share, **kwargs):
         import tensorflow_recommenders as tfrs
@@ -75,9 +76,12 @@ class MultiTaskTraining(tf_keras.Model):
         x, y = data
         with tf.GradientTape() as tape:
             outputs = self(x, training=True)
-            ranking = self.compiled_loss(y, outputs, regularization_losses=self.losses)
-            retrieval = self.retrieval_loss(outputs, x, y[F.OUTPUT_LOGIT])
-            loss = ranking + self.weight * retrieval
+            ranking = self.compiled_loss(y, outputs, regularization_losses=self.losses)  # scaled for replicas
+            retrieval = self.retrieval_loss(outputs, x, y[F.OUTPUT_LOGIT])  # over this replica's batch
+            # Under a distribution strategy the replicas' gradients are summed: a replica's share of the global mean
+            # is its own mean over the number of replicas (the in-batch negatives are the replica's batch).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = ranking + self.weight * retrieval / replicas
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         self.compiled_metrics.update_state(y, outputs)
         self.retrieval_tracker.update_state(retrieval)

@@ -152,6 +152,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[1])
 from test_training import two_cluster_users, L
+import dataclasses
+
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.train import predict_probabilities, select_strategy, train_mtin, make_dataset
@@ -168,6 +170,10 @@ for name, strategy, batch in (("single", tf.distribute.get_strategy(), 16), ("mi
                         use_id_embedding=True, use_item_bias=True, pretrain_memory=True, memory_anchors=8,
                         jit_routing=True, mixed_precision=False)
     model, history = train_mtin(config, arrays, item_ids, feats, eval_arrays=arrays, strategy=strategy, verbose=0)
+    if name == "mirrored":  # the retrieval objective's train step on two replicas too (its own in-batch negatives)
+        _, multitask = train_mtin(dataclasses.replace(config, retrieval_weight=1.0, epochs=1), arrays, item_ids, feats,
+                                  strategy=strategy, verbose=0)
+        runs["retrieval"] = {key: multitask.history[key] for key in ("loss", "logit_loss", "retrieval_loss")}
     if name == "mirrored":  # Keras predict under the strategy
         out = model.predict(make_dataset(arrays, 32), verbose=0)
     else:  # the reference run's outputs eagerly, with no predict function to trace
@@ -205,3 +211,8 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_the_single_device_run(tmp
     np.testing.assert_allclose(mirrored["val_auc"], single["val_auc"], atol=1e-3)
     np.testing.assert_allclose(mirrored["logits"], single["logits"], rtol=1e-3, atol=1e-3)
     assert mirrored["n"] == 120 and mirrored["scored_vs_keras"] < 1e-5 and single["scored_vs_keras"] < 1e-5
+    # The retrieval objective's train step runs on the two replicas too (each with its own in-batch negatives): a
+    # finite ranking loss and a retrieval term of the size an 8-way softmax starts at (log 8 ≈ 2.1).
+    multitask = result["runs"]["retrieval"]
+    assert np.isfinite(multitask["loss"]).all() and np.isfinite(multitask["logit_loss"]).all()
+    assert 0.5 < multitask["retrieval_loss"][0] < 5
