@@ -12,7 +12,13 @@ from mtin_tf.baselines import build_din
 from mtin_tf.data.examples import serialize_example
 from mtin_tf.export import export_saved_model, latest_version
 from mtin_tf.model import build_mtin
-from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
+from mtin_tf.signatures import (
+    DEFAULT_SIGNATURE,
+    EXAMPLES_INPUT,
+    RAW_SIGNATURE,
+    RECOMMEND_SIGNATURE,
+    SCORE_SIGNATURE,
+)
 
 
 def _table():
@@ -53,7 +59,7 @@ def test_export_writes_numeric_versions_with_every_signature(exported):
     assert sorted(os.listdir(base)) == sorted(["1", os.path.basename(second)])  # no staging directory left behind
 
     loaded = models["mtin"]["saved"]
-    assert set(loaded.signatures) == {DEFAULT_SIGNATURE, RAW_SIGNATURE, SCORE_SIGNATURE}
+    assert set(loaded.signatures) == {DEFAULT_SIGNATURE, RAW_SIGNATURE, SCORE_SIGNATURE, RECOMMEND_SIGNATURE}
     raw = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in x.items()})
     for key in (F.OUTPUT_PROBABILITY, F.OUTPUT_LOGIT, F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT):
         np.testing.assert_allclose(raw[key].numpy(), want[key].numpy(), atol=1e-5)
