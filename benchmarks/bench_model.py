@@ -53,11 +53,18 @@ def median_time(fn, steps, warmup=2):
 
 
 def train_step(builder, config, batch_size, seed=0):
-    """A callable running one train step of a freshly built model on one fixed synthetic batch."""
+    """A callable running one train step of a freshly built model on one fixed synthetic batch; an MTIN with
+    retrieval_weight > 0 trains through the multi-task step that adds the retrieval objective, as train_mtin does."""
     rng = np.random.default_rng(seed)
     item_feats = rng.normal(size=(NUM_ITEMS, FEATURE_DIM)).astype(np.float32)
     model = builder(config, np.arange(1, NUM_ITEMS + 1), item_feats, np.arange(1, NUM_USERS + 1))
     x, y = batch(rng, batch_size, config.max_history)
+    if builder is build_mtin and config.retrieval_weight:
+        from mtin_tf.model import compile_model
+        from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
+
+        model = compile_model(MultiTaskTraining(model, config.retrieval_weight, *impression_share(x[F.ITEM_ID])),
+                              config)
     return lambda: model.train_on_batch(x, y)
 
 
@@ -127,8 +134,10 @@ def main():
     print(f"machine: {os.cpu_count()} cores, float32 2048² matmul {peak / 1e9:.0f} GFLOP/s\n")
     print(f"| train step, batch {b}, CPU | ms | vs DIN | examples/s | useful GFLOP/s (% of matmul) |")
     print("|---|---:|---:|---:|---:|")
-    din, mtin = interleaved_times([train_step(build_din, MTINConfig(**PAPER), b),
-                                   train_step(build_mtin, MTINConfig(**PAPER), b)], args.steps)
+    din, mtin, multitask = interleaved_times([train_step(build_din, MTINConfig(**PAPER), b),
+                                              train_step(build_mtin, MTINConfig(**PAPER, retrieval_weight=0.0), b),
+                                              train_step(build_mtin, MTINConfig(**PAPER, retrieval_weight=1.0), b)],
+                                             args.steps)
 
     def row(name, seconds, macs=None):
         useful = f"{2 * macs * b / seconds / 1e9:.0f} ({200 * macs * b / seconds / peak:.0f} %)" if macs else ""
@@ -137,6 +146,7 @@ def main():
     row("DIN-style target attention, d=128, L=50", din)
     row("MTIN, d=128, p=8, s=6, L=50 (exact, Algorithm 1 sequential; timed in turns with DIN)", mtin,
         mtin_macs_per_example())
+    row("MTIN, same, with the retrieval objective (w = 1; in turns with the two above)", multitask)
     if not args.quick:
         row("MTIN, same, routing without XLA", step_time(build_mtin, MTINConfig(**PAPER, jit_routing=False), b,
                                                          args.steps), mtin_macs_per_example())

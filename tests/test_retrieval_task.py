@@ -64,6 +64,6 @@ def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_t
     out = model({k: tf.constant(v[:4]) for k, v in data["validation"].items() if k in F.MODEL_INPUT_NAMES})
     assert out[F.OUTPUT_POSITIVE_ROWS].shape[1:] == (config.num_groups, config.embedding_dim)
     # Without the objective the model has neither extra output, and nothing is wrapped.
-    plain = MTINConfig(**dict(tiny_base, epochs=1))
+    plain = MTINConfig(**dict(tiny_base, epochs=1, retrieval_weight=0.0))
     model, history = train_mtin(plain, data["train"], items.item_ids, items.features, verbose=0)
     assert "retrieval_loss" not in history.history and F.OUTPUT_POSITIVE_ROWS not in model.output

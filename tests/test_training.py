@@ -168,7 +168,7 @@ for name, strategy, batch in (("single", tf.distribute.get_strategy(), 16), ("mi
     config = MTINConfig(embedding_dim=8, num_masks=2, num_groups=2, max_history=L, batch_size=batch, epochs=2, seed=0,
                         learning_rate=1e-3, l2=1e-4, readout="attention", aggregation="concat_pool",
                         use_id_embedding=True, use_item_bias=True, pretrain_memory=True, memory_anchors=8,
-                        jit_routing=True, mixed_precision=False)
+                        jit_routing=True, mixed_precision=False, retrieval_weight=0.0)  # exact: no in-batch term
     model, history = train_mtin(config, arrays, item_ids, feats, eval_arrays=arrays, strategy=strategy, verbose=0)
     if name == "mirrored":  # the retrieval objective's train step on two replicas too (its own in-batch negatives)
         _, multitask = train_mtin(dataclasses.replace(config, retrieval_weight=1.0, epochs=1), arrays, item_ids, feats,
