@@ -116,15 +116,20 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     return out
 
 
-def score_candidates(layer, rows: dict, candidate_ids, *, item_bias: bool) -> dict:
+def score_candidates(layer, rows: dict, candidate_ids, *, item_bias: bool, with_candidate: bool = False) -> dict:
     """The candidate half: rows {positive_rows, negative_rows} [B, s, d] and candidate ids [B] or [B, N] →
-    {logit, click_probability} [B] or [B, N]: ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (section 4.4)."""
+    {logit, click_probability} [B] or [B, N]: ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (section 4.4);
+    ``with_candidate`` adds candidate_embedding x_e [B, d] (or [B, N, d]), the lookup the scores used (a second
+    lookup would add the id embedding's L2 term twice)."""
     candidate, _ = layer(ITEM_EMBEDDING)(candidate_ids)
     scores = [layer(readout_name)([rows[rows_key], candidate]) for *_, readout_name, rows_key in BRANCHES]
     if item_bias:
         scores.append(layer(ITEM_BIAS)(candidate_ids))
     logit = layer(F.OUTPUT_LOGIT)(scores)
-    return {F.OUTPUT_LOGIT: logit, F.OUTPUT_PROBABILITY: layer(F.OUTPUT_PROBABILITY)(logit)}
+    out = {F.OUTPUT_LOGIT: logit, F.OUTPUT_PROBABILITY: layer(F.OUTPUT_PROBABILITY)(logit)}
+    if with_candidate:
+        out[F.OUTPUT_CANDIDATE_EMBEDDING] = candidate
+    return out
 
 
 def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, compile: bool = True):
@@ -162,11 +167,12 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     layers[F.OUTPUT_PROBABILITY] = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)
     inputs = model_inputs(config.max_history)
     encoded = encode_user(layers.get, inputs)
-    outputs = score_candidates(layers.get, encoded, inputs[F.ITEM_ID], item_bias=config.use_item_bias)
+    # With the retrieval objective, also what it scores (mtin_tf.retrieval_task): x_e and the clicked branch's rows.
+    outputs = score_candidates(layers.get, encoded, inputs[F.ITEM_ID], item_bias=config.use_item_bias,
+                               with_candidate=bool(config.retrieval_weight))
     outputs.update({k: encoded[k] for k in (F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT)})
-    if config.retrieval_weight:  # what the retrieval objective scores (mtin_tf.retrieval_task)
+    if config.retrieval_weight:
         outputs[F.OUTPUT_POSITIVE_ROWS] = encoded[F.OUTPUT_POSITIVE_ROWS]
-        outputs[F.OUTPUT_CANDIDATE_EMBEDDING] = embed(inputs[F.ITEM_ID])[0]
     model = tf_keras.Model(inputs, outputs, name="mtin")
     if compile:
         compile_model(model, config)
