@@ -1,7 +1,6 @@
 """The TFRS two-tower retrieval anchor (mtin_tf.two_tower): NumPy references, training, `mtin experiment`."""
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
@@ -161,21 +160,6 @@ def test_catalogue_metrics_score_the_retrieved_lists_on_catalogue_queries():
     assert not any(set(r.tolist()) & (set(e.tolist()) - {0}) for r, e in zip(retrieved, exclusions))
     expected = retrieval_recall_hit_rate(retrieved, relevant_users, relevant_items, (1, 3))
     assert got == {f"retrieval_{key}": value for key, value in expected.items()} and got["retrieval_users"] > 0
-
-
-@pytest.fixture(scope="module")
-def small_planted(tmp_path_factory):
-    """Planted data like tests/conftest.py's tiny_planted, larger: its 11 validation users with a relevant item are
-    too few for a trained retrieval to stand out from chance; these 100 users give 68."""
-    from mtin_tf.cli import main as mtin
-
-    root = tmp_path_factory.mktemp("small_planted")
-    data, examples = str(root / "data"), str(root / "examples")
-    assert mtin(["data", "generate", "--out", data, "--num-users", "100", "--num-items", "200", "--num-clusters", "6",
-                 "--feature-dim", "4", "--interactions-per-user", "40", "--seed", "3"]) == 0
-    assert mtin(["data", "build", "--interactions", os.path.join(data, "interactions.parquet"), "--items",
-                 os.path.join(data, "item_features.npz"), "--out", examples, "--max-history", "6"]) == 0
-    return {"examples": examples, "items": os.path.join(data, "item_features.npz"), "planted": data}
 
 
 def test_training_beats_the_untrained_model_and_chance_on_validation(small_planted, tiny_base):
