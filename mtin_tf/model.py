@@ -195,7 +195,7 @@ def user_encoder(model) -> tf_keras.Model:
     Inputs: user_id, timestamp int64 [B] and the four histories int64 [B, L]. Outputs: positive_rows,
     negative_rows float [B, s, d] (each branch's updated memory rows u_p), group_weights [B, s, s],
     group_assignment int32 [B, L] (as the fused model's)."""
-    _check_mtin(model)
+    check_mtin(model)
     inputs = model_inputs(int(model.input[F.CLICKED_ITEMS].shape[-1]), names=F.USER_INPUT_NAMES)
     return tf_keras.Model(inputs, encode_user(model.get_layer, inputs), name="mtin_user_encoder")
 
@@ -205,7 +205,7 @@ def candidate_scorer(model) -> tf_keras.Model:
 
     Inputs: positive_rows, negative_rows float [B, s, d] (user_encoder's outputs) and candidate_ids int64 [B, N].
     Outputs: logit, click_probability float [B, N], each candidate scored against its row's user."""
-    _check_mtin(model)
+    check_mtin(model)
     branch = model.get_layer(POSITIVE_BRANCH)
     s, d = branch.num_groups, int(model.get_layer(ITEM_EMBEDDING).embedding_dim)
     rows = {key: tf_keras.Input(shape=(s, d), name=key) for *_, key in BRANCHES}
@@ -214,7 +214,9 @@ def candidate_scorer(model) -> tf_keras.Model:
     return tf_keras.Model({**rows, F.CANDIDATE_IDS: candidates}, outputs, name="mtin_candidate_scorer")
 
 
-def _check_mtin(model):
+def check_mtin(model):
+    """Raise ValueError unless ``model`` is an MTIN (is_mtin): the user encoder, candidate scorer and the catalogue
+    recommender (mtin_tf.retrieval) need its branches and readouts."""
     if not is_mtin(model):
         raise ValueError(f"model {model.name!r} is not an MTIN from build_mtin (no {POSITIVE_BRANCH!r} and "
                          f"{POSITIVE_READOUT!r} layers): only MTIN splits into a user encoder and a candidate scorer")

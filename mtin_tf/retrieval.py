@@ -67,10 +67,10 @@ def recommender(model):
       slots past its own k are empty). exclusions: int64 [U, E] item ids never to recommend (0 = none).
     Returns {item_ids int64, click_probability, logit, retrieval_score float32, interest_row int32} [U, K], best
     first by click probability, plus the user's group_weights [U, s, s] and group_assignment [U, L]."""
-    from mtin_tf.model import ITEM_EMBEDDING, _check_mtin
+    from mtin_tf.model import ITEM_EMBEDDING, check_mtin
     from mtin_tf.signatures import model_halves
 
-    _check_mtin(model)
+    check_mtin(model)
     encode, score = model_halves(model)
     top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING))
 
