@@ -44,6 +44,9 @@ class MTINConfig:
     routing_base: float = 2.0
     # Route σ(p − p̄), p̄ the mean of p over the history (ours): ε then filters relative to the user's own items.
     routing_center: bool = True
+    # p_{g←j} = eq. 4 + x_j·c_g/√d (ours): routing starts from the similarity of item and memory row, eq. 2–4 learn
+    # a correction (without it eq. 2–4 start random and learn only through the gates).
+    routing_similarity: bool = False
     # Weight of the routing loss (ours, 0 = off): a logistic loss that tells the branch's own history items from the
     # other history's by their best matching score p, so that uncentred routing with ε = 0.5 drops the items that look
     # like the other history's (mtin_tf.layers.branch.routing_contrast_loss).

@@ -59,8 +59,8 @@ def route_parallel(p, mask, iterations, epsilon, base):
     return assign
 
 
-def matching_scores(layer, items, memory):
-    """Eq. 2–4 for every (item j, group g), with the layer's weights."""
+def matching_scores(layer, items, memory, similarity=False):
+    """Eq. 2–4 for every (item j, group g), with the layer's weights; ``similarity`` adds x_j·c_g/√d."""
     batch, length, _ = items.shape
     groups = memory.shape[1]
     p = np.zeros((batch, length, groups))
@@ -71,7 +71,7 @@ def matching_scores(layer, items, memory):
                 s = dense(layer.w_s, relu(dense(layer.w_v, x) + dense(layer.w_u, c)))  # eq. 2
                 x_hat, c_hat = s * x, s * c  # eq. 3
                 hidden = relu(dense(layer.w_pl_x, x_hat) + dense(layer.w_pl_c, c_hat))  # eq. 4 ([x̂, ĉ] split)
-                p[b, j, g] = dense(layer.w_ph, hidden)[0]
+                p[b, j, g] = dense(layer.w_ph, hidden)[0] + (x @ c / np.sqrt(len(x)) if similarity else 0.0)
     return p
 
 
@@ -181,7 +181,7 @@ def interest_branch(layer, config, items, known, times, now, memory):
     ages = np.maximum(now[:, None] - times, 0) / config.time_scale
     gate = None
     if config.use_routing:
-        p = matching_scores(layer.routing, items, memory)  # [B, L, s]
+        p = matching_scores(layer.routing, items, memory, config.routing_similarity)  # [B, L, s]
         offset = np.zeros(len(p))
         if config.routing_center:  # p̄: the mean over the real (item, group) pairs of the history
             offset = np.array([p[b][known[b]].mean() if known[b].any() else 0.0 for b in range(len(p))])

@@ -25,6 +25,11 @@ CASES = {
                       routing_epsilon=0.45, routing_center=True, parallel_routing=True, tau=0.3,
                       pretrain_memory=True, memory_anchors=2, use_id_embedding=True, use_item_bias=True,
                       learnable_branch_weights=True),
+    # routing that starts from the item-row similarity
+    "similarity": dict(readout="attention", routing_similarity=True, aggregation="concat_pool",
+                       temporal_self=True, use_time_gaps=False, routing_epsilon=0.45, routing_center=True,
+                       parallel_routing=False, tau=0.3, pretrain_memory=False, memory_anchors=0,
+                       use_id_embedding=False, use_item_bias=True, learnable_branch_weights=False),
 }
 
 

@@ -24,7 +24,8 @@ def history_ages(history_times, candidate_time, time_scale):
 # Every setting of a branch with its default; MTINConfig has a field of the same name for each (one place to add one).
 BRANCH_SETTINGS = dict(
     num_groups=6, num_masks=8, use_routing=True, routing_iterations=3, routing_epsilon=0.45, routing_base=2.0,
-    routing_center=True, routing_loss=0.0, parallel_routing=False, jit_routing=False, omega_min=0.05, omega_max=2.0,
+    routing_center=True, routing_similarity=False, routing_loss=0.0, parallel_routing=False, jit_routing=False,
+    omega_min=0.05, omega_max=2.0,
     learnable_decay=True, use_time_gaps=False, temporal_self=True, temporal_chunk=50, time_scale=86400.0, tau=None,
     straight_through=True, aggregation="concat_pool", gated_update=False, activation="relu")
 
@@ -103,7 +104,8 @@ class InterestBranch(Layer):
         self.routing = InterestGroupRouting(
             self.num_groups, iterations=settings["routing_iterations"], epsilon=settings["routing_epsilon"],
             base=settings["routing_base"], parallel_routing=settings["parallel_routing"],
-            jit_compile=settings["jit_routing"], center=settings["routing_center"], activation=settings["activation"],
+            jit_compile=settings["jit_routing"], center=settings["routing_center"],
+            similarity=settings["routing_similarity"], activation=settings["activation"],
             kernel_regularizer=reg, name="routing") if self.use_routing else None
         self.temporal = ParallelTemporalMask(
             self.num_groups, settings["num_masks"], omega_min=settings["omega_min"], omega_max=settings["omega_max"],
@@ -128,15 +130,16 @@ class InterestBranch(Layer):
     def call(self, inputs, report_metrics=True, training=None):
         items, known, history_times, impression_time, memory, *other = inputs
         known = tf.cast(known, tf.bool)
+        own_scores = []  # the matching scores p of the own history, when the routing loss needs their gradient
         if self.use_routing and self.routing_loss and training and other:
             other_items, other_known = other
-            own_scores = self.routing.matching_scores(items, memory, known)
+            own_scores = [self.routing.matching_scores(items, memory, known)]
             other_scores = self.routing.matching_scores(other_items, memory, tf.cast(other_known, tf.bool))
-            self.add_loss(self.routing_loss * routing_contrast_loss(own_scores, known, other_scores, other_known))
+            self.add_loss(self.routing_loss * routing_contrast_loss(*own_scores, known, other_scores, other_known))
         ages = history_ages(history_times, impression_time, self.time_scale)
         gate = None
         if self.use_routing:
-            routed = self.routing([items, memory], mask=known)
+            routed = self.routing([items, memory, *own_scores], mask=known)
             assignment = routed["assignment"]
             gate = group_normalized(routed["gate"], assignment, self.num_groups)
             if report_metrics:

@@ -143,6 +143,8 @@ class InterestGroupRouting(Layer):
       items: float [B, L, d], history item embeddings x_j (time order, padded).
       memory: float [B, s, d], the user's interest memory M_u = [c_1..c_s].
       mask: bool [B, L], True for real items.
+      optionally a third input, scores: float [B, L, s], ``matching_scores(items, memory, mask)`` already computed
+        by the caller (the branch's routing loss needs them with gradient): routing then does not score again.
 
     Eq. 2: s_{j,g} = W_s σ(W_v x_j + b_v + W_u c_g + b_u) + b_s                 → [B, L, s, d]
     Eq. 3: x̂_j = s_{j,g} ⊙ x_j,  ĉ_g = s_{j,g} ⊙ c_g                           → [B, L, s, d] each
@@ -163,6 +165,11 @@ class InterestGroupRouting(Layer):
         approximation (see route_interest_groups); jit_compile: run the routing loop under XLA (the co-attention
         is never compiled: XLA's CPU matmuls are slower than TensorFlow's); center: route σ(p − p̄) (below).
 
+    With ``similarity`` (ours), p_{g←j} = eq. 4 + x_j·c_g/√d: eq. 2–4 start from random weights and learn only
+    through the gates, so on their own they route items almost at random with respect to what the items are; the
+    scaled dot product starts routing from the similarity of item and memory row (a pretrained row is the mean of one
+    k-means cluster of the user's items), and eq. 2–4 learn a correction to it.
+
     With ``center`` (ours), routing runs on σ(p − p̄) instead, p̄ the mean of p over the history's real (item, group)
     pairs: the level of p is arbitrary (eq. 4 ends in a bias), so an absolute ε on σ(p) either drops nothing or,
     as the level drifts in training, everything; relative to p̄ it drops the items that match the user's groups worse
@@ -173,9 +180,10 @@ class InterestGroupRouting(Layer):
     """
 
     def __init__(self, num_groups, iterations=3, epsilon=0.1, base=2.0, parallel_routing=False, jit_compile=False,
-                 center=False, activation="relu", kernel_regularizer=None, **kwargs):
+                 center=False, similarity=False, activation="relu", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.center = bool(center)
+        self.similarity = bool(similarity)
         self.num_groups = int(num_groups)
         self.iterations = int(iterations)
         self.epsilon = float(epsilon)
@@ -208,7 +216,10 @@ class InterestGroupRouting(Layer):
         s_jg = self.w_s(self.activation(self.w_v(x) + w_u_c))  # eq. 2
         x_hat, c_hat = s_jg * x, s_jg * c  # eq. 3
         hidden = self.activation(self.w_pl_x(x_hat) + self.w_pl_c(c_hat))  # eq. 4 inner
-        return self.w_ph(hidden)[..., 0]
+        p = self.w_ph(hidden)[..., 0]
+        if self.similarity:  # ours: + x_j·c_g/√d, so that routing starts from how alike item and memory row are
+            p = p + tf.reduce_sum(x * c, -1) * tf.math.rsqrt(tf.cast(tf.shape(x)[-1], p.dtype))
+        return p
 
     def matching_scores(self, items, memory, mask=None):
         """Eq. 2–4 for every (item, group): p_{g←j}, float [B, L, s].
@@ -225,11 +236,13 @@ class InterestGroupRouting(Layer):
         return tf.scatter_nd(where, scores, shape)  # [B, L, s]
 
     def call(self, inputs, mask=None):
-        items, memory = inputs
+        items, memory, *given = inputs
         if mask is None:
             raise ValueError("InterestGroupRouting needs mask (bool [B, L], True for real history items)")
         mask = tf.cast(mask, tf.bool)
-        scores = tf.stop_gradient(self.matching_scores(items, memory, mask))
+        # The scores p may come from the caller, who computed matching_scores(items, memory, mask) for a loss of its
+        # own (the routing loss): the assignment takes them without gradient either way.
+        scores = tf.stop_gradient(given[0] if given else self.matching_scores(items, memory, mask))
         offset = self._offset(scores, mask) if self.center else tf.zeros([1, 1], scores.dtype)  # [B, 1] or [1, 1]
         matching = tf.sigmoid(scores - offset[..., None])
         assignment = route_interest_groups(
@@ -250,6 +263,7 @@ class InterestGroupRouting(Layer):
         config = super().get_config()
         config.update(num_groups=self.num_groups, iterations=self.iterations, epsilon=self.epsilon, base=self.base,
                       parallel_routing=self.parallel_routing, jit_compile=self.jit_compile, center=self.center,
+                      similarity=self.similarity,
                       activation=keras.activations.serialize(self.activation),
                       kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer))
         return config
