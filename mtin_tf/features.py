@@ -72,6 +72,8 @@ OUTPUT_NEGATIVE_ROWS = "negative_rows"
 OUTPUT_ROWS = (OUTPUT_POSITIVE_ROWS, OUTPUT_NEGATIVE_ROWS)  # in the order of HISTORY_PAIRS (clicked, browsed)
 # The candidate's embedding x_e [B, d]: an output of an MTIN trained with the retrieval objective (with positive_rows).
 OUTPUT_CANDIDATE_EMBEDDING = "candidate_embedding"
+# The candidate's exposure prior log q_j [B]: the log of its share of the training impressions (config.exposure_prior).
+OUTPUT_EXPOSURE = "exposure_log_share"
 # The recommend signature's outputs besides logit and click_probability, each [U, K]: the recommended item ids, the
 # interest row (memory row p of the clicked-history branch) that retrieved each, and that row's retrieval score u_p·x_j.
 OUTPUT_ITEM_IDS = "item_ids"

@@ -19,6 +19,7 @@ POSITIVE_BRANCH, NEGATIVE_BRANCH = "positive_branch", "negative_branch"
 POSITIVE_READOUT, NEGATIVE_READOUT = "positive_readout", "negative_readout"
 ITEM_EMBEDDING = "item_embedding"
 ITEM_BIAS = "item_bias"
+EXPOSURE_PRIOR = "exposure_prior"
 
 
 @tf_keras.saving.register_keras_serializable(package="mtin")
@@ -69,6 +70,29 @@ def item_embedding(config: MTINConfig, item_ids, item_features) -> ItemEmbedding
 def item_bias(config: MTINConfig, item_ids) -> ItemBias:
     """The per-item logit bias every model adds when config.use_item_bias, under the model's λ‖·‖²."""
     return ItemBias(len(item_ids), item_ids=item_ids, regularizer=regularizer(config), name=ITEM_BIAS)
+
+
+def exposure_prior(item_ids) -> ItemBias:
+    """log q_j per item (config.exposure_prior): a non-trainable ItemBias, 0 until set_exposure_prior fills it."""
+    return ItemBias(len(item_ids), item_ids=item_ids, trainable=False, name=EXPOSURE_PRIOR)
+
+
+def set_exposure_prior(model, candidate_ids) -> None:
+    """Fill an MTIN's exposure prior with log q_j, q_j = item j's share of the impressions ``candidate_ids`` (the
+    training rows' candidates); an item never shown there counts half an impression."""
+    layer = model.get_layer(EXPOSURE_PRIOR)
+    ids, counts = np.unique(np.asarray(candidate_ids, np.int64), return_counts=True)
+    keys = layer.keys.numpy()
+    rows = np.searchsorted(keys, ids)
+    known = (rows < len(keys)) & (keys[np.minimum(rows, len(keys) - 1)] == ids)
+    counts_by_row = np.full(len(keys) + 1, 0.5)  # row 0: padding and unknown ids
+    counts_by_row[rows[known] + 1] = counts[known]
+    layer.bias.assign(np.log(counts_by_row / max(counts.sum(), 1)).astype(np.float32))
+
+
+def has_exposure_prior(model) -> bool:
+    """Whether ``model`` stores the exposure prior (config.exposure_prior)."""
+    return EXPOSURE_PRIOR in {layer.name for layer in model.layers}
 
 
 def _branch(config: MTINConfig, name: str, regularizer) -> InterestBranch:
@@ -146,6 +170,7 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     clicked_item_ids / clicked_timestamps [B, L], browsed_item_ids / browsed_timestamps [B, L] — int64, histories in
     time order, padded with 0. Outputs (dict): logit [B], click_probability [B], group_weights [B, s, s] (w_{p,g} of
     the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group); with
+    config.exposure_prior exposure_log_share [B] (log q_j of the candidate: what recommend adds to rank); with
     config.retrieval_weight > 0 also positive_rows [B, s, d] and candidate_embedding [B, d], which the retrieval
     objective scores (mtin_tf.retrieval_task).
     The model is ``candidate_scorer(user_encoder(inputs), item_id)`` on the same layers (see those functions).
@@ -163,6 +188,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
                                                name=readout_name)
     if config.use_item_bias:
         layers[ITEM_BIAS] = item_bias(config, item_ids)
+    if config.exposure_prior:
+        layers[EXPOSURE_PRIOR] = exposure_prior(item_ids)
     layers[F.OUTPUT_LOGIT] = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)
     layers[F.OUTPUT_PROBABILITY] = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)
     inputs = model_inputs(config.max_history)
@@ -171,6 +198,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     outputs = score_candidates(layers.get, encoded, inputs[F.ITEM_ID], item_bias=config.use_item_bias,
                                with_candidate=bool(config.retrieval_weight))
     outputs.update({k: encoded[k] for k in (F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT)})
+    if config.exposure_prior:  # an output, so that the layer (and log q) is part of the saved model
+        outputs[F.OUTPUT_EXPOSURE] = layers[EXPOSURE_PRIOR](inputs[F.ITEM_ID])
     if config.retrieval_weight:
         outputs[F.OUTPUT_POSITIVE_ROWS] = encoded[F.OUTPUT_POSITIVE_ROWS]
     model = tf_keras.Model(inputs, outputs, name="mtin")

@@ -6,8 +6,10 @@ query against every item's embedding x_j [d] (the item table the model owns: mti
   retrieve   score_p(j) = u_p · x_j; each row p keeps its own top k' items (TFRS's exact top-k, CatalogueTopK),
              leaving out the items to exclude (the user's clicked history, or every item clicked in training)
   merge      the s·k' retrieved items, each item once (kept with the row that scored it highest)
-  rank       MTIN's click probability of each (the candidate half of the model, mtin_tf.model.score_candidates)
-  return     the k most probable: item id, click probability, logit, the row that retrieved it and its retrieval score
+  rank       by MTIN's click probability of each (the candidate half of the model, mtin_tf.model.score_candidates),
+             times the item's share q_j of the training impressions when the model has the exposure prior
+             (config.exposure_prior): log p(click | shown) + log q_j
+  return     the k best: item id, click probability, logit, the row that retrieved it and its retrieval score
 
 k' = k (each row retrieves as many items as are asked for, so the merged pool always holds at least k items when the
 catalogue has them). A slot that cannot be filled (fewer than k items left after the exclusions) holds item id 0,
@@ -66,13 +68,15 @@ def recommender(model):
     k: int [U], items wanted per user (1 ≤ k ≤ MAX_RECOMMEND_K; the output has K = max(k) columns and a user's
       slots past its own k are empty). exclusions: int64 [U, E] item ids never to recommend (0 = none).
     Returns {item_ids int64, click_probability, logit, retrieval_score float32, interest_row int32} [U, K], best
-    first by click probability, plus the user's group_weights [U, s, s] and group_assignment [U, L]."""
-    from mtin_tf.model import ITEM_EMBEDDING, check_mtin
+    first (by click probability, or by log click probability + log q_j with the exposure prior), plus the user's
+    group_weights [U, s, s] and group_assignment [U, L]."""
+    from mtin_tf.model import EXPOSURE_PRIOR, ITEM_EMBEDDING, check_mtin, has_exposure_prior
     from mtin_tf.signatures import model_halves
 
     check_mtin(model)
     encode, score = model_halves(model)
     top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING))
+    prior = model.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(model) else None
 
     def recommend(users, k, exclusions):
         k = tf.cast(k, tf.int32)
@@ -104,8 +108,10 @@ def recommender(model):
         first = tf.concat([tf.ones([num_users, 1], tf.bool), ids[:, 1:] != ids[:, :-1]], axis=1)
         valid &= first
         ranked = score(encoded, ids)  # MTIN's logit and click probability of each pooled item [U, s·k']
-        top = tf.math.top_k(tf.where(valid, ranked[F.OUTPUT_LOGIT], -float("inf")),
-                            k=tf.minimum(depth, tf.shape(ids)[1])).indices
+        rank_by = ranked[F.OUTPUT_LOGIT]
+        if prior is not None:  # log P(click | shown) + log q_j
+            rank_by = tf.math.log_sigmoid(rank_by) + prior(ids)
+        top = tf.math.top_k(tf.where(valid, rank_by, -float("inf")), k=tf.minimum(depth, tf.shape(ids)[1])).indices
         filled = tf.gather(valid, top, batch_dims=1) & (tf.range(tf.shape(top)[1])[None] < k[:, None])
 
         def take(t, empty):

@@ -15,7 +15,7 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
-from mtin_tf.model import NEGATIVE_MEMORY, POSITIVE_MEMORY, build_mtin, compile_model
+from mtin_tf.model import NEGATIVE_MEMORY, POSITIVE_MEMORY, build_mtin, compile_model, set_exposure_prior
 from mtin_tf.pretrain import pretrain_memory, user_histories_from_arrays
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
         user_ids = np.unique(np.asarray(train_arrays[F.USER_ID]))
     with strategy.scope():
         model = builder(config, item_ids, item_features, user_ids)
+        if builder is build_mtin and config.exposure_prior:
+            set_exposure_prior(model, train_arrays[F.ITEM_ID])
         fitted = model
         if config.retrieval_weight and builder is build_mtin:  # fit on ranking + retrieval; the ranker is returned
             from mtin_tf.retrieval_task import MultiTaskTraining, impression_share

@@ -7,7 +7,7 @@ from mtin_tf import features as F
 from mtin_tf.baselines import build_din
 from mtin_tf.config import MTINConfig
 from mtin_tf.export import export_saved_model
-from mtin_tf.model import build_mtin, candidate_scorer, user_encoder
+from mtin_tf.model import build_mtin, candidate_scorer, set_exposure_prior, user_encoder
 from mtin_tf.retrieval import MAX_RECOMMEND_K
 from mtin_tf.signatures import RECOMMEND_SIGNATURE
 
@@ -40,6 +40,21 @@ def users(item_ids):
             F.BROWSED_ITEMS: browsed, F.BROWSED_TIMES: times(browsed)}
 
 
+def impressions(item_ids):
+    """Training candidates with a skewed popularity (some items shown often, four never): what the exposure prior
+    is set from."""
+    rng = np.random.default_rng(4)
+    shown = np.sort(item_ids)[4:]
+    return rng.choice(shown, 400, p=np.arange(1, len(shown) + 1) ** 2.0 / (np.arange(1, len(shown) + 1) ** 2.0).sum())
+
+
+def log_share(item_ids, candidates):
+    """log q_j of each id in ``item_ids``: its share of ``candidates``, half an impression when never shown."""
+    ids, counts = np.unique(candidates, return_counts=True)
+    count = dict(zip(ids.tolist(), counts.tolist()))
+    return {int(i): float(np.log(count.get(int(i), 0.5) / len(candidates))) for i in item_ids}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """An MTIN with trained-looking id embeddings, exported and reloaded with tf.saved_model.load."""
@@ -47,6 +62,7 @@ def exported(tmp_path_factory):
     model = build_mtin(CONFIG, *table)
     embed = model.get_layer("item_embedding")
     embed.id_embedding.assign(np.random.default_rng(3).normal(scale=0.3, size=embed.id_embedding.shape))
+    set_exposure_prior(model, impressions(table[0]))
     path = export_saved_model(model, str(tmp_path_factory.mktemp("export")), version=1)
     return table, model, tf.saved_model.load(path)
 
@@ -54,7 +70,8 @@ def exported(tmp_path_factory):
 def reference(model, item_ids, users, k):
     """The loop this module's docstring describes: each interest row's top-k of the items not clicked in the user's
     history (dot product with every item's embedding), each item once with the row that scored it highest, ranked
-    by the model's click probability."""
+    by log click probability + log q_j (the exposure prior, from the fixture's impressions)."""
+    prior = log_share(item_ids, impressions(item_ids))
     embed = model.get_layer("item_embedding")
     table, _ = embed.projected_table()  # x_j in table order: row j is item item_ids[j]
     rows = user_encoder(model)(users)
@@ -72,7 +89,8 @@ def reference(model, item_ids, users, k):
         pool = np.array(sorted(best), np.int64)
         scored = scorer({key: rows[key][u:u + 1] for key in F.OUTPUT_ROWS} | {F.CANDIDATE_IDS: pool[None]})
         probability = scored[F.OUTPUT_PROBABILITY].numpy()[0]
-        order = np.argsort(-scored[F.OUTPUT_LOGIT].numpy()[0], kind="stable")[:k[u]]  # = by probability, unsaturated
+        log_p = -np.logaddexp(0.0, -scored[F.OUTPUT_LOGIT].numpy()[0].astype(np.float64))  # log σ(logit)
+        order = np.argsort(-(log_p + np.array([prior[int(i)] for i in pool])), kind="stable")[:k[u]]
         out.append([(int(pool[i]), float(probability[i]), best[int(pool[i])][1], best[int(pool[i])][0])
                     for i in order])
     return out
@@ -100,6 +118,8 @@ def test_recommend_signature_matches_the_loop_reference(exported):
         assert (ids[u, n:] == 0).all() and (prob[u, n:] == 0).all() and (row[u, n:] == -1).all()
         assert np.isneginf(got[F.OUTPUT_LOGIT].numpy()[u, n:]).all()
     assert len(want[2]) == 36  # 40 items, 4 clicked: 36 to recommend of the 37 asked for
+    # The exposure prior changes the order: ranked by click probability alone, some user's list would differ.
+    assert any(np.any(np.diff(prob[u, :len(e)]) > 0) for u, e in enumerate(want))
     # Probabilities and logits agree with the candidate-list path of the same model.
     np.testing.assert_allclose(tf.sigmoid(got[F.OUTPUT_LOGIT]).numpy()[:, :3], prob[:, :3], atol=1e-6)
 
@@ -112,8 +132,9 @@ def test_recommend_never_returns_a_clicked_item_nor_an_item_twice(exported):
     for u, ids in enumerate(got[F.OUTPUT_ITEM_IDS].numpy()):
         assert len(set(ids.tolist())) == 20 and not set(ids.tolist()) & set(x[F.CLICKED_ITEMS][u].tolist())
         assert set(ids.tolist()) <= set(table[0].tolist())
-        prob = got[F.OUTPUT_PROBABILITY].numpy()[u]
-        assert (np.diff(prob) <= 1e-7).all()  # best first
+        prob = got[F.OUTPUT_PROBABILITY].numpy()[u].astype(np.float64)
+        prior = log_share(table[0], impressions(table[0]))
+        assert (np.diff(np.log(prob) + [prior[i] for i in ids.tolist()]) <= 1e-6).all()  # best first
 
 
 @pytest.mark.parametrize("k", [0, MAX_RECOMMEND_K + 1])
@@ -210,3 +231,24 @@ def test_the_server_warms_recommend_up_with_a_valid_request(exported):
     signature = Recording(saved.signatures[RECOMMEND_SIGNATURE])
     warm_up({RECOMMEND_SIGNATURE: signature})
     assert signature.out is not None and signature.out[F.OUTPUT_ITEM_IDS].shape == (1, 1)
+
+
+def test_exposure_prior_is_the_log_impression_share_set_at_training(tiny_planted):
+    """train_mtin fills the prior from the training candidates; the fused model outputs log q of each candidate
+    (half an impression for an item never shown, and for an unknown id)."""
+    from mtin_tf.data.canonical import read_item_features
+    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.train import train_mtin
+
+    train = read_split_arrays(tiny_planted["examples"], 6)["train"]
+    items = read_item_features(tiny_planted["items"])
+    item_ids = items.item_ids
+    config = MTINConfig(embedding_dim=4, num_masks=2, num_groups=2, max_history=6, batch_size=64, epochs=1)
+    model, _ = train_mtin(config, train, item_ids, items.features, verbose=0)
+    want = log_share(item_ids, train[F.ITEM_ID])
+    probe = {key: value[:8] for key, value in train.items() if key != F.LABEL}
+    probe[F.ITEM_ID] = np.concatenate([item_ids[:7], [10**9]])  # the last: an id the model does not know
+    got = model(probe)[F.OUTPUT_EXPOSURE].numpy()
+    np.testing.assert_allclose(got[:7], [want[int(i)] for i in item_ids[:7]], rtol=1e-6)
+    np.testing.assert_allclose(got[7], np.log(0.5 / len(train[F.ITEM_ID])), rtol=1e-6)
+    assert not model.get_layer("exposure_prior").trainable_weights  # a statistic of the data, not a parameter
