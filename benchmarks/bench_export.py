@@ -70,7 +70,7 @@ def main():
             features[start:stop] = rng.standard_normal((stop - start, args.features), dtype=np.float32)
     item_ids = rng.permutation(args.items).astype(np.int64) * 3 + 1  # unsorted, sparse raw ids
     table_bytes = args.items * args.features * 4
-    identity = dict(use_id_embedding=False, use_item_bias=False) if args.features_only else {}
+    identity = dict(use_id_embedding=False, use_item_bias=False, exposure_prior=False) if args.features_only else {}
     config = MTINConfig(embedding_dim=128, num_masks=8, num_groups=6, max_history=50, **identity)
     start = time.perf_counter()
     model = build_mtin(config, item_ids, features, np.arange(1, args.users + 1))
