@@ -160,6 +160,9 @@ def _filter_fd2() -> None:
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.close(write_end)
+            devnull = os.open(os.devnull, os.O_RDWR)  # hold no copy of stdin/stdout (a reader waits for their EOF)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
             _pump(read_end, 2)
         finally:
             os._exit(0)

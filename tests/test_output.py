@@ -71,3 +71,29 @@ def test_verbose_brings_the_third_party_lines_back(data):
     assert any(re.search(r" INFO (absl|apache_beam|root)\b", line) for line in noise), out  # absl / Beam INFO
     # TensorFlow's own C++ INFO lines (TF_CPP_MIN_LOG_LEVEL 0), e.g. "This TensorFlow binary is optimized..."
     assert any(re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: I ", line) for line in lines), out
+
+
+def test_the_fd2_filter_drops_cpp_noise_and_passes_errors_tracebacks_and_progress_bars():
+    from mtin_tf.output import _pump
+
+    noise = (b"2026-12-05 23:06:21.212557: E external/local_xla/xla/stream_executor/cuda/cuda_fft.cc:479] Unable to "
+             b"register cuFFT factory: Attempting to register factory for plugin cuFFT when one has already been "
+             b"registered\n"
+             b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+             b"W0000 00:00:1796512019.754518   23254 op_level_cost_estimator.cc:699] Error in PredictCost() for the "
+             b"op: op: \"Softmax\"\n"
+             b"I0000 00:00:1796512020.566676   23392 service.cc:145] XLA service 0x7fa8a4053280 initialized\n")
+    kept = (b"2026-12-05 23:06:22.000000: E tensorflow/core/framework/op_kernel.cc:1] OP_REQUIRES failed\n"
+            b"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: boom\n")
+    bar = b"\rbuild histories:  13%|#3        | 51/400"
+    read_end, write_end = os.pipe()
+    out_read, out_write = os.pipe()
+    os.write(write_end, noise[:40])  # a C++ line may arrive in pieces: held until its newline
+    os.write(write_end, noise[40:] + kept + bar)
+    os.close(write_end)
+    _pump(read_end, out_write)
+    os.close(out_write)
+    got = os.read(out_read, 1 << 16)
+    assert got == kept + bar, got
+    assert all(is_noise(line) for line in noise.decode().splitlines())
+    assert not any(is_noise(line) for line in (kept + bar).decode().splitlines())
