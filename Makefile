@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup_env.sh
 
+# VERBOSE=1: also print the third-party messages mtin filters (mtin --verbose).
 demo: setup
-	@$(VENV)/bin/mtin demo
+	@$(VENV)/bin/mtin $(if $(VERBOSE),--verbose )demo
 
 test: setup
 	@$(VENV)/bin/ruff check --quiet . || { echo "make test: ruff found the problems above (ruff.toml)"; exit 1; }

@@ -33,8 +33,14 @@ def _set_env() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
 def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtin", description="MTIN: multi-scale time-aware user interest network.")
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true", dest="show_all_output",
+                        help="also print third-party messages (TensorFlow, absl, Beam, TFX INFO and warnings), "
+                             "filtered by default; put it before COMMAND")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, help_text in SUBCOMMANDS:
         if name == load:
@@ -46,8 +52,19 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console entry point (argv None: sys.argv, and this process's output is set up by mtin_tf.output before
+    anything imports TensorFlow); with argv, a library call (tests, `mtin demo`'s steps) that leaves it as it is."""
     _set_env()
+    entry_point = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    while argv and argv[0] in VERBOSE_FLAGS:
+        verbose = True
+        argv.pop(0)
+    if entry_point:
+        from mtin_tf import output
+
+        output.configure(verbose=verbose)
     names = {name for name, _, _ in SUBCOMMANDS}
     command = argv[0] if argv and argv[0] in names else None
     parser = build_parser(load=command)

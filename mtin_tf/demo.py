@@ -71,6 +71,10 @@ def run_pipeline(args) -> int:
     if gap > 1e-5:
         print("mtin demo: the pushed model scores differently from the trained model")
         return 1
+    overall = result["metrics"].get("", {})
+    auc, gauc = (overall.get(key, float("nan")) for key in ("auc", "gauc"))
+    print(f"mtin demo: the TFX pipeline trained MTIN, test AUC {auc:.4f} gAUC {gauc:.4f} (oracle {oracle:.4f}); "
+          f"pushed model: {result['pushed']}")
     return 0
 
 
@@ -90,7 +94,7 @@ def score_pushed_model(model_dir: str, examples_uri: str, max_history: int):
 
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{TEST_SPLIT}", "*")))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
-    model = tf_keras.models.load_model(model_dir)
+    model = tf_keras.models.load_model(model_dir, compile=False)  # scoring only
     served = model.signatures[DEFAULT_SIGNATURE](**{EXAMPLES_INPUT: tf.constant(records)})[F.OUTPUT_PROBABILITY]
     keras = predict_probabilities(model, to_model_arrays([parse_example(r) for r in records], max_history))
     return np.asarray(served).reshape(-1), keras
@@ -104,6 +108,7 @@ def run_standalone(args) -> int:
     from mtin_tf.data.canonical import INTERACTIONS_FILE, ITEM_FEATURES_FILE
     from mtin_tf.data.examples import TEST_FILE, read_tfrecords, to_model_arrays
     from mtin_tf.metrics import auc
+    from mtin_tf.output import summary_line
     from mtin_tf.train import predict_probabilities
     from mtin_tf.train_cli import floor_report, train_and_evaluate
 
@@ -128,12 +133,12 @@ def run_standalone(args) -> int:
 
     start = time.perf_counter()
     result = train_and_evaluate(examples_dir, os.path.join(data_dir, ITEM_FEATURES_FILE), run_dir,
-                                overrides=dict(DEMO_MODEL, seed=args.seed), verbose=2)
+                                overrides=dict(DEMO_MODEL, seed=args.seed), verbose="auto")
     timings["train+evaluate+export"] = time.perf_counter() - start
 
     # The exported SavedModel alone (as a server loads it) must score the test set like the trained model.
     test = to_model_arrays(read_tfrecords(os.path.join(examples_dir, TEST_FILE)), DEMO_MODEL["max_history"])
-    reloaded = tf_keras.models.load_model(result["model_path"])
+    reloaded = tf_keras.models.load_model(result["model_path"], compile=False)
     served = predict_probabilities(reloaded, test)
     with open(os.path.join(data_dir, "summary.json")) as f:
         oracle = json.load(f)["oracle_auc"]
@@ -150,6 +155,7 @@ def run_standalone(args) -> int:
     if abs(reloaded_auc - result["test"]["auc"]) > 1e-6:
         print("mtin demo: the reloaded model scores differently from the trained model")
         return 1
+    print(summary_line("mtin demo", result))
     return 0
 
 

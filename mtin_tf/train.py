@@ -7,6 +7,7 @@ where a GPU is present (the logit and probability outputs stay float32).
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Mapping
 
 import numpy as np
@@ -43,7 +44,11 @@ def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, *, shuffle: 
 
 def fit_mtin(model, config: MTINConfig, train_ds, eval_ds=None, *, epochs=None, steps_per_epoch=None,
              validation_steps=None, log_dir=None, patience=2, verbose=1, callbacks=()):
-    """model.fit with early stopping on eval AUC (best weights restored) and optional TensorBoard logs."""
+    """model.fit with early stopping on eval AUC (best weights restored) and optional TensorBoard logs.
+
+    verbose None or "auto": Keras's progress bar within each epoch on a terminal, one line per epoch otherwise."""
+    if verbose is None or verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     cbs = list(callbacks)
     if eval_ds is not None:
         cbs.append(tf_keras.callbacks.EarlyStopping(monitor=EVAL_AUC, mode="max", patience=patience,

@@ -43,7 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--variant", default="MTIN", choices=VARIANTS)
     p.add_argument("--config", help="JSON file of MTINConfig fields")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="MTINConfig overrides (JSON values)")
-    p.add_argument("--verbose", type=int, default=2)
+    p.add_argument("--verbose", type=int, default=None,
+                   help="Keras fit verbosity (default: a progress bar on a terminal, one line per epoch otherwise)")
     p.set_defaults(func=run)
 
 
@@ -152,6 +153,7 @@ def floor_report(result: dict) -> str:
 
 def run(args) -> int:
     from mtin_tf.config import MTINConfig
+    from mtin_tf.output import summary_line
 
     try:
         overrides = MTINConfig.overrides(args.config, args.set)
@@ -162,6 +164,7 @@ def run(args) -> int:
                                 overrides=overrides, verbose=args.verbose)
     print(json.dumps(result, indent=2))
     print(floor_report(result))
+    print(summary_line("mtin train", result))
     return 0
 
 
