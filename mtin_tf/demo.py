@@ -104,8 +104,7 @@ def run_standalone(args) -> int:
     from mtin_tf.data.canonical import INTERACTIONS_FILE, ITEM_FEATURES_FILE
     from mtin_tf.data.examples import TEST_FILE, read_tfrecords, to_model_arrays
     from mtin_tf.metrics import auc
-    from mtin_tf.train import predict_probabilities
-    from mtin_tf.train_cli import floor_report, train_and_evaluate
+    from mtin_tf.train import floor_report, predict_probabilities, train_and_evaluate
 
     print("mtin demo --standalone: generate -> build -> train -> evaluate -> export -> reload and score (no TFX)",
           flush=True)

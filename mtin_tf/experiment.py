@@ -95,7 +95,8 @@ class RunSpec:
 
 def parse_runs(table: dict) -> list[RunSpec]:
     """The table's runs: its explicit ``runs`` list, or the expansion of its ``sweep``."""
-    from mtin_tf.train_cli import MODELS, VARIANTS
+    from mtin_tf.baselines import MODELS
+    from mtin_tf.config import VARIANTS
     from mtin_tf.two_tower import TWO_TOWER
 
     if "sweep" in table:
@@ -114,7 +115,7 @@ def parse_runs(table: dict) -> list[RunSpec]:
         if spec.model not in MODELS + (TWO_TOWER,):
             raise ValueError(f"run {spec.name!r}: unknown model {spec.model!r}; known: {MODELS + (TWO_TOWER,)}")
         if spec.variant not in VARIANTS:
-            raise ValueError(f"run {spec.name!r}: unknown variant {spec.variant!r}; known: {VARIANTS}")
+            raise ValueError(f"run {spec.name!r}: unknown variant {spec.variant!r}; known: {tuple(VARIANTS)}")
         runs.append(spec)
     return runs
 
