@@ -18,7 +18,7 @@ SUBCOMMANDS = (
     ("train", "mtin_tf.train_cli", "train MTIN (or a baseline) on built examples without TFX"),
     ("evaluate", "mtin_tf.train_cli:register_evaluate",
      "score an exported model on built examples: AUC, gAUC, P/R/F1@K"),
-    ("experiment", "mtin_tf.experiment", "models x datasets x seeds from a config file: tables and plots"),
+    ("experiment", "mtin_tf.experiment.cli", "models x datasets x seeds from a config file: tables and plots"),
     ("pipeline", "pipeline.cli", "the TFX pipeline: run locally, compile for Kubeflow, write the Airflow DAG"),
     ("demo", "mtin_tf.demo", "the README's main job: planted data through the local TFX pipeline to a pushed model"),
     ("serve", "serving.cli:register_serve", "serve a versioned SavedModel directory over TF Serving's gRPC API"),
