@@ -20,7 +20,7 @@ SUBCOMMANDS = (
      "score an exported model on built examples: AUC, gAUC, P/R/F1@K"),
     ("experiment", "mtin_tf.experiment.cli", "models x datasets x seeds from a config file: tables and plots"),
     ("pipeline", "pipeline.cli", "the TFX pipeline: run locally, compile for Kubeflow, write the Airflow DAG"),
-    ("demo", "mtin_tf.demo", "the README's main job: planted data through the local TFX pipeline to a pushed model"),
+    ("demo", "pipeline.demo", "the README's main job: planted data through the local TFX pipeline to a pushed model"),
     ("serve", "serving.cli:register_serve", "serve a versioned SavedModel directory over TF Serving's gRPC API"),
     ("predict", "serving.cli:register_predict", "score one user's candidates through a TF Serving gRPC endpoint"),
     ("recommend", "serving.cli:register_recommend", "top-k candidates for one user through a gRPC endpoint"),
