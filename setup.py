@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "pip>=23",
     "setuptools>=65,<75",  # builds that wheel; newer setuptools drop pkg_resources, which parts of the stack import
     "matplotlib>=3.7,<4",
+    "scikit-learn>=1.3,<1.6",  # `mtin experiment`'s adjusted Rand index (sklearn.metrics.adjusted_rand_score)
 ]
 
 EXTRAS_REQUIRE = {
@@ -42,7 +43,6 @@ EXTRAS_REQUIRE = {
         "pytest-timeout>=2.3",
         "pytest-xdist>=3.5,<4",  # make test runs the suite on every core (pytest.ini: -n auto)
         "ruff>=0.15,<0.18",  # make test lints first (ruff.toml)
-        "scikit-learn>=1.3,<1.6",
     ],
 }
 

@@ -2,6 +2,9 @@
 
 The version directory is written under a temporary name and renamed into place when complete, so a server watching
 ``<base>`` never loads a half-written model.
+
+An exported model is scored again by :func:`score_saved_model` (reloaded Keras model or the raw-tensor signature) and
+:func:`evaluate_saved_model` (the metrics of ``mtin evaluate`` on a split of ``mtin data build``).
 """
 from __future__ import annotations
 
@@ -131,3 +134,89 @@ def latest_version(base_dir: str) -> str:
     if not versions:
         raise FileNotFoundError(f"no numeric model version under {base_dir}")
     return os.path.join(base_dir, str(versions[-1]))
+
+
+# ----------------------------------------------------------------------------- scoring an exported model
+SIGNATURES = ("keras", "predict_raw")  # how score_saved_model / evaluate_saved_model call the SavedModel
+
+
+def score_saved_model(model_dir: str, arrays, *, signature: str = "keras", batch_size: int = 1024):
+    """Click probabilities [N] of an exported SavedModel on model-input arrays.
+
+    signature "keras" reloads the Keras model (tf_keras.models.load_model, needs the registered layers);
+    "predict_raw" calls the raw-tensor serving signature, as a server would (max_history from its input spec).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from mtin_tf import features as F
+    from mtin_tf.signatures import RAW_SIGNATURE
+
+    if signature == "keras":
+        import tf_keras
+
+        from mtin_tf.train import predict_probabilities
+
+        return predict_probabilities(tf_keras.models.load_model(model_dir), arrays, batch_size)
+    if signature != "predict_raw":
+        raise ValueError(f"signature must be one of {SIGNATURES}, got {signature!r}")
+    fn = tf.saved_model.load(model_dir).signatures[RAW_SIGNATURE]
+    n = len(arrays[F.LABEL])
+    scores = [fn(**{k: tf.constant(np.asarray(arrays[k][i:i + batch_size], np.int64)) for k in F.MODEL_INPUT_NAMES})
+              [F.OUTPUT_PROBABILITY].numpy().reshape(-1) for i in range(0, n, batch_size)]
+    return np.concatenate(scores) if scores else np.zeros([0], np.float32)
+
+
+def saved_model_max_history(model_dir: str) -> int:
+    """L of an exported model, read from its raw-tensor signature (no Keras reload)."""
+    import tensorflow as tf
+
+    from mtin_tf import features as F
+    from mtin_tf.signatures import RAW_SIGNATURE
+
+    spec = tf.saved_model.load(model_dir).signatures[RAW_SIGNATURE].structured_input_signature[1]
+    return int(spec[F.CLICKED_ITEMS].shape[-1])
+
+
+def evaluate_saved_model(model_dir: str, examples_dir: str, *, split: str = "test", signature: str = "keras",
+                         ks=(10, 50)) -> dict:
+    """Metrics (docs/EVALUATION.md protocol) of an exported model on DIR/<split>.tfrecord; for an MTIN on the test
+    split (signature "keras"), also Recall@K / HitRate@K of recommending from its whole catalogue, next to the
+    most-clicked-items floor (``retrieval``; mtin_tf.retrieval.catalogue_metrics)."""
+    from mtin_tf import features as F
+    from mtin_tf import metrics
+    from mtin_tf.data.examples import read_split_arrays, read_tfrecords, split_path, to_model_arrays
+
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"no SavedModel directory at {model_dir}")
+    try:
+        path = split_path(examples_dir, split)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
+    arrays = to_model_arrays(read_tfrecords(path), saved_model_max_history(model_dir))
+    if len(arrays[F.LABEL]) == 0:
+        raise ValueError(f"{path} holds no examples")
+    model = None
+    if signature == "keras":
+        import tf_keras
+
+        from mtin_tf.train import predict_probabilities
+
+        model = tf_keras.models.load_model(model_dir)
+        scores = predict_probabilities(model, arrays)
+    else:
+        scores = score_saved_model(model_dir, arrays, signature=signature)
+    result = metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], scores, ks=tuple(ks))
+    result.update(model_path=os.path.abspath(model_dir), examples=path, signature=signature,
+                  num_examples=int(len(scores)))
+    from mtin_tf.model import is_mtin
+
+    if model is not None and is_mtin(model) and split == "test":
+        from mtin_tf.floors import POPULAR
+        from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
+
+        data = read_split_arrays(examples_dir, saved_model_max_history(model_dir), splits=("train", "validation"))
+        before = [data["train"], data["validation"]]
+        result["retrieval"] = {"model": catalogue_metrics(model, before, arrays),
+                               POPULAR: popularity_floor_metrics(before, arrays)}
+    return result

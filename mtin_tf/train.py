@@ -116,3 +116,97 @@ def predict_probabilities(model, arrays, batch_size: int = 1024) -> np.ndarray:
         batch = {name: tf.constant(np.asarray(arrays[name])[rows], tf.int64) for name in F.MODEL_INPUT_NAMES}
         out[rows] = score(batch)[F.OUTPUT_PROBABILITY].numpy().reshape(-1)
     return out
+
+
+# Routing diagnostics of MTIN's branches that train_and_evaluate reports (validation, at the chosen epoch).
+ROUTING_METRICS = ("_dropped", "_groups_used", "_largest_group")
+
+
+def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", variant="MTIN", overrides=None,
+                       verbose=2) -> dict:
+    """The whole standalone run; returns the metrics dict (also written to out_dir/metrics.json).
+
+    Early stopping and the restored epoch are decided on the validation split; test is scored once, at the end.
+    """
+    import dataclasses
+    import json
+    import os
+
+    from mtin_tf import floors, metrics
+    from mtin_tf.baselines import BUILDERS, MODELS
+    from mtin_tf.data.canonical import read_item_features
+    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.export import export_saved_model
+    from mtin_tf.model import is_mtin
+    from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
+
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model {model_name!r}; known: {MODELS}")
+    config = MTINConfig.variant(variant, **(overrides or {}))
+    try:
+        data = read_split_arrays(examples_dir, config.max_history)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
+    train, validation, test = data["train"], data["validation"], data["test"]
+    items = read_item_features(items_path)
+    builder = build_mtin if model_name == "mtin" else BUILDERS[model_name]
+    os.makedirs(out_dir, exist_ok=True)
+    model, history = train_mtin(config, train, items.item_ids, items.features, eval_arrays=validation,
+                                builder=builder, log_dir=os.path.join(out_dir, "logs"), verbose=verbose)
+    curve = [float(v) for v in history.history.get(EVAL_AUC, [])]
+    blocks = {name: metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], predict_probabilities(model, arrays),
+                                    ks=(10, 50)) for name, arrays in (("validation", validation), ("test", test))}
+    floor = floors.floor_metrics(train, test, ks=(10, 50))
+    result = dict(blocks["test"])  # top level: the test metrics, as before the validation split
+    result.update(model=model_name, variant=variant if model_name == "mtin" else model_name, **blocks,
+                  floors=floor, below_floor=bool(blocks["test"]["auc"] < floors.best_floor_auc(floor)),
+                  train_examples=int(len(train[F.LABEL])), validation_examples=int(len(validation[F.LABEL])),
+                  test_examples=int(len(test[F.LABEL])), epochs_run=len(history.history["loss"]),
+                  # EarlyStopping(restore_best_weights) restores the first epoch with the best validation AUC
+                  best_epoch=int(np.argmax(curve)) + 1 if curve else len(history.history["loss"]),
+                  curves={"validation_auc": curve})
+    # Routing diagnostics at the chosen epoch (validation): share of real items dropped, groups used, largest group.
+    best = result["best_epoch"] - 1
+    result["routing"] = {k[len("val_"):]: float(v[best]) for k, v in history.history.items()
+                         if k.startswith("val_") and k.endswith(ROUTING_METRICS) and len(v) > best}
+    # Item identity fits data whose test items recur in training; cold-start data wants features only.
+    seen = float(np.isin(test[F.ITEM_ID], train[F.ITEM_ID]).mean())
+    result["test_items_seen_in_training"] = seen
+    if seen < 0.5 and (config.use_id_embedding or config.use_item_bias or config.exposure_prior):
+        result["hint"] = (f"only {seen:.0%} of the test candidates occur in training: id embeddings, item biases and "
+                          "the exposure prior cannot help here; try --set use_id_embedding=false use_item_bias=false "
+                          "exposure_prior=false")
+    if is_mtin(model):  # recommending from the whole catalogue (the recommend signature's path), next to its floor
+        result["retrieval"] = {"model": catalogue_metrics(model, [train, validation], test),
+                               floors.POPULAR: popularity_floor_metrics([train, validation], test)}
+        result["validation"].update(catalogue_metrics(model, [train], validation))
+    result["model_path"] = export_saved_model(model, os.path.join(out_dir, "model"))
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    return result
+
+
+def floor_report(result: dict) -> str:
+    """Human-readable lines: the model's validation and test AUC/gAUC next to the popularity floors' test numbers."""
+    from mtin_tf.floors import LABELS
+
+    val, test = result["validation"], result["test"]
+    lines = [f"{result['variant']}: test AUC {test['auc']:.4f} gAUC {test['gauc']:.4f} (epoch {result['best_epoch']} "
+             f"of {result['epochs_run']}, chosen on validation: AUC {val['auc']:.4f} gAUC {val['gauc']:.4f})"]
+    for name, m in result["floors"].items():
+        lines.append(f"  {LABELS[name]}: test AUC {m['auc']:.4f} gAUC {m['gauc']:.4f}")
+    if result.get("retrieval"):
+        got, floor = (result["retrieval"][key] for key in ("model", "popular"))
+        lines.append(f"  catalogue retrieval (test, {got['retrieval_users']} users): Recall@50 "
+                     f"{got['retrieval_recall@50']:.4f} HitRate@50 {got['retrieval_hit_rate@50']:.4f}; "
+                     f"{LABELS['popular']}: Recall@50 {floor['retrieval_recall@50']:.4f} "
+                     f"HitRate@50 {floor['retrieval_hit_rate@50']:.4f}")
+    for name, value in result.get("routing", {}).items():
+        lines.append(f"  routing {name}: {value:.3f} (validation)")
+    if result.get("hint"):
+        lines.append(f"  hint: {result['hint']}")
+    if result["below_floor"]:
+        lines.append("  ▽ below floor: the model's test AUC is under the best popularity floor's")
+    return "\n".join(lines)

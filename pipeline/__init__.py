@@ -12,6 +12,7 @@ Modules, one per mechanism:
 - :mod:`pipeline.metadata` — what ML Metadata recorded about the latest run (component states, timings, outputs).
 - :mod:`pipeline.runners` — local (LocalDagRunner), Kubeflow (KubeflowV2DagRunner) and Airflow (AirflowDagRunner).
 - :mod:`pipeline.cli` — ``mtin pipeline run | compile-kubeflow | airflow-dag``.
+- :mod:`pipeline.demo` — ``mtin demo``: planted data through the local pipeline (or, standalone, mtin_tf.demo).
 
 Importing this package imports nothing heavy; TensorFlow/TFX load when a submodule needs them.
 """

@@ -12,7 +12,6 @@ served from the ML Metadata cache, and rerunning after a killed run resumes it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from mtin_tf.data.history import TEST_FRACTION, VALIDATION_FRACTION
@@ -98,7 +97,7 @@ def pipeline_kwargs(args) -> dict:
 
 def run_command(args) -> int:
     from mtin_tf.data.report import BadInputError
-    from pipeline.runners.local import run_local
+    from pipeline.runners.local import run_local, run_summary
     from pipeline.validation import DataValidationError
 
     try:
@@ -108,32 +107,22 @@ def run_command(args) -> int:
     except (BadInputError, DataValidationError) as e:
         print(f"mtin pipeline: data validation stopped the run:\n{e}", file=sys.stderr)
         return 1
-    print_run_summary(dirs)
+    print_run_summary(run_summary(dirs))
     return 0
 
 
-def print_run_summary(dirs) -> dict:
-    """Print per-component state and wall time, the overall test metrics, the blessing and the pushed model."""
-    import tensorflow as tf
-
-    from pipeline.evaluation import load_metrics
-    from pipeline.metadata import component_timings, run_outputs
-    from pipeline.runners.local import latest_pushed
-
+def print_run_summary(summary: dict) -> None:
+    """Print a run's summary (pipeline.runners.local.run_summary): per-component state and wall time, the overall test
+    metrics, the blessing and the pushed model."""
     print("\n== mtin pipeline run ==")
-    for node, seconds, state in component_timings(dirs.metadata):
+    for node, seconds, state in summary["components"]:
         print(f"  {node:<22} {state:<9} {seconds:7.1f}s")
-    outputs = run_outputs(dirs.metadata)
-    metrics = load_metrics(outputs["Evaluator"]["evaluation"][0])
     print("  test metrics (overall, Evaluator):")
-    for name, value in sorted(metrics.get("", {}).items()):
+    for name, value in sorted(summary["metrics"].get("", {}).items()):
         print(f"    {name:>14}: {value:.4f}" if isinstance(value, float) else f"    {name:>14}: {value}")
-    blessed = tf.io.gfile.exists(os.path.join(outputs["Evaluator"]["blessing"][0], "BLESSED"))
-    print(f"  blessed: {blessed}")
-    pushed = latest_pushed(dirs.serving) if blessed else None
-    print(f"  pushed model: {pushed or '(none: not blessed)'}")
-    print(f"  ML Metadata: {dirs.metadata}")
-    return {"metrics": metrics, "blessed": blessed, "pushed": pushed, "outputs": outputs}
+    print(f"  blessed: {summary['blessed']}")
+    print(f"  pushed model: {summary['pushed'] or '(none: not blessed)'}")
+    print(f"  ML Metadata: {summary['metadata']}")
 
 
 def compile_kubeflow_command(args) -> int:

@@ -212,8 +212,8 @@ def test_pushed_model_has_both_signatures_with_the_serving_output_keys(run):
 
 def test_pushed_model_scores_equal_the_in_process_keras_model(run):
     from mtin_tf.data.examples import parse_example, to_model_arrays
-    from mtin_tf.demo import score_pushed_model
     from mtin_tf.signatures import RAW_SIGNATURE
+    from pipeline.demo import score_pushed_model
     from pipeline.runners.local import latest_pushed
 
     pushed = latest_pushed(run["dirs"].serving)
@@ -230,7 +230,7 @@ def test_pushed_model_scores_equal_the_in_process_keras_model(run):
 
 
 def test_tfma_metrics_match_mtin_metrics_and_the_model_is_blessed_and_pushed(run):
-    from mtin_tf.demo import score_pushed_model
+    from pipeline.demo import score_pushed_model
     from pipeline.evaluation import load_metrics
     from pipeline.runners.local import latest_pushed
 

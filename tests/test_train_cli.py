@@ -7,8 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
+from mtin_tf.baselines import MODELS
 from mtin_tf.cli import main as mtin
-from mtin_tf.train_cli import MODELS, evaluate_saved_model, train_and_evaluate
+from mtin_tf.export import evaluate_saved_model
+from mtin_tf.train import train_and_evaluate
 
 
 def test_model_choices_cover_mtin_and_every_baseline():
@@ -31,16 +33,20 @@ def test_evaluate_exported_model_matches_in_process_scoring(tiny_planted, tiny_b
             assert evaluated[key] == pytest.approx(result[key], abs=1e-6), (signature, key)
 
 
-def test_train_cli_accepts_a_baseline_and_evaluate_reports_clear_errors(tiny_planted, tiny_base, tmp_path):
+def test_train_cli_accepts_a_baseline_and_evaluate_reports_clear_errors(tiny_planted, tiny_base, tmp_path, capsys):
     sets = [f"{k}={v}" for k, v in tiny_base.items()]
     assert mtin(["train", "--examples", tiny_planted["examples"], "--items", tiny_planted["items"], "--out",
                  str(tmp_path / "bpr"), "--model", "bpr", "--verbose", "0", "--set", *sets]) == 0
     metrics = json.load(open(tmp_path / "bpr" / "metrics.json"))
     assert metrics["model"] == "bpr" and 0.0 <= metrics["auc"] <= 1.0
-    with pytest.raises(SystemExit, match="no SavedModel directory"):
+    with pytest.raises(ValueError, match="no SavedModel directory"):
         evaluate_saved_model(str(tmp_path / "missing"), tiny_planted["examples"])
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         evaluate_saved_model(metrics["model_path"], str(tmp_path))
+    # the CLI answers the library's ValueError with its message and exit code 1
+    capsys.readouterr()
+    assert mtin(["evaluate", "--model-dir", str(tmp_path / "missing"), "--examples", tiny_planted["examples"]]) == 1
+    assert f"mtin evaluate: no SavedModel directory at {tmp_path / 'missing'}" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown model"):
         train_and_evaluate(tiny_planted["examples"], tiny_planted["items"], str(tmp_path / "x"), model_name="svm")
 
@@ -137,12 +143,17 @@ def _tensorboard_scalars(log_dir):
     return {run: {tag: [v for _, v in sorted(values)] for tag, values in tags.items()} for run, tags in out.items()}
 
 
-def test_train_on_examples_built_before_the_validation_split_asks_to_rebuild(tiny_planted, tiny_base, tmp_path):
+def test_train_on_examples_built_before_the_validation_split_asks_to_rebuild(tiny_planted, tiny_base, tmp_path,
+                                                                               capsys):
     from mtin_tf.data.examples import TEST_FILE, TRAIN_FILE
 
     old = tmp_path / "old"
     old.mkdir()
     for name in (TRAIN_FILE, TEST_FILE):
         shutil.copy(os.path.join(tiny_planted["examples"], name), old / name)
-    with pytest.raises(SystemExit, match="re-run `mtin data build`"):
+    with pytest.raises(ValueError, match="re-run `mtin data build`"):
         train_and_evaluate(str(old), tiny_planted["items"], str(tmp_path / "out"), overrides=tiny_base, verbose=0)
+    sets = [f"{k}={v}" for k, v in tiny_base.items()]
+    assert mtin(["train", "--examples", str(old), "--items", tiny_planted["items"], "--out", str(tmp_path / "out"),
+                 "--verbose", "0", "--set", *sets]) == 1
+    assert "mtin train: " in (err := capsys.readouterr().err) and "re-run `mtin data build`" in err

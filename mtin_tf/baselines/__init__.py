@@ -2,19 +2,28 @@
 
 Every builder has build_mtin's signature ``(config, item_ids, item_features, user_ids=None, *, compile=True)``,
 returns {logit, click_probability} and trains with mtin_tf.train.train_mtin(builder=...). BUILDERS maps the
-``--model`` names of ``mtin train`` / ``mtin experiment`` to them.
+``--model`` names of ``mtin train`` / ``mtin experiment`` to them; MODELS is every such name, MTIN's first.
+The builders (and TensorFlow) load when BUILDERS or a builder is first used, so that MODELS alone stays light
+(``mtin train --help``).
 """
-from mtin_tf.baselines.alpine import build_alpine
-from mtin_tf.baselines.atrank import build_atrank
-from mtin_tf.baselines.bpr import build_bpr
-from mtin_tf.baselines.din import build_din
-from mtin_tf.baselines.mind import build_mind
-from mtin_tf.baselines.ncf import build_ncf
-from mtin_tf.baselines.sequence import build_cnn, build_lstm
-from mtin_tf.baselines.thacil import build_thacil
+import importlib as _importlib
 
-BUILDERS = {"bpr": build_bpr, "lstm": build_lstm, "cnn": build_cnn, "ncf": build_ncf, "atrank": build_atrank,
-            "din": build_din, "mind": build_mind, "thacil": build_thacil, "alpine": build_alpine}
+# --model name -> (module of mtin_tf.baselines, its builder)
+_BUILDERS = {"bpr": ("bpr", "build_bpr"), "lstm": ("sequence", "build_lstm"), "cnn": ("sequence", "build_cnn"),
+             "ncf": ("ncf", "build_ncf"), "atrank": ("atrank", "build_atrank"), "din": ("din", "build_din"),
+             "mind": ("mind", "build_mind"), "thacil": ("thacil", "build_thacil"),
+             "alpine": ("alpine", "build_alpine")}
+MODELS = ("mtin", *_BUILDERS)  # the models mtin_tf.train.train_and_evaluate trains: MTIN (build_mtin), the baselines
 
-__all__ = ["BUILDERS", "build_alpine", "build_atrank", "build_bpr", "build_cnn", "build_din", "build_lstm",
-           "build_mind", "build_ncf", "build_thacil"]
+__all__ = sorted(["BUILDERS", "MODELS", *(function for _, function in _BUILDERS.values())])
+
+
+def __getattr__(name):
+    if name == "BUILDERS":
+        builders = {key: __getattr__(function) for key, (_, function) in _BUILDERS.items()}
+        globals()["BUILDERS"] = builders  # one dict from now on
+        return builders
+    for module, function in _BUILDERS.values():
+        if function == name:
+            return getattr(_importlib.import_module(f"mtin_tf.baselines.{module}"), function)
+    raise AttributeError(f"module 'mtin_tf.baselines' has no attribute {name!r}")

@@ -169,9 +169,7 @@ def run_generate(args) -> int:
                          feature_dim=args.feature_dim, interactions_per_user=args.interactions_per_user,
                          total_interactions=args.total_interactions, seed=args.seed,
                          false_positive_rate=args.false_positive_rate, progress=True)
-    print(f"wrote {s.num_interactions} interactions to {s.interactions_path}; click rate {s.click_rate:.3f}, "
-          f"false-positive share of clicks {s.false_positive_share:.3f}, oracle AUC {s.oracle_auc:.4f}")
-    print(f"summary: {os.path.join(args.out, planted.SUMMARY_FILE)}")
+    print(s.describe())
     return 0
 
 

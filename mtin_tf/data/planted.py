@@ -62,6 +62,12 @@ class PlantedSummary:
     oracle_auc: float
     settings: dict
 
+    def describe(self) -> str:
+        """What was written, as `mtin data generate` prints it."""
+        return (f"wrote {self.num_interactions} interactions to {self.interactions_path}; click rate "
+                f"{self.click_rate:.3f}, false-positive share of clicks {self.false_positive_share:.3f}, oracle AUC "
+                f"{self.oracle_auc:.4f}\nsummary: {os.path.join(self.out_dir, SUMMARY_FILE)}")
+
 
 def _group_cumsum(x: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Cumulative sum along axis 0 restarting at each group (groups are contiguous, given by starts/counts)."""

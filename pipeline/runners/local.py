@@ -78,3 +78,19 @@ def latest_pushed(serving_dir: str) -> Optional[str]:
         return latest_version(serving_dir)
     except FileNotFoundError:
         return None
+
+
+def run_summary(dirs: RunDirs) -> dict:
+    """What ML Metadata recorded about the latest run in ``dirs``: ``components`` [(node, seconds, state)], the
+    Evaluator's ``metrics`` (pipeline.evaluation.load_metrics), ``blessed``, the ``pushed`` model directory (None when
+    not blessed), every component's ``outputs`` (pipeline.metadata.run_outputs) and the ``metadata`` path."""
+    import tensorflow as tf
+
+    from pipeline.evaluation import load_metrics
+    from pipeline.metadata import component_timings, run_outputs
+
+    outputs = run_outputs(dirs.metadata)
+    blessed = tf.io.gfile.exists(os.path.join(outputs["Evaluator"]["blessing"][0], "BLESSED"))
+    return {"components": component_timings(dirs.metadata),
+            "metrics": load_metrics(outputs["Evaluator"]["evaluation"][0]), "blessed": blessed,
+            "pushed": latest_pushed(dirs.serving) if blessed else None, "outputs": outputs, "metadata": dirs.metadata}

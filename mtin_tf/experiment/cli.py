@@ -1,0 +1,27 @@
+"""``mtin experiment``: parse the arguments, run the experiment (mtin_tf.experiment.runner), print results.md."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from mtin_tf import experiment
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("experiment", help="models x datasets x seeds from a config file: tables and plots",
+                              description=experiment.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="experiment config (JSON)")
+    p.add_argument("--out", help="results directory (overrides the config's out)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these tables (by name)")
+    p.add_argument("--datasets", nargs="*", default=None, help="run only these datasets")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mtin_tf.experiment.runner import load_config, run_experiment
+
+    config = load_config(args.config, args.out)
+    run_experiment(config, only=args.only, datasets=args.datasets)
+    with open(os.path.join(config["out"], "results.md")) as f:
+        print(f.read())
+    return 0

@@ -1,0 +1,283 @@
+"""Running `mtin experiment`: the config (tables of runs, sweeps, datasets), the datasets' splits, training one run
+(MTIN, a baseline or the two-tower) on one dataset with one seed, and the grid of every planned cell, each distinct run
+trained once and cached as OUT/runs/<key>.json (RunSpec.key), the popularity floors as OUT/floors/<dataset>.json."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from mtin_tf.experiment.analysis import group_recovery, truth_click_probabilities, user_group_attention
+from mtin_tf.experiment.report import write_results
+
+PROTOCOL = "train/validation/test"  # part of every run's cache key: runs early-stopped on test are never reused
+
+
+# ----------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One trained model: what to build and with which MTINConfig overrides."""
+    name: str
+    model: str = "mtin"
+    variant: str = "MTIN"
+    overrides: tuple = ()  # sorted (key, value) pairs
+
+    def config(self, base: dict, seed: int):
+        """The run's MTINConfig: the variant's preset, then ``base``, then the run's overrides, then the seed."""
+        from mtin_tf.config import MTINConfig
+
+        return MTINConfig.variant(self.variant, **{**base, **dict(self.overrides), "seed": seed})
+
+    def key(self, base: dict, dataset: str, seed: int) -> str:
+        """Stable id of (model, full config, dataset): runs that train the same thing share one training."""
+        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset, PROTOCOL],
+                             sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def parse_runs(table: dict) -> list[RunSpec]:
+    """The table's runs: its explicit ``runs`` list, or the expansion of its ``sweep``."""
+    from mtin_tf.baselines import MODELS
+    from mtin_tf.config import VARIANTS
+    from mtin_tf.two_tower import TWO_TOWER
+
+    if "sweep" in table:
+        sweep = table["sweep"]
+        base_run = sweep.get("run", {})
+        raw = [{**base_run, "name": f"{sweep.get('label', sweep['field'])}={v}",
+                "set": {**base_run.get("set", {}), sweep["field"]: v}} for v in sweep["values"]]
+    else:
+        raw = table.get("runs", [])
+    if not raw:
+        raise ValueError(f"table {table.get('name')!r} has no runs")
+    runs = []
+    for r in raw:
+        spec = RunSpec(r["name"], r.get("model", "mtin"), r.get("variant", "MTIN"),
+                       tuple(sorted(r.get("set", {}).items())))
+        if spec.model not in MODELS + (TWO_TOWER,):
+            raise ValueError(f"run {spec.name!r}: unknown model {spec.model!r}; known: {MODELS + (TWO_TOWER,)}")
+        if spec.variant not in VARIANTS:
+            raise ValueError(f"run {spec.name!r}: unknown variant {spec.variant!r}; known: {tuple(VARIANTS)}")
+        runs.append(spec)
+    return runs
+
+
+def load_config(path: str, out: str | None = None) -> dict:
+    """Read and check the experiment config; returns it with ``out`` resolved and each table's runs parsed."""
+    with open(path) as f:
+        config = json.load(f)
+    for key in ("datasets", "tables"):
+        if not config.get(key):
+            raise ValueError(f"{path}: the experiment config needs a non-empty {key!r}")
+    config["out"] = out or config.get("out") or "runs/experiments"
+    config.setdefault("seeds", [0])
+    config.setdefault("base", {})
+    for table in config["tables"]:
+        table["parsed_runs"] = parse_runs(table)
+        table.setdefault("datasets", list(config["datasets"]))
+        unknown = set(table["datasets"]) - set(config["datasets"])
+        if unknown:
+            raise ValueError(f"table {table['name']!r} names unknown datasets {sorted(unknown)}")
+    return config
+
+
+# ----------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    train: dict
+    validation: dict
+    test: dict
+    item_ids: np.ndarray
+    item_features: np.ndarray
+    item_cluster: dict | None = None  # planted: item id -> true cluster
+    oracle_auc: float | None = None  # planted: AUC of the true p_click on the test rows
+
+
+def load_dataset(name: str, spec: dict, max_history: int) -> Dataset:
+    """Train/validation/test model arrays of a built dataset (+ ground truth and oracle AUC when ``planted`` is
+    given)."""
+    from mtin_tf import features as F
+    from mtin_tf.data.canonical import read_item_features
+    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.metrics import auc
+
+    try:
+        arrays = read_split_arrays(spec["examples"], max_history)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"dataset {name!r}: {e}") from None
+    items = read_item_features(spec["items"])
+    ds = Dataset(name, arrays["train"], arrays["validation"], arrays["test"], items.item_ids, items.features)
+    if spec.get("planted"):
+        from mtin_tf.data.planted import GROUND_TRUTH_FILE
+
+        truth = np.load(os.path.join(spec["planted"], GROUND_TRUTH_FILE))
+        ds.item_cluster = truth["item_cluster"]  # item id i at row i - 1
+        ds.oracle_auc = auc(ds.test[F.LABEL], truth_click_probabilities(spec["planted"], ds.test))
+    return ds
+
+
+# ----------------------------------------------------------------------------- training one run
+def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: int = 2) -> dict:
+    """Train one model on one dataset with one seed (early stopping on validation); returns a result row (test
+    metrics, ``validation`` metrics, validation-AUC curve and chosen epoch, timings, ARI)."""
+    from mtin_tf import features as F
+    from mtin_tf import metrics
+    from mtin_tf.baselines import BUILDERS
+    from mtin_tf.model import POSITIVE_BRANCH, build_mtin
+    from mtin_tf.train import EVAL_AUC, make_dataset, predict_probabilities, train_mtin
+    from mtin_tf.two_tower import TWO_TOWER
+
+    config = spec.config(base, seed)
+    if spec.model == TWO_TOWER:
+        return train_two_tower_run(spec, ds, config, patience=patience)
+    builder = build_mtin if spec.model == "mtin" else BUILDERS[spec.model]
+    start = time.perf_counter()
+    model, history = train_mtin(config, ds.train, ds.item_ids, ds.item_features, eval_arrays=ds.validation,
+                                builder=builder, verbose=0, patience=patience)
+    seconds = time.perf_counter() - start
+    curve = [float(v) for v in history.history.get(EVAL_AUC, [])]
+    validation = predict_probabilities(model, ds.validation)
+    out = model.predict(make_dataset(ds.test, 1024), verbose=0)
+    scores = np.asarray(out[F.OUTPUT_PROBABILITY]).reshape(-1)
+    row = {"run": spec.name, "model": spec.model, "variant": spec.variant if spec.model == "mtin" else spec.model,
+           "overrides": dict(spec.overrides), "dataset": ds.name, "seed": seed,
+           **metrics.summary(ds.test[F.USER_ID], ds.test[F.LABEL], scores, ks=(10, 50)),
+           "validation": metrics.summary(ds.validation[F.USER_ID], ds.validation[F.LABEL], validation, ks=(10, 50)),
+           "epochs_run": len(history.history["loss"]), "best_epoch": int(np.argmax(curve)) + 1 if curve else None,
+           "train_seconds": round(seconds, 1),
+           "curves": {"loss": [float(v) for v in history.history["loss"]], "validation_auc": curve}}
+    if ds.oracle_auc is not None:
+        row["oracle_auc"] = ds.oracle_auc
+    if spec.model == "mtin":  # recommending from the whole catalogue (the recommend signature's path)
+        from mtin_tf.retrieval import catalogue_metrics
+
+        row.update(catalogue_metrics(model, [ds.train, ds.validation], ds.test))
+        row["validation"].update(catalogue_metrics(model, [ds.train], ds.validation))
+    dropped = history.history.get(f"val_{POSITIVE_BRANCH}_dropped")
+    if dropped and row["best_epoch"]:  # share of the real clicked items routing left out, at the chosen epoch
+        row["dropped"] = float(dropped[row["best_epoch"] - 1])
+    if F.OUTPUT_GROUP_ASSIGNMENT in out and ds.item_cluster is not None and config.use_routing:
+        row.update(group_recovery(ds.test[F.USER_ID], ds.test[F.CLICKED_ITEMS], np.asarray(
+            out[F.OUTPUT_GROUP_ASSIGNMENT]), ds.item_cluster, seed=seed))
+    if F.OUTPUT_GROUP_WEIGHTS in out and config.use_routing:
+        users, attention = user_group_attention(ds.test[F.USER_ID], out[F.OUTPUT_GROUP_WEIGHTS])
+        row["group_attention"] = {"users": users.tolist(), "weights": attention.round(5).tolist()}
+    return row
+
+
+def train_two_tower_run(spec: RunSpec, ds: Dataset, config, *, patience: int = 2) -> dict:
+    """The result row of a two-tower run (mtin_tf.two_tower): test catalogue retrieval (the queries and exclusions of
+    MTIN's rows), ``validation`` Recall@50 at the restored epoch, the per-epoch curves, timings; no click metrics."""
+    from mtin_tf.two_tower import EPOCH_LOSS, VALIDATION_METRIC, train_two_tower, two_tower_catalogue_metrics
+
+    start = time.perf_counter()
+    model, history = train_two_tower(config, ds.train, ds.item_ids, ds.item_features, validation_arrays=ds.validation,
+                                     patience=patience)
+    seconds = time.perf_counter() - start
+    curve = [float(v) for v in history.history[VALIDATION_METRIC]]
+    best = int(np.argmax(curve))
+    return {"run": spec.name, "model": spec.model, "variant": spec.model, "overrides": dict(spec.overrides),
+            "dataset": ds.name, "seed": config.seed,
+            **two_tower_catalogue_metrics(model, [ds.train, ds.validation], ds.test),
+            "validation": {VALIDATION_METRIC[len("val_"):]: curve[best]},
+            "epochs_run": len(curve), "best_epoch": best + 1, "train_seconds": round(seconds, 1),
+            "curves": {"loss": [float(v) for v in history.history[EPOCH_LOSS]], "validation_auc": [],
+                       VALIDATION_METRIC: curve}}
+
+
+# ----------------------------------------------------------------------------- running the grid
+def base_for(config: dict, dataset: str) -> dict:
+    """The MTINConfig fields every run on ``dataset`` starts from: the config's "base", then the dataset's "set"."""
+    return {**config["base"], **config["datasets"][dataset].get("set", {})}
+
+
+def planned_runs(config: dict, only=None, datasets=None) -> list[tuple[dict, RunSpec, str, int]]:
+    """(table, run, dataset, seed) for every cell of the selected tables and datasets: table by table, and inside a
+    table dataset by dataset (so a whole dataset's comparison finishes first)."""
+    cells = []
+    for table in config["tables"]:
+        if only and table["name"] not in only:
+            continue
+        for dataset in table["datasets"]:
+            if datasets and dataset not in datasets:
+                continue
+            for spec in table["parsed_runs"]:
+                for seed in table.get("seeds", config["seeds"]):
+                    cells.append((table, spec, dataset, seed))
+    return cells
+
+
+def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
+    """Train every planned cell (each distinct run once, cached in OUT/runs), then write tables and plots.
+
+    Returns the result rows (one per table × run × dataset × seed).
+    """
+    from tqdm.auto import tqdm
+
+    out = config["out"]
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    base = config["base"]
+    max_history = base.get("max_history")
+    if max_history is None:
+        from mtin_tf.features import DEFAULT_MAX_HISTORY as max_history
+    loaded: dict[str, Dataset] = {}
+    rows = []
+    cells = planned_runs(config, only, datasets)
+    floors = {}
+    for dataset in dict.fromkeys(cell[2] for cell in cells):
+        floors[dataset] = dataset_floors(config, dataset, loaded, max_history)
+    bar = tqdm(cells, desc="mtin experiment", unit="run")
+    for table, spec, dataset, seed in bar:
+        dataset_base = base_for(config, dataset)
+        key = spec.key(dataset_base, dataset, seed)
+        cache = os.path.join(out, "runs", f"{key}.json")
+        bar.set_postfix_str(f"{table['name']}: {spec.name} on {dataset}, seed {seed}")
+        result = None
+        if os.path.exists(cache):
+            with open(cache) as f:
+                result = json.load(f)
+            if result["model"] == "mtin" and "retrieval_recall@50" not in result:
+                result = None  # cached before catalogue retrieval was scored: train again
+        if result is None:
+            if dataset not in loaded:
+                loaded[dataset] = load_dataset(dataset, config["datasets"][dataset], max_history)
+            result = train_run(spec, loaded[dataset], dataset_base, seed, patience=config.get("patience", 2))
+            with open(cache, "w") as f:
+                json.dump(result, f)
+            scores = " ".join(f"{label} {result[m]:.4f}" for m, label in (("auc", "AUC"), ("gauc", "gAUC"),
+                                                                           ("retrieval_recall@50", "Recall@50"))
+                              if m in result)
+            bar.write(f"{spec.name:>12} | {dataset} | seed {seed}: {scores} ({result['epochs_run']} epochs, "
+                      f"{result['train_seconds']:.0f} s)")
+        rows.append({**result, "run": spec.name, "table": table["name"], "key": key})
+    write_results(config, rows, floors)
+    return rows
+
+
+def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int) -> dict:
+    """{floor name: test metrics} of one dataset's popularity floors (fitted on its training rows), cached in
+    OUT/floors/<dataset>.json for the same examples directory; loads the dataset into ``loaded`` when needed."""
+    from mtin_tf.floors import POPULAR, floor_metrics
+    from mtin_tf.retrieval import popularity_floor_metrics
+
+    spec = config["datasets"][dataset]
+    path = os.path.join(config["out"], "floors", f"{dataset}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if cached["examples"] == os.path.abspath(spec["examples"]) and POPULAR in cached["floors"]:
+            return cached["floors"]
+    if dataset not in loaded:
+        loaded[dataset] = load_dataset(dataset, spec, max_history)
+    ds = loaded[dataset]
+    result = floor_metrics(ds.train, ds.test, ks=(10, 50))
+    result[POPULAR] = popularity_floor_metrics([ds.train, ds.validation], ds.test)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"examples": os.path.abspath(spec["examples"]), "floors": result}, f, indent=1)
+    return result
