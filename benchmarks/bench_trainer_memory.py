@@ -1,14 +1,15 @@
 """Peak memory of the TFX Trainer's run_fn at two training-data sizes: does it grow with the number of rows?
 
 Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_trainer_memory.py [--rows 100000 200000]
-       [--users 2000] [--items 1000] [--max-history 50] [--old-code /work/main] [--out DIR]
+       [--users 2000] [--items 1000] [--max-history 50] [--old-code DIR] [--parallel] [--out DIR]
 
 Builds one fixture per size in --out (default: a temporary directory): a real Transform output (tft_beam analysis of
 one raw example per user with the pipeline's preprocessing_fn: the user and item vocabularies, the transformed feature
 spec), gzipped transformed TFRecords with --rows training rows (and a tenth of that as validation) over the same
 --users users and --items items, and the item-feature examples. Then runs ``pipeline.trainer.run_fn`` on each size in
 a fresh child process (FnArgs as TFX builds them) and reads the child's peak RSS from os.wait4 (ru_maxrss). With
---old-code ROOT it also runs the run_fn of the checkout at ROOT (e.g. the in-memory run_fn of main) on the same data.
+--old-code ROOT it also runs the run_fn of the source tree at ROOT on the same data (e.g. the in-memory run_fn before
+streaming: ``git archive f9f0242 | tar -x -C /tmp/mtin_base``). --parallel starts all children at once.
 Every run trains one epoch over the whole split (no train_steps), so both code paths do the same work.
 
 Prints one JSON line per run and a summary line with, per code path, the peak RSS at each size and the ratio of the
@@ -139,19 +140,23 @@ def run_child(fixture: dict, work: str, *, train_steps=None, eval_steps=None, sh
         return json.load(f)
 
 
-def measure(code_root: str, fixture_file: str, work: str) -> dict:
-    """run_fn of ``code_root`` in a child process; its peak RSS (os.wait4) and wall time."""
+def start(code_root: str, fixture_file: str, work: str):
+    """run_fn of ``code_root`` in a child process (started, not waited for): (process, start time)."""
     env = dict(os.environ, PYTHONPATH=code_root, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    start = time.time()
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", fixture_file, "--work", work],
                              env=env, cwd=code_root, stdout=subprocess.PIPE)
+    return child, time.time()
+
+
+def finish(child, started: float, code_root: str) -> dict:
+    """Wait for a child of :func:`start`: its peak RSS (os.wait4's ru_maxrss), wall time and training.json counts."""
     stdout = child.stdout.read().decode()
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         raise RuntimeError(f"run_fn of {code_root} failed ({child.returncode})")
     record = json.loads(stdout.strip().splitlines()[-1])
-    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(time.time() - start, 1), **record}
+    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(time.time() - started, 1), **record}
 
 
 def main(argv=None) -> None:
@@ -161,6 +166,7 @@ def main(argv=None) -> None:
     p.add_argument("--items", type=int, default=1000)
     p.add_argument("--max-history", type=int, default=50)
     p.add_argument("--old-code", default=None, help="also run the run_fn of this checkout (e.g. /work/main)")
+    p.add_argument("--parallel", action="store_true", help="run the children at the same time")
     p.add_argument("--out", default=None, help="fixture directory (default: a temporary one)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
@@ -175,6 +181,7 @@ def main(argv=None) -> None:
     out = args.out or tempfile.mkdtemp(prefix="bench_trainer_memory_")
     codes = {"streaming": REPO} | ({"in_memory": os.path.abspath(args.old_code)} if args.old_code else {})
     peaks = {name: {} for name in codes}
+    runs = []
     for rows in args.rows:
         base = os.path.join(out, f"rows_{rows}")
         fixture_file = os.path.join(base, "fixture.json")
@@ -184,9 +191,17 @@ def main(argv=None) -> None:
             with open(fixture_file, "w") as f:
                 json.dump(fixture, f)
         for name, root in codes.items():
-            result = measure(root, fixture_file, os.path.join(base, f"run_{name}"))
-            peaks[name][rows] = result["peak_rss_mb"]
-            print(json.dumps({"code": name, "rows": rows, **result}), flush=True)
+            runs.append((name, rows, root, fixture_file, os.path.join(base, f"run_{name}")))
+    started = []  # --parallel: all children at once (peak RSS is per process; only the wall times suffer)
+    for name, rows, root, fixture_file, work in runs:
+        started.append((name, rows, root, start(root, fixture_file, work)))
+        if not args.parallel:
+            started[-1] = (name, rows, root, finish(*started[-1][3], root))
+    for name, rows, root, result in started:
+        if args.parallel:
+            result = finish(*result, root)
+        peaks[name][rows] = result["peak_rss_mb"]
+        print(json.dumps({"code": name, "rows": rows, **result}), flush=True)
     small, large = args.rows
     print(json.dumps({"summary": {name: {"peak_rss_mb": {str(small): v[small], str(large): v[large]},
                                          "ratio": round(v[large] / v[small], 3),
