@@ -77,17 +77,19 @@ def exposure_prior(item_ids) -> ItemBias:
     return ItemBias(len(item_ids), item_ids=item_ids, trainable=False, name=EXPOSURE_PRIOR)
 
 
-def set_exposure_prior(model, candidate_ids) -> None:
-    """Fill an MTIN's exposure prior with log q_j, q_j = item j's share of the impressions ``candidate_ids`` (the
-    training rows' candidates); an item never shown there counts half an impression."""
+def set_exposure_prior(model, candidate_ids, share) -> None:
+    """Fill an MTIN's exposure prior with log q_j: ``candidate_ids`` int [M] the distinct training candidates and
+    ``share`` [M] each one's share of the training impressions (mtin_tf.retrieval_task.impression_share); an item
+    absent from them (never shown in training, or unknown) gets half the smallest share."""
     layer = model.get_layer(EXPOSURE_PRIOR)
-    ids, counts = np.unique(np.asarray(candidate_ids, np.int64), return_counts=True)
+    ids, share = np.asarray(candidate_ids, np.int64), np.asarray(share, np.float64)
     keys = layer.keys.numpy()
-    rows = np.searchsorted(keys, ids)
-    known = (rows < len(keys)) & (keys[np.minimum(rows, len(keys) - 1)] == ids)
-    counts_by_row = np.full(len(keys) + 1, 0.5)  # row 0: padding and unknown ids
-    counts_by_row[rows[known] + 1] = counts[known]
-    layer.bias.assign(np.log(counts_by_row / max(counts.sum(), 1)).astype(np.float32))
+    rows = np.minimum(np.searchsorted(keys, ids), max(len(keys) - 1, 0))
+    known = (keys[rows] == ids) if len(keys) else np.zeros(len(ids), bool)
+    unseen = 0.5 * share.min() if len(share) else 1.0
+    prior = np.full(len(keys) + 1, unseen)  # row 0: padding and unknown ids
+    prior[rows[known] + 1] = share[known]
+    layer.bias.assign(np.log(prior).astype(np.float32))
 
 
 def has_exposure_prior(model) -> bool:

@@ -59,6 +59,42 @@ def fit_mtin(model, config: MTINConfig, train_ds, eval_ds=None, *, epochs=None, 
                      steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, verbose=verbose)
 
 
+def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, history_arrays, candidate_share, *,
+                       strategy=None, builder=build_mtin):
+    """train_mtin's steps before fit, shared with the TFX Trainer's streaming run_fn: the precision policy, the seed,
+    the model built under the strategy (wrapped for the retrieval task when config.retrieval_weight > 0) and MTIN's
+    memories pretrained (unless MTIN-P). Returns (model, model to fit, strategy).
+
+    history_arrays: model-input arrays whose rows hold the users' histories for memory pretraining — all training rows
+    (train_mtin), or each user's latest training row (pipeline.trainer, streaming). candidate_share: a callable
+    returning (candidate ids, impression share) of the training candidates, called for the retrieval task and the
+    exposure prior.
+    """
+    if config.mixed_precision:
+        if tf.config.list_logical_devices("GPU"):
+            tf_keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            log.warning("mixed_precision requested but no GPU is visible: training in float32")
+    tf_keras.utils.set_random_seed(config.seed)
+    strategy = strategy or select_strategy()
+    with strategy.scope():
+        model = builder(config, item_ids, item_features, user_ids)
+        if builder is build_mtin and config.exposure_prior:
+            set_exposure_prior(model, *candidate_share())
+        fitted = model
+        if config.retrieval_weight and builder is build_mtin:  # fit on ranking + retrieval; the ranker is returned
+            from mtin_tf.retrieval_task import MultiTaskTraining
+
+            fitted = compile_model(MultiTaskTraining(model, config.retrieval_weight,
+                                                     *candidate_share()), config)
+    if config.pretrain_memory and builder is build_mtin:
+        for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
+            n = pretrain_memory(model, user_histories_from_arrays(history_arrays, key, times_key), memory_layer=layer,
+                                seed=config.seed)
+            log.info("pretrained %s for %d users", layer, n)
+    return model, fitted, strategy
+
+
 def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eval_arrays=None, user_ids=None,
                strategy=None, log_dir=None, verbose=1, patience=2, builder=build_mtin, callbacks=()):
     """Build the model under the strategy, pretrain MTIN's memories (unless MTIN-P), and fit. Returns (model, history).
@@ -68,30 +104,16 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
     builder with the same signature (its memories are pretrained only if it has MTIN's memory layers).
     callbacks: extra tf_keras callbacks for fit (e.g. progress reporting).
     """
-    if config.mixed_precision:
-        if tf.config.list_logical_devices("GPU"):
-            tf_keras.mixed_precision.set_global_policy("mixed_float16")
-        else:
-            log.warning("mixed_precision requested but no GPU is visible: training in float32")
-    tf_keras.utils.set_random_seed(config.seed)
-    strategy = strategy or select_strategy()
     if user_ids is None:
         user_ids = np.unique(np.asarray(train_arrays[F.USER_ID]))
-    with strategy.scope():
-        model = builder(config, item_ids, item_features, user_ids)
-        if builder is build_mtin and config.exposure_prior:
-            set_exposure_prior(model, train_arrays[F.ITEM_ID])
-        fitted = model
-        if config.retrieval_weight and builder is build_mtin:  # fit on ranking + retrieval; the ranker is returned
-            from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
 
-            fitted = compile_model(MultiTaskTraining(model, config.retrieval_weight,
-                                                     *impression_share(train_arrays[F.ITEM_ID])), config)
-    if config.pretrain_memory and builder is build_mtin:
-        for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
-            n = pretrain_memory(model, user_histories_from_arrays(train_arrays, key, times_key), memory_layer=layer,
-                                seed=config.seed)
-            log.info("pretrained %s for %d users", layer, n)
+    def candidate_share():
+        from mtin_tf.retrieval_task import impression_share
+
+        return impression_share(train_arrays[F.ITEM_ID])
+
+    model, fitted, strategy = build_for_training(config, item_ids, item_features, user_ids, train_arrays,
+                                                 candidate_share, strategy=strategy, builder=builder)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(train_arrays, global_batch, shuffle=True, seed=config.seed)
     eval_ds = make_dataset(eval_arrays, global_batch) if eval_arrays is not None else None

@@ -35,6 +35,12 @@ def _pipeline_options(p) -> None:
     p.add_argument("--max-auc-drop", type=float, default=0.01, help="blessing: max AUC drop vs the last blessed model")
     p.add_argument("--max-anomalous-features", type=int, default=0, help="stop when more features are anomalous")
     p.add_argument("--max-bad-row-fraction", type=float, default=0.0, help="stop when more rows are unreadable")
+    p.add_argument("--train-steps", type=int, default=0,
+                   help="Trainer: total training steps (TrainArgs.num_steps; default 0: the config's epochs)")
+    p.add_argument("--eval-steps", type=int, default=0,
+                   help="Trainer: validation steps per epoch (EvalArgs.num_steps; default 0: the whole split)")
+    p.add_argument("--shuffle-buffer", type=int, default=None,
+                   help="Trainer: rows in the training shuffle buffer (default 10000)")
     p.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                    help="Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
 
@@ -92,7 +98,9 @@ def pipeline_kwargs(args) -> dict:
                 test_fraction=args.test_fraction, time_cut=args.time_cut,
                 validation_fraction=args.validation_fraction, validation_cut=args.validation_cut,
                 auc_floor=args.auc_floor, max_auc_drop=args.max_auc_drop,
-                max_anomalous_features=args.max_anomalous_features, max_bad_row_fraction=args.max_bad_row_fraction)
+                max_anomalous_features=args.max_anomalous_features, max_bad_row_fraction=args.max_bad_row_fraction,
+                train_steps=args.train_steps, eval_steps=args.eval_steps,
+                **({} if args.shuffle_buffer is None else {"shuffle_buffer": args.shuffle_buffer}))
 
 
 def run_command(args) -> int:

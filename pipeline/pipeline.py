@@ -34,7 +34,8 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
                     max_anomalous_features: int = 0, max_bad_row_fraction: float = 0.0,
                     auc_floor: float = 0.5, max_auc_drop: float = 0.01, enable_cache: bool = True,
                     beam_pipeline_args: Sequence[str] = (), gpu_request: Optional[dict] = None,
-                    schemas_dir: str = SCHEMAS_DIR, stop_after: Optional[str] = None):
+                    schemas_dir: str = SCHEMAS_DIR, stop_after: Optional[str] = None, train_steps: int = 0,
+                    eval_steps: int = 0, shuffle_buffer: Optional[int] = None):
     """The pipeline as a ``tfx.dsl.Pipeline``.
 
     Args:
@@ -51,6 +52,9 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
       auc_floor / max_auc_drop: blessing thresholds. gpu_request: e.g. ``{"type": "NVIDIA_TESLA_T4", "count": 1}``,
         the Trainer's accelerator request on Kubeflow (platform config; ignored by local runs).
       schemas_dir: the repository's ``schemas/`` as the orchestrator's workers see it (in the image: /app/schemas).
+      train_steps / eval_steps: the Trainer's TrainArgs / EvalArgs ``num_steps`` (0: the config's epochs over the whole
+        train split / the whole validation split each epoch); shuffle_buffer: rows in the Trainer's training shuffle
+        buffer (None: pipeline.trainer.SHUFFLE_BUFFER). The Trainer streams both splits (pipeline/trainer.py).
       stop_after: ``"InteractionsValidator"`` or ``"HistoryGen"`` builds only the pipeline up to that component
         (data checks without training).
     """
@@ -95,12 +99,16 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
         examples=history.outputs["examples"], schema=examples_schema.outputs["schema"],
         preprocessing_fn="pipeline.transform.preprocessing_fn", custom_config={"max_history": max_history})
     config = {k: v for k, v in (mtin_config or {}).items() if k != "max_history"}
+    trainer_config = {"mtin_config": config}
+    if shuffle_buffer is not None:
+        trainer_config["shuffle_buffer"] = int(shuffle_buffer)
     trainer = tfx.components.Trainer(
         run_fn="pipeline.trainer.run_fn", examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"], schema=examples_schema.outputs["schema"],
         hyperparameters=history.outputs["training_inputs"],
-        train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]), eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT]),
-        custom_config={"mtin_config": config})
+        train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT], num_steps=train_steps or None),
+        eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT], num_steps=eval_steps or None),
+        custom_config=trainer_config)
     if gpu_request:
         trainer = trainer.with_platform_config(accelerator_resource_spec(**gpu_request))
     baseline = tfx.dsl.Resolver(

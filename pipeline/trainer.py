@@ -1,13 +1,18 @@
-"""Trainer's run_fn: the shared mtin_tf training loop on Transform's output, exported with both serving signatures.
+"""Trainer's run_fn: the shared mtin_tf model builder and fit loop on Transform's output, streamed, exported with both
+serving signatures.
 
 Hyperparameters come from ``custom_config["mtin_config"]`` (MTINConfig.from_dict; ``max_history`` comes from the
 HistoryGen/Transform settings); HistoryGen's ``training_inputs`` (``fn_args.hyperparameters``) points at the
-item-feature
-examples, which become the frozen item table inside the model. The strategy is chosen from the visible devices
-(:func:`mtin_tf.train.select_strategy`: MirroredStrategy over every GPU, else the default strategy), interest memories
-are pretrained from the training examples and keyed by Transform's user vocabulary, training stops early on the AUC
-of the eval files — the ``validation`` split (the pipeline's EvalArgs); the test split is the Evaluator's alone —
-and TensorBoard logs go to ``fn_args.model_run_dir``.
+item-feature examples, which become the frozen item table inside the model. The strategy is chosen from the visible
+devices (:func:`mtin_tf.train.select_strategy`: MirroredStrategy over every GPU, else the default strategy).
+
+The transformed splits are streamed with tf.data (:func:`transformed_dataset`; any filesystem TensorFlow reads), never
+loaded whole: one summary pass over ``train`` counts the examples and impressions and keeps each user's latest row,
+whose histories pretrain the interest memories (keyed by Transform's user vocabulary); fit then reads shuffled batches
+through a bounded buffer (``custom_config["shuffle_buffer"]`` rows, default :data:`SHUFFLE_BUFFER`), honours
+``fn_args.train_steps`` / ``eval_steps`` (TrainArgs / EvalArgs ``num_steps``) and stops early on the AUC of the eval
+files — the ``validation`` split (the pipeline's EvalArgs); the test split is the Evaluator's alone. TensorBoard logs
+and ``training.json`` go to ``fn_args.model_run_dir``.
 
 The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output keys of :mod:`mtin_tf.signatures`:
 ``serving_default`` takes serialized tf.Example and runs the Transform graph (TFT layer) before the model;
@@ -15,18 +20,23 @@ The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output ke
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import math
 import os
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+import tf_keras
 
 from mtin_tf import features as F
 
 log = logging.getLogger(__name__)
 MTIN_CONFIG_KEY = "mtin_config"
+SHUFFLE_BUFFER_KEY = "shuffle_buffer"  # custom_config: rows in the training shuffle buffer
+SHUFFLE_BUFFER = 10_000
 
 
 def _matching(file_patterns) -> list:
@@ -36,7 +46,8 @@ def _matching(file_patterns) -> list:
 
 
 def read_transformed(file_patterns, tf_transform_output, batch_size: int = 4096) -> dict:
-    """Transformed examples (gzipped TFRecord) → {name: numpy array} of model inputs and label."""
+    """Transformed examples (gzipped TFRecord) → {name: numpy array} of model inputs and label, all in memory (for
+    inspection and tests; run_fn streams them instead: :func:`transformed_dataset`)."""
     files = _matching(file_patterns)
     spec = tf_transform_output.transformed_feature_spec()
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size).map(
@@ -80,40 +91,211 @@ def transform_signatures(model, tf_transform_output, max_history: int) -> dict:
     return serving_signatures(model, max_history, parse=parse)
 
 
+def transformed_dataset(file_patterns, tf_transform_output, batch_size: int, *, shuffle_buffer: int = 0,
+                        seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """Transformed examples (gzipped TFRecord), streamed: tf.data of (model inputs {name: int64}, {logit: float32
+    label}) batches, the element structure of :func:`mtin_tf.train.make_dataset`.
+
+    Reads through tf.data (any filesystem TensorFlow reads) and parses with the Transform output's feature spec.
+    ``shuffle_buffer`` > 0: the file order is shuffled and rows pass through a shuffle buffer of that many serialized
+    examples, reshuffled each pass (memory: the buffer, not the data). ``repeat``: loop over the data forever (the
+    caller bounds it with steps).
+    """
+    files = _matching(file_patterns)
+    if not files:
+        raise ValueError(f"no transformed examples match {list(file_patterns)}")
+    spec = tf_transform_output.transformed_feature_spec()
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_buffer > 0:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"), cycle_length=min(len(files), 4),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle_buffer > 0:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    def split(records):
+        parsed = tf.io.parse_example(records, spec)
+        inputs = {name: tf.cast(parsed[name], tf.int64) for name in F.MODEL_INPUT_NAMES}
+        return inputs, {F.OUTPUT_LOGIT: tf.cast(parsed[F.LABEL], tf.float32)}
+
+    return ds.batch(batch_size).map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def count_examples(file_patterns) -> int:
+    """The number of records in gzipped TFRecord files, streamed."""
+    files = _matching(file_patterns)
+    if not files:
+        return 0
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, batch: n + tf.size(batch, tf.int64)).numpy())
+
+
+_HISTORY_KEYS = (F.USER_ID, F.TIMESTAMP) + tuple(key for pair in F.HISTORY_PAIRS for key in pair)
+
+
+def _latest_per_user(arrays: dict) -> dict:
+    """The latest row (largest timestamp; then longest clicked history) of each user in ``arrays``."""
+    users = arrays[F.USER_ID]
+    if not len(users):
+        return arrays
+    length = (arrays[F.CLICKED_ITEMS] != F.PADDING_ID).sum(1)
+    order = np.lexsort((length, arrays[F.TIMESTAMP], users))
+    last = np.r_[users[order][1:] != users[order][:-1], True]
+    return {name: value[order[last]] for name, value in arrays.items()}
+
+
+class TrainingSummary:
+    """What run_fn needs from one streaming pass over the training split, in memory that grows with users and items,
+    not rows: the example count, each candidate item's impression count (for the retrieval task) and each user's
+    latest row — its history arrays — for memory pretraining (the examples carry each user's history up to the
+    impression, so the latest row holds the user's last L clicked and L browsed items).
+
+    Each batch is reduced to its users' latest rows and kept; the kept rows are merged (one row per user) whenever
+    they exceed twice the users of the last merge plus ``compact_rows``, so at most about 3 rows per user plus
+    ``compact_rows`` rows are held at any time."""
+
+    def __init__(self, compact_rows: int = 65536):
+        self.compact_rows = int(compact_rows)
+        self.examples = 0
+        self._impressions = collections.Counter()
+        self._chunks, self._rows, self._kept = [], 0, 0
+
+    def add(self, batch: dict) -> None:
+        """One parsed batch ({name: array}) of transformed examples."""
+        self.examples += len(batch[F.USER_ID])
+        ids, counts = np.unique(batch[F.ITEM_ID], return_counts=True)
+        self._impressions.update(dict(zip(ids.tolist(), counts.tolist())))
+        chunk = _latest_per_user({name: np.asarray(batch[name], np.int64) for name in _HISTORY_KEYS})
+        self._chunks.append(chunk)
+        self._rows += len(chunk[F.USER_ID])
+        if self._rows > 2 * self._kept + self.compact_rows:
+            self._compact()
+
+    def _compact(self) -> None:
+        if len(self._chunks) > 1:
+            merged = {name: np.concatenate([c[name] for c in self._chunks]) for name in _HISTORY_KEYS}
+            self._chunks = [_latest_per_user(merged)]
+        self._rows = self._kept = len(self._chunks[0][F.USER_ID]) if self._chunks else 0
+
+    def latest_rows(self) -> dict:
+        """{name: array} with one row per user: user_id, timestamp and the four history arrays."""
+        self._compact()
+        if not self._chunks:
+            return {name: np.zeros([0], np.int64) for name in _HISTORY_KEYS}
+        return self._chunks[0]
+
+    def candidate_share(self):
+        """(sorted candidate item ids, each one's share of the training impressions) — retrieval_task's
+        impression_share, from the counts."""
+        ids = np.asarray(sorted(self._impressions), np.int64)
+        counts = np.asarray([self._impressions[i] for i in ids.tolist()], np.float64)
+        return ids, (counts / max(counts.sum(), 1)).astype(np.float32)
+
+
+def summarize_training(file_patterns, tf_transform_output, batch_size: int = 4096,
+                       compact_rows: int = 65536) -> TrainingSummary:
+    """One streaming pass over transformed training examples → :class:`TrainingSummary`."""
+    files = _matching(file_patterns)
+    summary = TrainingSummary(compact_rows)
+    if not files:
+        return summary
+    spec = {name: value for name, value in tf_transform_output.transformed_feature_spec().items()
+            if name in _HISTORY_KEYS + (F.ITEM_ID,)}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size).map(
+        lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    for batch in ds.as_numpy_iterator():
+        summary.add(batch)
+    return summary
+
+
+def training_plan(epochs: int, train_steps=None) -> tuple:
+    """(epochs, steps_per_epoch) for fit. Without ``train_steps``: ``epochs`` full passes (steps_per_epoch None).
+    With it (TFX's TrainArgs.num_steps, the total number of training steps): the data repeats and the steps are
+    spread over at most ``epochs`` epochs of ceil(train_steps / epochs) steps — so early stopping still sees a
+    validation AUC per epoch — and :class:`StopAtStep` ends the last one at exactly ``train_steps``."""
+    if not train_steps:
+        return epochs, None
+    epochs = max(1, min(epochs, int(train_steps)))
+    steps_per_epoch = math.ceil(int(train_steps) / epochs)
+    return math.ceil(int(train_steps) / steps_per_epoch), steps_per_epoch
+
+
+class StopAtStep(tf_keras.callbacks.Callback):
+    """Stops fit after ``steps`` training batches (the last epoch is then shorter; it is still validated)."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps, self.seen = int(steps), 0
+
+    def on_train_begin(self, logs=None):
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen >= self.steps:
+            self.model.stop_training = True
+
+
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (``run_fn='pipeline.trainer.run_fn'``)."""
+    """TFX Trainer entry point (``run_fn='pipeline.trainer.run_fn'``).
+
+    Streams the transformed splits (:func:`transformed_dataset`): one summary pass over ``train`` (example count,
+    impressions, each user's latest history for memory pretraining), then fit on shuffled batches (a buffer of
+    ``custom_config["shuffle_buffer"]`` rows, default SHUFFLE_BUFFER) with early stopping on ``validation``.
+    ``fn_args.train_steps`` (TrainArgs.num_steps) bounds the total training steps (:func:`training_plan`);
+    ``fn_args.eval_steps`` (EvalArgs.num_steps) the validation steps of each epoch (the validation data then
+    repeats). Peak memory does not grow with the number of examples (docs/PIPELINE.md).
+    """
     from mtin_tf.config import MTINConfig
     from mtin_tf.export import serving_model, write_known_ids
-    from mtin_tf.train import select_strategy, train_mtin
+    from mtin_tf.train import build_for_training, fit_mtin, select_strategy
     from pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
 
     inputs = fn_args.hyperparameters or {}
     if "item_examples" not in inputs:
         raise ValueError("run_fn needs HistoryGen's training_inputs as the Trainer's hyperparameters input")
-    values = dict((fn_args.custom_config or {}).get(MTIN_CONFIG_KEY, {}))
+    custom = fn_args.custom_config or {}
+    values = dict(custom.get(MTIN_CONFIG_KEY, {}))
     values["max_history"] = int(inputs["max_history"])
     config = MTINConfig.from_dict(values)
+    shuffle_buffer = int(custom.get(SHUFFLE_BUFFER_KEY, SHUFFLE_BUFFER))
+    if shuffle_buffer < 1:
+        raise ValueError(f"{SHUFFLE_BUFFER_KEY} must be >= 1, got {shuffle_buffer}")
+    train_steps, eval_steps = fn_args.train_steps or None, fn_args.eval_steps or None
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = read_transformed(fn_args.train_files, tf_transform_output)
-    validation = read_transformed(fn_args.eval_files, tf_transform_output)
-    if len(train[F.LABEL]) == 0 or len(validation[F.LABEL]) == 0:
-        raise ValueError(f"need train and validation examples, got {len(train[F.LABEL])} and "
-                         f"{len(validation[F.LABEL])}")
+    summary = summarize_training(fn_args.train_files, tf_transform_output)
+    validation_examples = count_examples(fn_args.eval_files)
+    if summary.examples == 0 or validation_examples == 0:
+        raise ValueError(f"need train and validation examples, got {summary.examples} and {validation_examples}")
+    latest = summary.latest_rows()
     item_ids, item_features = read_item_table(inputs["item_examples"])
     users = vocabulary_ids(tf_transform_output, USER_VOCABULARY)
     unseen = np.setdiff1d(item_ids, vocabulary_ids(tf_transform_output, ITEM_VOCABULARY)).size
     strategy = select_strategy()
     log.info("training MTIN on %d examples (%d validation), %d users, %d items (%d unseen in training), %d replica(s)",
-             len(train[F.LABEL]), len(validation[F.LABEL]), len(users), len(item_ids), unseen,
-             strategy.num_replicas_in_sync)
-    model, history = train_mtin(config, train, item_ids, item_features, eval_arrays=validation, user_ids=users,
-                                strategy=strategy, log_dir=fn_args.model_run_dir, verbose=2)
+             summary.examples, validation_examples, len(users), len(item_ids), unseen, strategy.num_replicas_in_sync)
+    model, fitted, strategy = build_for_training(config, item_ids, item_features, users, latest,
+                                                 summary.candidate_share, strategy=strategy)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    epochs, steps_per_epoch = training_plan(config.epochs, train_steps)
+    train_ds = transformed_dataset(fn_args.train_files, tf_transform_output, global_batch,
+                                   shuffle_buffer=shuffle_buffer, seed=config.seed, repeat=train_steps is not None)
+    eval_ds = transformed_dataset(fn_args.eval_files, tf_transform_output, global_batch,
+                                  repeat=eval_steps is not None)
+    history = fit_mtin(fitted, config, train_ds, eval_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                       validation_steps=eval_steps, log_dir=fn_args.model_run_dir, verbose=2,
+                       callbacks=[StopAtStep(train_steps)] if train_steps else [])
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
     served.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
                 signatures=transform_signatures(served, tf_transform_output, config.max_history))
     write_known_ids(served, fn_args.serving_model_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training.json"), "w") as f:
         json.dump({"config": json.loads(config.to_json()), "epochs_run": len(history.history["loss"]),
-                   "train_examples": int(len(train[F.LABEL])), "validation_examples": int(len(validation[F.LABEL])),
+                   "train_examples": summary.examples, "validation_examples": validation_examples,
                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-                   "replicas": strategy.num_replicas_in_sync, "unseen_items": int(unseen)}, f, indent=2)
+                   "replicas": strategy.num_replicas_in_sync, "unseen_items": int(unseen),
+                   "train_steps": train_steps, "eval_steps": eval_steps, "steps_per_epoch": steps_per_epoch,
+                   "steps_run": int(fitted.optimizer.iterations.numpy()), "shuffle_buffer": shuffle_buffer,
+                   "pretraining_users": int(len(latest[F.USER_ID]))}, f, indent=2)

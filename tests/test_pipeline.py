@@ -264,6 +264,118 @@ def test_trainer_used_the_device_strategy_and_logged_training(run):
     assert glob.glob(os.path.join(model_run, "**", "events.out.tfevents.*"), recursive=True)  # TensorBoard
 
 
+def _to_ram(run, split):
+    """The Transform output's ``split`` copied to an in-process ram:// directory (a stand-in for gs://, which Python's
+    open cannot see either); returns its file pattern."""
+    import uuid
+
+    source = os.path.join(_uri(run, "Transform", "transformed_examples"), f"Split-{split}")
+    target = f"ram://mtin-{uuid.uuid4().hex}/Split-{split}"
+    tf.io.gfile.makedirs(target)
+    for name in tf.io.gfile.listdir(source):
+        tf.io.gfile.copy(os.path.join(source, name), f"{target}/{name}")
+    return f"{target}/*"
+
+
+def test_the_trainer_streams_the_transformed_examples_from_a_ram_directory_through_a_small_shuffle_buffer(run):
+    """transformed_dataset reads a ram:// directory through tf.data; with a 16-row buffer (the split has hundreds of
+    rows) one pass yields every row exactly once, shuffled, in another order on the next pass; ``repeat`` loops."""
+    import tensorflow_transform as tft
+
+    from pipeline.trainer import read_transformed, transformed_dataset
+
+    tft_out = tft.TFTransformOutput(_uri(run, "Transform", "transform_graph"))
+    pattern = _to_ram(run, "train")
+    want = read_transformed([pattern], tft_out)
+    n = len(want[F.LABEL])
+    assert n > 10 * 16
+    ds = transformed_dataset([pattern], tft_out, 10, shuffle_buffer=16, seed=0)
+
+    def one_pass():
+        batches = list(ds.as_numpy_iterator())
+        inputs = {name: np.concatenate([b[0][name] for b in batches]) for name in F.MODEL_INPUT_NAMES}
+        inputs[F.LABEL] = np.concatenate([b[1][F.OUTPUT_LOGIT] for b in batches])
+        return batches, inputs
+
+    batches, first = one_pass()
+    assert all(len(b[1][F.OUTPUT_LOGIT]) == 10 for b in batches[:-1])
+    assert batches[0][1][F.OUTPUT_LOGIT].dtype == np.float32
+    for spec in F.MODEL_INPUTS:
+        assert first[spec.name].dtype == np.int64
+        assert first[spec.name].shape == ((n, L) if spec.is_history else (n,)), spec.name
+    np.testing.assert_array_equal(_rows(first), _rows(want))  # every row once
+    assert not np.array_equal(first[F.TIMESTAMP], want[F.TIMESTAMP])  # shuffled
+    _, second = one_pass()
+    np.testing.assert_array_equal(_rows(second), _rows(want))
+    assert not np.array_equal(second[F.TIMESTAMP], first[F.TIMESTAMP])  # reshuffled each pass
+    looped = transformed_dataset([pattern], tft_out, 10, shuffle_buffer=16, repeat=True)
+    assert sum(len(b[1][F.OUTPUT_LOGIT]) for b in looped.take(n // 10 + 5).as_numpy_iterator()) > n
+
+
+def test_the_trainers_summary_pass_keeps_each_users_latest_row_and_the_impression_shares(run):
+    """One streaming pass (small batches and merges, so that batch reduction and merging both happen) gives what the
+    in-memory arrays give: the example count, retrieval_task.impression_share and, per user, the latest row."""
+    import tensorflow_transform as tft
+
+    from mtin_tf.retrieval_task import impression_share
+    from pipeline.trainer import read_transformed, summarize_training
+
+    tft_out = tft.TFTransformOutput(_uri(run, "Transform", "transform_graph"))
+    pattern = _to_ram(run, "train")
+    arrays = read_transformed([pattern], tft_out)
+    summary = summarize_training([pattern], tft_out, batch_size=7, compact_rows=20)
+    assert summary.examples == len(arrays[F.LABEL])
+    for got, want in zip(summary.candidate_share(), impression_share(arrays[F.ITEM_ID])):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    latest = summary.latest_rows()
+    users = np.unique(arrays[F.USER_ID])
+    np.testing.assert_array_equal(np.sort(latest[F.USER_ID]), users)
+    for user, timestamp, clicked in zip(latest[F.USER_ID], latest[F.TIMESTAMP], latest[F.CLICKED_ITEMS]):
+        rows = np.flatnonzero(arrays[F.USER_ID] == user)
+        last = rows[arrays[F.TIMESTAMP][rows] == arrays[F.TIMESTAMP][rows].max()]
+        assert timestamp == arrays[F.TIMESTAMP][rows].max()
+        assert any(np.array_equal(clicked, arrays[F.CLICKED_ITEMS][r]) for r in last)
+
+
+def test_training_plan_spreads_train_steps_over_the_configured_epochs():
+    from pipeline.trainer import training_plan
+
+    assert training_plan(3, None) == (3, None) and training_plan(3, 0) == (3, None)
+    assert training_plan(3, 7) == (3, 3)  # 3 + 3 + 1
+    assert training_plan(2, 10) == (2, 5)
+    assert training_plan(5, 2) == (2, 1)
+    assert training_plan(4, 10) == (4, 3)  # 3 + 3 + 3 + 1
+
+
+def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_directory(run, tmp_path):
+    """run_fn itself, as TFX calls it (FnArgs), on the run's Transform output copied to ram://: with TrainArgs'
+    num_steps = 7 and 3 epochs it takes exactly 7 optimizer steps (3 + 3 + 1, a validation AUC after each epoch),
+    although one pass over the split is many more batches; the exported model has the serving signatures."""
+    from tfx.components.trainer.fn_args_utils import FnArgs
+
+    from pipeline.components.history import TRAINING_INPUTS_FILE
+    from pipeline.trainer import run_fn
+
+    with open(os.path.join(_uri(run, "HistoryGen", "training_inputs"), TRAINING_INPUTS_FILE)) as f:
+        training_inputs = json.load(f)
+    settings = {k: v for k, v in TINY_MODEL.items() if k != "max_history"} | {"epochs": 3, "seed": SEED}
+    fn_args = FnArgs(train_files=[_to_ram(run, "train")], eval_files=[_to_ram(run, "validation")],
+                     transform_output=_uri(run, "Transform", "transform_graph"),
+                     serving_model_dir=str(tmp_path / "model"), model_run_dir=str(tmp_path / "model_run"),
+                     train_steps=7, eval_steps=2, hyperparameters=training_inputs,
+                     custom_config={"mtin_config": settings, "shuffle_buffer": 16})
+    run_fn(fn_args)
+    record = json.load(open(tmp_path / "model_run" / "training.json"))
+    train_rows = len(_history_split(run, "train"))
+    assert train_rows // TINY_MODEL["batch_size"] > 7  # one pass is more than train_steps batches
+    assert record["train_examples"] == train_rows
+    assert record["steps_run"] == 7 and record["steps_per_epoch"] == 3 and record["epochs_run"] == 3
+    assert len(record["history"][EVAL_AUC]) == 3 and record["shuffle_buffer"] == 16 and record["eval_steps"] == 2
+    assert record["pretraining_users"] == len({e[F.USER_ID] for e in _history_split(run, "train")})
+    loaded = tf.saved_model.load(str(tmp_path / "model"))
+    assert "serving_default" in loaded.signatures
+
+
 def test_rerun_through_the_cli_with_the_same_inputs_is_served_from_the_cache(run):
     from pipeline.metadata import run_outputs
 

@@ -9,6 +9,7 @@ from mtin_tf.config import MTINConfig
 from mtin_tf.export import export_saved_model
 from mtin_tf.model import build_mtin, candidate_scorer, set_exposure_prior, user_encoder
 from mtin_tf.retrieval import MAX_RECOMMEND_K
+from mtin_tf.retrieval_task import impression_share
 from mtin_tf.signatures import RECOMMEND_SIGNATURE
 
 L, NUM_ITEMS = 6, 40
@@ -49,10 +50,10 @@ def impressions(item_ids):
 
 
 def log_share(item_ids, candidates):
-    """log q_j of each id in ``item_ids``: its share of ``candidates``, half an impression when never shown."""
+    """log q_j of each id in ``item_ids``: its share of ``candidates``, half the smallest share when never shown."""
     ids, counts = np.unique(candidates, return_counts=True)
     count = dict(zip(ids.tolist(), counts.tolist()))
-    return {int(i): float(np.log(count.get(int(i), 0.5) / len(candidates))) for i in item_ids}
+    return {int(i): float(np.log(count.get(int(i), 0.5 * counts.min()) / len(candidates))) for i in item_ids}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def exported(tmp_path_factory):
     model = build_mtin(CONFIG, *table)
     embed = model.get_layer("item_embedding")
     embed.id_embedding.assign(np.random.default_rng(3).normal(scale=0.3, size=embed.id_embedding.shape))
-    set_exposure_prior(model, impressions(table[0]))
+    set_exposure_prior(model, *impression_share(impressions(table[0])))
     path = export_saved_model(model, str(tmp_path_factory.mktemp("export")), version=1)
     return table, model, tf.saved_model.load(path)
 
@@ -235,7 +236,7 @@ def test_the_server_warms_recommend_up_with_a_valid_request(exported):
 
 def test_exposure_prior_is_the_log_impression_share_set_at_training(tiny_planted):
     """train_mtin fills the prior from the training candidates; the fused model outputs log q of each candidate
-    (half an impression for an item never shown, and for an unknown id)."""
+    (half the smallest share for an item never shown, and for an unknown id)."""
     from mtin_tf.data.canonical import read_item_features
     from mtin_tf.data.examples import read_split_arrays
     from mtin_tf.train import train_mtin
@@ -250,5 +251,6 @@ def test_exposure_prior_is_the_log_impression_share_set_at_training(tiny_planted
     probe[F.ITEM_ID] = np.concatenate([item_ids[:7], [10**9]])  # the last: an id the model does not know
     got = model(probe)[F.OUTPUT_EXPOSURE].numpy()
     np.testing.assert_allclose(got[:7], [want[int(i)] for i in item_ids[:7]], rtol=1e-6)
-    np.testing.assert_allclose(got[7], np.log(0.5 / len(train[F.ITEM_ID])), rtol=1e-6)
+    smallest = np.unique(train[F.ITEM_ID], return_counts=True)[1].min()
+    np.testing.assert_allclose(got[7], np.log(0.5 * smallest / len(train[F.ITEM_ID])), rtol=1e-6)
     assert not model.get_layer("exposure_prior").trainable_weights  # a statistic of the data, not a parameter
