@@ -285,7 +285,7 @@ def run_fn(fn_args) -> None:
     eval_ds = transformed_dataset(fn_args.eval_files, tf_transform_output, global_batch,
                                   repeat=eval_steps is not None)
     history = fit_mtin(fitted, config, train_ds, eval_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                       validation_steps=eval_steps, log_dir=fn_args.model_run_dir, verbose=2,
+                       validation_steps=eval_steps, log_dir=fn_args.model_run_dir, verbose="auto",
                        callbacks=[StopAtStep(train_steps)] if train_steps else [])
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
     served.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
