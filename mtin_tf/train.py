@@ -79,14 +79,15 @@ def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, hi
     strategy = strategy or select_strategy()
     with strategy.scope():
         model = builder(config, item_ids, item_features, user_ids)
-        if builder is build_mtin and config.exposure_prior:
-            set_exposure_prior(model, *candidate_share())
         fitted = model
-        if config.retrieval_weight and builder is build_mtin:  # fit on ranking + retrieval; the ranker is returned
-            from mtin_tf.retrieval_task import MultiTaskTraining
+        if builder is build_mtin and (config.exposure_prior or config.retrieval_weight):
+            shares = candidate_share()  # one pass over the candidates for both
+            if config.exposure_prior:
+                set_exposure_prior(model, *shares)
+            if config.retrieval_weight:  # fit on ranking + retrieval; the ranker is returned
+                from mtin_tf.retrieval_task import MultiTaskTraining
 
-            fitted = compile_model(MultiTaskTraining(model, config.retrieval_weight,
-                                                     *candidate_share()), config)
+                fitted = compile_model(MultiTaskTraining(model, config.retrieval_weight, *shares), config)
     if config.pretrain_memory and builder is build_mtin:
         for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
             n = pretrain_memory(model, user_histories_from_arrays(history_arrays, key, times_key), memory_layer=layer,
