@@ -51,9 +51,11 @@ def test_outputs_shapes_and_ranges(table):
     config = small_config()
     model = build_mtin(config, *table)
     out = model(raw_batch(np.random.default_rng(1), table))
-    # With the retrieval objective (the default), also what it scores: the clicked branch's rows and x_e.
+    # With the retrieval objective (the default), also what it scores: the clicked branch's rows and x_e; with the
+    # exposure prior (the default), each candidate's log impression share.
     assert set(out) == {F.OUTPUT_LOGIT, F.OUTPUT_PROBABILITY, F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT,
-                        F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_CANDIDATE_EMBEDDING}
+                        F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_CANDIDATE_EMBEDDING, F.OUTPUT_EXPOSURE}
+    assert out[F.OUTPUT_EXPOSURE].shape == (16,)
     assert out[F.OUTPUT_POSITIVE_ROWS].shape == (16, 3, config.embedding_dim)
     assert out[F.OUTPUT_LOGIT].shape == (16,)
     prob = out[F.OUTPUT_PROBABILITY].numpy()

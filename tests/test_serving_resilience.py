@@ -35,6 +35,15 @@ def _unavailable_answers(server) -> int:
     return len(re.findall(r"-> UNAVAILABLE: .*failed requests so far", server.log()))
 
 
+def _unavailable_answers_reaching(server, count, timeout=10.0) -> int:
+    """The UNAVAILABLE answers logged so far, once they reach ``count`` or ``timeout`` passes: the server writes its
+    log line after the answer has left, so a client can see the error before the line is flushed."""
+    end = time.monotonic() + timeout
+    while (seen := _unavailable_answers(server)) < count and time.monotonic() < end:
+        time.sleep(0.05)
+    return seen
+
+
 def _wait_answering(server, timeout=120.0):
     """Until the process answers RPCs (GetModelStatus: NOT_FOUND while it has seen no version)."""
     end = time.monotonic() + timeout
@@ -71,7 +80,7 @@ def test_client_retries_with_backoff_until_a_late_version_is_served(tmp_path):
                 pytest.raises(grpc.RpcError) as info:
             client.predict(USER, CANDIDATES, NOW, **HISTORY)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert _unavailable_answers(server) - before == 3
+        assert _unavailable_answers_reaching(server, before + 3) - before == 3
 
         # A version arrives 1.5 s into a call: the client keeps retrying, backing off, until it is served.
         before = _unavailable_answers(server)
