@@ -55,8 +55,8 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
       train_steps / eval_steps: the Trainer's TrainArgs / EvalArgs ``num_steps`` (0: the config's epochs over the whole
         train split / the whole validation split each epoch); shuffle_buffer: rows in the Trainer's training shuffle
         buffer (None: pipeline.trainer.SHUFFLE_BUFFER). The Trainer streams both splits (pipeline/trainer.py).
-      stop_after: ``"InteractionsValidator"`` or ``"HistoryGen"`` builds only the pipeline up to that component
-        (data checks without training).
+      stop_after: ``"InteractionsValidator"``, ``"HistoryGen"`` or ``"Transform"`` builds only the pipeline up to
+        that component (data checks without training).
     """
     from tfx import v1 as tfx
     from tfx.proto import example_gen_pb2
@@ -90,14 +90,18 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     components.append(history)
     if stop_after == "HistoryGen":
         return _pipeline(pipeline_name, pipeline_root, components, metadata_path, enable_cache, beam_pipeline_args)
-    if stop_after is not None:
-        raise ValueError(f"stop_after must be None, 'InteractionsValidator' or 'HistoryGen', got {stop_after!r}")
+    if stop_after not in (None, "Transform"):
+        raise ValueError(
+            f"stop_after must be None, 'InteractionsValidator', 'HistoryGen' or 'Transform', got {stop_after!r}")
 
     examples_schema = tfx.components.ImportSchemaGen(
         schema_file=os.path.join(schemas_dir, EXAMPLES_SCHEMA)).with_id("ExamplesSchema")
     transform = tfx.components.Transform(
         examples=history.outputs["examples"], schema=examples_schema.outputs["schema"],
         preprocessing_fn="pipeline.transform.preprocessing_fn", custom_config={"max_history": max_history})
+    if stop_after == "Transform":
+        components += [examples_schema, transform]
+        return _pipeline(pipeline_name, pipeline_root, components, metadata_path, enable_cache, beam_pipeline_args)
     config = {k: v for k, v in (mtin_config or {}).items() if k != "max_history"}
     trainer_config = {"mtin_config": config}
     if shuffle_buffer is not None:
