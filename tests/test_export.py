@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from test_model import L, raw_batch, small_config
+from model_support import L, raw_batch, small_config
 
 from mtin_tf import features as F
 from mtin_tf.baselines import build_din
