@@ -11,6 +11,7 @@ from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.layers.backend import require_legacy_keras
 from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
+from mtin_tf.layers.combiner import ClickCombiner
 from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
 
@@ -20,28 +21,6 @@ POSITIVE_READOUT, NEGATIVE_READOUT = "positive_readout", "negative_readout"
 ITEM_EMBEDDING = "item_embedding"
 ITEM_BIAS = "item_bias"
 EXPOSURE_PRIOR = "exposure_prior"
-
-
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class ClickCombiner(tf_keras.layers.Layer):
-    """ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (section 4.4): the click logit. α, β learnable (init 1) or fixed
-    at 1. Inputs: [positive [B], negative [B]] or [positive, negative, item bias [B]]. Output: logit [B]."""
-
-    def __init__(self, learnable=True, **kwargs):
-        super().__init__(**kwargs)
-        self.learnable = bool(learnable)
-
-    def build(self, input_shape):
-        self.alpha = self.add_weight("alpha", shape=[], initializer="ones", trainable=self.learnable)
-        self.beta = self.add_weight("beta", shape=[], initializer="ones", trainable=self.learnable)
-        super().build(input_shape)
-
-    def call(self, inputs):
-        positive, negative, *bias = inputs
-        return self.alpha * positive + self.beta * negative + sum(bias)
-
-    def get_config(self):
-        return {**super().get_config(), "learnable": self.learnable}
 
 
 def model_inputs(max_history: int, names=F.MODEL_INPUT_NAMES) -> dict:
@@ -128,14 +107,16 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
         memory = layer(memory_name)(inputs[F.USER_ID])
         if isinstance(memory, (tuple, list)):  # anchored rows: residual + mean of the past anchors' embeddings
             residual, anchor_ids, anchor_times = memory
-            memory = layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids), anchor_times,
-                                                       inputs[F.TIMESTAMP]])
+            anchors, anchors_known = embed(anchor_ids)
+            memory = layer(f"{memory_name}_anchored")([residual, anchors, anchor_times, inputs[F.TIMESTAMP]],
+                                                      mask=anchors_known)
         items, known = embedded[ids_key]
         branch = layer(branch_name)
         # The other history, for the routing loss (clicked items against browsed ones, and the reverse).
-        other = [v for key, v in embedded.items() if key != ids_key][0] if branch.routing_loss else ()
-        rows, weights, assignment = branch([items, known, inputs[times_key], inputs[F.TIMESTAMP], memory, *other],
-                                           report_metrics=report_metrics)
+        other_items, other_known = [v for key, v in embedded.items() if key != ids_key][0]
+        extra, mask = ([other_items], (known, other_known)) if branch.routing_loss else ([], known)
+        rows, weights, assignment = branch([items, inputs[times_key], inputs[F.TIMESTAMP], memory, *extra],
+                                           mask=mask, report_metrics=report_metrics)
         out[rows_key] = rows
         if branch_name == POSITIVE_BRANCH:
             out[F.OUTPUT_GROUP_WEIGHTS], out[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment

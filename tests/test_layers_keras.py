@@ -61,7 +61,7 @@ def _model():
     settings = {key: getattr(CONFIG, key) for key in ("num_groups", "num_masks", "routing_epsilon", "temporal_self",
                                                       "jit_routing", "routing_center")}
     rows, weights, assignment = InterestBranch(**settings, kernel_regularizer=reg, name="branch")(
-        [items, known, inputs["history_times"], inputs["now"], memory])
+        [items, inputs["history_times"], inputs["now"], memory], mask=known)
     candidate = embed(inputs["candidate"])[0]
     score = InterestReadout(CONFIG.readout, kernel_regularizer=reg, name="readout")([rows, candidate])
     bias = ItemBias(len(ITEM_IDS), item_ids=ITEM_IDS, regularizer=reg, name="item_bias")(inputs["candidate"])

@@ -162,10 +162,11 @@ def _branch_scores(model, x):
         memory = model.get_layer(memory_name)(x[F.USER_ID])
         if isinstance(memory, tuple):
             residual, anchor_ids, anchor_times = memory
-            memory = model.get_layer(f"{memory_name}_anchored")([residual, *embed(anchor_ids), anchor_times,
-                                                                 x[F.TIMESTAMP]])
+            anchors, anchors_known = embed(anchor_ids)
+            memory = model.get_layer(f"{memory_name}_anchored")([residual, anchors, anchor_times, x[F.TIMESTAMP]],
+                                                                mask=anchors_known)
         items, known = embed(x[items_key])
-        rows, _, _ = model.get_layer(f"{name}_branch")([items, known, x[times_key], x[F.TIMESTAMP], memory])
+        rows, _, _ = model.get_layer(f"{name}_branch")([items, x[times_key], x[F.TIMESTAMP], memory], mask=known)
         scores.append(model.get_layer(f"{name}_readout")([rows, candidate]).numpy())
     has_bias = "item_bias" in [layer.name for layer in model.layers]
     bias = model.get_layer("item_bias")(x[F.ITEM_ID]).numpy() if has_bias else 0

@@ -157,7 +157,7 @@ def _interest_case(seed=0, batch=4, s=4, d=5):
 def test_interest_mask_matches_eq_8_to_10(tau):
     memory, groups_r, group_mask = _interest_case()
     layer = InterestMask(tau=tau)
-    h, w = layer([memory, groups_r], group_mask=group_mask)
+    h, w = layer([memory, groups_r], mask=group_mask)
     want_h, want_w = ref.interest_mask(layer, memory.astype(np.float64), groups_r.astype(np.float64), tau, group_mask)
     np.testing.assert_allclose(w.numpy(), want_w, atol=1e-5)
     np.testing.assert_allclose(h.numpy(), want_h, atol=1e-5)
@@ -186,8 +186,8 @@ def test_interest_mask_gradient_reaches_w_h_only_with_straight_through(straight_
 def test_interest_mask_runs_under_xla():
     memory, groups_r, group_mask = _interest_case(1)
     layer = InterestMask(tau=0.2)
-    eager = layer([memory, groups_r], group_mask=group_mask)
-    compiled = tf.function(lambda m, r, g: layer([m, r], group_mask=g), jit_compile=True)(memory, groups_r, group_mask)
+    eager = layer([memory, groups_r], mask=group_mask)
+    compiled = tf.function(lambda m, r, g: layer([m, r], mask=g), jit_compile=True)(memory, groups_r, group_mask)
     for a, b in zip(eager, compiled):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
@@ -233,6 +233,6 @@ def test_interest_mask_tau_is_a_strict_threshold():
     layer = InterestMask(tau=0.5)
     layer.build([memory.shape, groups_r.shape])
     layer.w_h.assign(tf.zeros_like(layer.w_h))
-    h, w = layer([memory, groups_r], group_mask=np.array([[True, False, True, False]]))
+    h, w = layer([memory, groups_r], mask=np.array([[True, False, True, False]]))
     np.testing.assert_array_equal(w.numpy()[0, 0], [0.5, 0.0, 0.5, 0.0])
     np.testing.assert_array_equal(h.numpy(), np.zeros((1, 4, 3)))

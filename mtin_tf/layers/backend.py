@@ -9,9 +9,17 @@ on its TensorFlow backend: the layers are TensorFlow code.
 ``keras`` is that module; ``Layer`` is the base of every MTIN layer: its call refuses the symbolic tensors of the
 other Keras with an error naming both ways out, where Keras itself would fail further in with a message about
 converting a KerasTensor.
+
+The mask convention of every MTIN layer: a layer that needs masks takes them in its ``mask=`` call argument (one
+bool tensor, or a documented tuple when it needs two), and only there. A mask is used only when the caller passes
+it: Keras's automatic masking never reaches the layers (a Keras mask attached to an input, e.g. by
+``Embedding(mask_zero=True)``, is not filled in for ``mask``), and no layer attaches a Keras mask to its outputs
+(``compute_mask`` is None), so the layers never start or stop masking anything behind their caller's back.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 
 import tensorflow as tf
@@ -54,12 +62,41 @@ def _check_same_keras(layer, args) -> None:
                 f"TensorFlow and mtin_tf are imported, so that the layers are {_FOREIGN_NAME} layers.")
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_mask(cls) -> bool:
+    return "mask" in inspect.signature(cls.call).parameters
+
+
 class Layer(keras.layers.Layer):
-    """keras.layers.Layer of the process's Keras, refusing the other Keras's symbolic tensors (see the module)."""
+    """keras.layers.Layer of the process's Keras, refusing the other Keras's symbolic tensors, with the mask
+    convention of the module: masks only through an explicit ``mask=``, none attached to the outputs."""
+
+    _ignore_mask = False  # True while Keras 3 runs a call it was given no mask for (see __call__)
 
     def __call__(self, *args, **kwargs):
         _check_same_keras(self, (args, kwargs))
-        return super().__call__(*args, **kwargs)
+        if not _takes_mask(type(self)) or kwargs.get("mask") is not None:
+            return super().__call__(*args, **kwargs)
+        # No mask given: an explicit None, which tf_keras never replaces by the inputs' Keras masks. Keras 3 fills it
+        # in from them even so (or with a structure of Nones): the call then reads it as None (given_mask).
+        kwargs["mask"] = None
+        if LEGACY:
+            return super().__call__(*args, **kwargs)
+        self._ignore_mask = True
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self._ignore_mask = False
+
+    def given_mask(self, mask):
+        """The ``mask`` the caller passed to the call, or None when it passed none (whatever Keras filled in)."""
+        if self._ignore_mask or all(m is None for m in tf.nest.flatten(mask)):
+            return None
+        return mask
+
+    def compute_mask(self, inputs, mask=None):
+        """No Keras mask on the outputs: masks travel only as explicit ``mask=`` arguments (see the module)."""
+        return None
 
 
 def register(cls):

@@ -64,7 +64,7 @@ def group_normalized(gate, assignment, num_groups):
 
 @register
 class InterestBranch(Layer):
-    """Routing → parallel temporal masks → interest mask → aggregation → memory update, for one history.
+    """One history's interest branch (sections 4.1–4.3): routing → temporal masks → interest mask → memory update.
 
       groups:  S = Algorithm 1 on σ(p_{g←j}) (eq. 2–4), or one group holding every item when ``use_routing`` is False
       eq. 5–7: r_g from each group's items, each item's term scaled by its gate   [B, s, d]
@@ -72,22 +72,57 @@ class InterestBranch(Layer):
       eq. 8–10: h_p, w_{p,g} from the memory rows c_p and the r_g                [B, s, d], [B, s, s]
       eq. 10:  u_p = c_p^{memory} + agg(r_p, h_p), the updated memory rows        [B, s, d]
                (× a learned γ started at 0 with ``gated_update``)
-    InterestReadout (mtin_tf.layers.readout) turns the rows and a candidate into P(x_e | H).
+    (B batch, L history length, s groups = memory rows, d embedding size.) InterestReadout (mtin_tf.layers.readout)
+    turns the rows and a candidate into P(x_e | H).
 
-    Args: the keys of BRANCH_SETTINGS (see MTINConfig for each), ``kernel_regularizer`` and Layer arguments. τ = None
-    is 1/s.
-
-    Call arguments: [items float [B, L, d], known bool [B, L], history_times int64 [B, L], impression_time int64 [B]
-    (the candidate's time: ages are taken from it), memory float [B, s, d]], then, with ``routing_loss`` > 0, the
-    other history's [items float [B, L', d], known bool [B, L']]: in training the branch adds routing_loss ×
-    routing_contrast_loss (own items against the other history's, scored against this branch's memory).
-    Outputs: (rows u [B, s, d], weights w [B, s, s], assignment int32 [B, L]).
-    An empty history is valid: every group is empty, r = h = 0, and the rows are the memory alone.
+    An empty history is valid: every group is empty, r = h = 0, and the rows are the memory (plus, with a "concat"
+    aggregation, its bias b_c, 0 until trained).
     With routing, the branch reports metrics (TensorBoard, fit history): ``<name>_dropped``, the fraction of real
     items routing left out of every group; ``<name>_groups_used``, the mean number of non-empty groups;
-    ``<name>_largest_group``, the mean share of the routed items in the largest group. ``report_metrics=False``
-    (the serving and scoring paths) computes the same outputs without touching the metrics' state, which also keeps
-    a model trained under a distribution strategy callable outside ``strategy.run``.
+    ``<name>_largest_group``, the mean share of the routed items in the largest group.
+
+    Args:
+      kernel_regularizer: regularizer of every kernel of the sublayers (the model's λ‖·‖²), or None.
+      **kwargs: the keys of BRANCH_SETTINGS, each with its default there (see MTINConfig for each; τ = None is
+        1/s; ``routing_loss`` > 0 adds the routing loss in training, see Call arguments), and Layer arguments
+        (name, dtype, ...).
+
+    Call arguments:
+      inputs: [items, history_times, impression_time, memory], or those and other_items with the routing loss:
+        items float [B, L, d], the history's item embeddings in time order; history_times int64 [B, L], when each
+        was seen; impression_time int64 [B], the candidate's time (ages are taken from it); memory float [B, s, d],
+        the user's memory rows c_p; other_items float [B, L', d], the other history's items (clicked for the
+        browsed branch and the reverse).
+      mask: known bool [B, L], True for the real history items (required); with other_items, the pair
+        (known, other_known bool [B, L']). In training, with ``routing_loss`` > 0 and the other history given, the
+        branch adds routing_loss × routing_contrast_loss (own items against the other history's, scored against
+        this branch's memory).
+        Models saved before the ``mask=`` convention called the branch with the masks among the inputs,
+        [items, known, history_times, impression_time, memory(, other_items, other_known)] and no mask: that form
+        is still accepted, so they load and score as before.
+      report_metrics: whether the call updates the routing metrics; False (the serving and scoring paths) computes
+        the same outputs without touching their state, which also keeps a model trained under a distribution
+        strategy callable outside ``strategy.run``.
+      training: Keras's training flag (the routing loss is added only in training).
+
+    Input shape:
+      [(B, L, d), (B, L), (B,), (B, s, d)] (+ (B, L', d)); mask (B, L) (or ((B, L), (B, L'))).
+
+    Output shape:
+      (rows u (B, s, d), weights w (B, s, s), assignment int32 (B, L)).
+
+    Example:
+
+    >>> import numpy as np
+    >>> items, memory = np.ones([2, 5, 4], np.float32), np.ones([2, 3, 4], np.float32)
+    >>> times, now = np.tile(np.arange(1, 6, dtype=np.int64), [2, 1]), np.array([10, 10], np.int64)
+    >>> known = np.array([[True] * 5, [False] * 5])  # the second history is empty
+    >>> branch = InterestBranch(num_groups=3, num_masks=2)
+    >>> rows, weights, assignment = branch([items, times, now, memory], mask=known, report_metrics=False)
+    >>> rows.shape, weights.shape, assignment.shape
+    (TensorShape([2, 3, 4]), TensorShape([2, 3, 3]), TensorShape([2, 5]))
+    >>> bool(np.allclose(rows[1], memory[1]))  # an empty history: the memory rows (b_c is still 0)
+    True
     """
 
     def __init__(self, kernel_regularizer=None, **kwargs):
@@ -127,8 +162,8 @@ class InterestBranch(Layer):
             self.update_gate = self.add_weight(name="update_gate", shape=[], initializer="zeros")
         super().build(input_shape)
 
-    def call(self, inputs, report_metrics=True, training=None):
-        items, known, history_times, impression_time, memory, *other = inputs
+    def call(self, inputs, mask=None, report_metrics=True, training=None):
+        items, known, history_times, impression_time, memory, other = self._unpack(inputs, self.given_mask(mask))
         known = tf.cast(known, tf.bool)
         own_scores = []  # the matching scores p of the own history, when the routing loss needs their gradient
         if self.use_routing and self.routing_loss and training and other:
@@ -148,10 +183,31 @@ class InterestBranch(Layer):
             assignment = tf.where(known, 0, -1)
         r = self.temporal(items, assignment=assignment, ages=ages, weights=gate)  # eq. 5–7
         nonempty = tf.reduce_any(assignment[:, :, None] == tf.range(self.num_groups)[None, None, :], axis=1)
-        h, weights = self.interest([memory, r], group_mask=nonempty)  # eq. 8–10
+        h, weights = self.interest([memory, r], mask=nonempty)  # eq. 8–10
         update = self.aggregate([r, h])
         rows = memory + (self.update_gate * update if self.gated_update else update)  # u_p: memory updated by c_p
         return rows, weights, assignment
+
+    @staticmethod
+    def _unpack(inputs, mask):
+        """(items, known, history times, impression time, memory, () or (other items, other known)) from the call's
+        inputs and mask, or, with no mask, from the form models saved before the ``mask=`` convention recorded:
+        [items, known, history_times, impression_time, memory(, other_items, other_known)]."""
+        inputs = list(inputs)
+        if mask is None:
+            if len(inputs) not in (5, 7):
+                raise ValueError("InterestBranch needs mask= (known bool [B, L], or (known, other_known) with the "
+                                 "other history's items as a fifth input)")
+            items, known, history_times, impression_time, memory, *other = inputs
+            return items, known, history_times, impression_time, memory, tuple(other)
+        masks = tuple(mask) if isinstance(mask, (tuple, list)) else (mask,)
+        if len(inputs) != 3 + len(masks):
+            raise ValueError(f"InterestBranch takes [items, history_times, impression_time, memory] with mask=known, "
+                             f"or those and other_items with mask=(known, other_known); got {len(inputs)} inputs and "
+                             f"{len(masks)} masks")
+        items, history_times, impression_time, memory, *other_items = inputs
+        other = (other_items[0], masks[1]) if other_items else ()
+        return items, masks[0], history_times, impression_time, memory, other
 
     def _routing_metrics(self, assignment, known):
         real = tf.reduce_sum(tf.cast(known, tf.float32))

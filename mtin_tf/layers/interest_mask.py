@@ -24,13 +24,38 @@ class InterestMask(Layer):
       eq. 8:   w_{p,g} = softmax_g(c_p^T W_h r_g)                         [B, s, s]
       eq. 9:   ŵ_{p,g} = 1[w_{p,g} > τ]                                    (0/1 interest mask)
       eq. 10:  h_p = Σ_g ŵ_{p,g} r_g                                        [B, s, d]
+    (B batch, s memory rows = interest groups, d embedding size.)
 
     The step function of eq. 9 has zero gradient, which would leave W_h untrained. With ``straight_through=True``
     (default) the forward value is exactly the 0/1 mask and the backward pass treats ŵ as w (straight-through
     estimator: ŵ + w − stop_gradient(w)). With False, no gradient reaches W_h through ŵ.
 
-    Inputs: [memory c, float [B, s, d]; groups r, float [B, s, d]]; optional group_mask bool [B, s] (False for empty
-    groups, which then get w = 0). Output: (h [B, s, d], w [B, s, s]).
+    Args:
+      tau: τ, the threshold of eq. 9 (MTIN uses 1/s).
+      straight_through: the straight-through gradient for ŵ (above).
+      kernel_regularizer: regularizer of W_h, or None.
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: [c, r]: the memory rows c float [B, s, d] and the group representations r float [B, s', d].
+      mask: optional bool [B, s'], False for empty groups, which then get w = 0 (a row of w whose groups are all
+        empty is 0, never NaN). Without it every group takes part in the softmax.
+
+    Input shape:
+      [(B, s, d), (B, s', d)]; mask (B, s').
+
+    Output shape:
+      (h (B, s, d), w (B, s, s')).
+
+    Example:
+
+    >>> import numpy as np
+    >>> memory, groups = np.ones([2, 3, 4], np.float32), np.ones([2, 3, 4], np.float32)
+    >>> h, w = InterestMask(tau=0.25)([memory, groups], mask=np.array([[True, True, False]] * 2))
+    >>> h.shape, w.shape
+    (TensorShape([2, 3, 4]), TensorShape([2, 3, 3]))
+    >>> w[0, 0].numpy()  # equal logits: the two real groups share the weight, the empty one gets none
+    array([0.5, 0.5, 0. ], dtype=float32)
     """
 
     def __init__(self, tau=0.1, straight_through=True, kernel_regularizer=None, **kwargs):
@@ -45,14 +70,14 @@ class InterestMask(Layer):
                                    regularizer=self.kernel_regularizer)
         super().build(input_shape)
 
-    def call(self, inputs, group_mask=None):
+    def call(self, inputs, mask=None):
         memory, groups = inputs
+        mask = self.given_mask(mask)
         logits = tf.einsum("bpd,de,bge->bpg", memory, self.w_h, groups)  # c_p^T W_h r_g
-        if group_mask is None:
+        if mask is None:
             weights = tf.nn.softmax(logits, axis=-1)
         else:
-            weights = masked_softmax(logits, tf.broadcast_to(tf.cast(group_mask, tf.bool)[:, None, :],
-                                                             tf.shape(logits)))
+            weights = masked_softmax(logits, tf.broadcast_to(tf.cast(mask, tf.bool)[:, None, :], tf.shape(logits)))
         hard = tf.cast(weights > self.tau, weights.dtype)
         if self.straight_through:
             hard = hard + weights - tf.stop_gradient(weights)

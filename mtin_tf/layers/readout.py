@@ -14,7 +14,7 @@ from mtin_tf.layers.backend import Layer, keras, register
 
 @register
 class InterestReadout(Layer):
-    """P(x_e | H) from the memory rows u [B, s, d] and candidates x_e [B, d] (→ [B]) or [B, N, d] (→ [B, N]).
+    """P(x_e | H) from a branch's updated memory rows u and candidates x_e (section 4.4, eq. 11).
 
       readout "paper" (eq. 11):  q = Σ_p u_p;  P(x_e | H) = MLP([q, x_e])
       readout "attention" (ours): a_p = softmax_p(u_p·x_e / √d), q = Σ_p a_p u_p;
@@ -22,8 +22,33 @@ class InterestReadout(Layer):
       readout "target" (ours):    a_p = softmax_p(v^T σ(A [u_p, x_e, u_p − x_e, u_p ⊙ x_e] + a) + c), DIN's
                                   activation unit (Zhou et al., KDD 2018) of ``attention_units`` sigmoid units over
                                   the s rows instead of the history items; q and the MLP as in "attention"
-    The MLP has one hidden layer of d units (``activation``) and a linear output: the score is a logit-scale value,
-    not a probability (the click combiner adds the branches' scores).
+    with u [B, s, d], x_e [B, d] or [B, N, d]. The MLP has one hidden layer of d units (``activation``) and a linear
+    output: the score is a logit-scale value, not a probability (ClickCombiner adds the branches' scores).
+
+    Args:
+      readout: "paper", "attention" (default) or "target" (mtin_tf.config.READOUTS).
+      activation: the hidden layer's activation.
+      kernel_regularizer: regularizer of every Dense kernel, or None.
+      attention_units: the hidden units of the "target" readout's activation unit.
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: [u, x_e]: the rows u float [B, s, d] (InterestBranch) and one candidate per row x_e float [B, d], or
+        N candidates per row float [B, N, d], each scored against its row's u. No mask: every row is real.
+
+    Input shape:
+      [(B, s, d), (B, d)] or [(B, s, d), (B, N, d)].
+
+    Output shape:
+      (B,) or (B, N): P(x_e | H) on the logit scale.
+
+    Example:
+
+    >>> import numpy as np
+    >>> rows, candidates = np.ones([2, 3, 4], np.float32), np.ones([2, 5, 4], np.float32)
+    >>> readout = InterestReadout("attention")
+    >>> readout([rows, candidates]).shape, readout([rows, candidates[:, 0]]).shape
+    (TensorShape([2, 5]), TensorShape([2]))
     """
 
     def __init__(self, readout="attention", activation="relu", kernel_regularizer=None, attention_units=32, **kwargs):

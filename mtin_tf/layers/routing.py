@@ -139,17 +139,11 @@ def route_interest_groups(scores, mask, *, iterations=3, epsilon=0.0, base=2.0, 
 class InterestGroupRouting(Layer):
     """Item–group co-attention (eq. 2–4) followed by interest group routing (Algorithm 1).
 
-    Inputs:
-      items: float [B, L, d], history item embeddings x_j (time order, padded).
-      memory: float [B, s, d], the user's interest memory M_u = [c_1..c_s].
-      mask: bool [B, L], True for real items.
-      optionally a third input, scores: float [B, L, s], ``matching_scores(items, memory, mask)`` already computed
-        by the caller (the branch's routing loss needs them with gradient): routing then does not score again.
-
     Eq. 2: s_{j,g} = W_s σ(W_v x_j + b_v + W_u c_g + b_u) + b_s                 → [B, L, s, d]
     Eq. 3: x̂_j = s_{j,g} ⊙ x_j,  ĉ_g = s_{j,g} ⊙ c_g                           → [B, L, s, d] each
     Eq. 4: p_{g←j} = W_p^h σ(W_p^l [x̂_j, ĉ_g] + b_p^l) + b_p^h                  → [B, L, s]
     Algorithm 1 on σ(p) → S [B, L].
+    (B batch, L history length, s interest groups, d embedding size.)
 
     Eq. 4 ends in a linear layer, so p can be negative, and dividing a negative score by the discount ξ_g ≥ 1 would
     *raise* it, the opposite of the paper's intent. Routing therefore runs on the matching probability σ(p) ∈ (0, 1),
@@ -159,11 +153,6 @@ class InterestGroupRouting(Layer):
     false-positive filter). Only the gate carries a gradient, so the [B, L, s, d] co-attention runs forward only
     (under stop_gradient), and eq. 2–4 are evaluated a second time, with gradient, for each item's own group
     ([B, L, d]): the same values for s× less backward work.
-
-    Args:
-      num_groups: s; iterations, epsilon, base: Algorithm 1's passes, ε and b; parallel_routing: the data-parallel
-        approximation (see route_interest_groups); jit_compile: run the routing loop under XLA (the co-attention
-        is never compiled: XLA's CPU matmuls are slower than TensorFlow's); center: route σ(p − p̄) (below).
 
     With ``similarity`` (ours), p_{g←j} = eq. 4 + x_j·c_g/√d: eq. 2–4 start from random weights and learn only
     through the gates, so on their own they route items almost at random with respect to what the items are; the
@@ -175,8 +164,45 @@ class InterestGroupRouting(Layer):
     as the level drifts in training, everything; relative to p̄ it drops the items that match the user's groups worse
     than the user's items do on average.
 
-    Returns a dict: "assignment" int32 [B, L]; "scores" p [B, L, s] (eq. 4); "matching" σ(p) or σ(p − p̄) [B, L, s]
-    (what is routed); "gate" [B, L], σ(p_{S_j←j}) for assigned items and 0 for the rest (differentiable).
+    Args:
+      num_groups: s, the number of interest groups (= memory rows).
+      iterations: Algorithm 1's passes over the history.
+      epsilon: ε, the threshold on the routed score an item must pass to move into a group.
+      base: b > 1 of the discount ξ_g = log_b(b + max(avg_g − p_{g←j}, 0)).
+      parallel_routing: the data-parallel approximation of Algorithm 1 (see route_interest_groups).
+      jit_compile: run the routing loop under XLA (the co-attention is never compiled: XLA's CPU matmuls are
+        slower than TensorFlow's).
+      center: route σ(p − p̄) (above).
+      similarity: add x_j·c_g/√d to p (above).
+      activation: σ of eq. 2 and eq. 4's hidden layer.
+      kernel_regularizer: regularizer of every Dense kernel, or None.
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: [items, memory] or [items, memory, scores]: items float [B, L, d], the history's item embeddings x_j
+        (time order, padded); memory float [B, s, d], the user's interest memory M_u = [c_1..c_s]; scores float
+        [B, L, s], ``matching_scores(items, memory, mask)`` already computed by the caller (the branch's routing
+        loss needs them with gradient): routing then does not score again.
+      mask: bool [B, L], True for real items (required). Padding is never routed.
+
+    Input shape:
+      [(B, L, d), (B, s, d)] or [(B, L, d), (B, s, d), (B, L, s)]; mask (B, L).
+
+    Output shape:
+      A dict: "assignment" int32 (B, L), each item's group S_j or −1 (never assigned, padding); "scores" p
+      (B, L, s) (eq. 4); "matching" σ(p) or σ(p − p̄) (B, L, s) (what is routed); "gate" (B, L), σ(p_{S_j←j}) for
+      assigned items and 0 for the rest (differentiable).
+
+    Example:
+
+    >>> import numpy as np
+    >>> items, memory = np.ones([2, 5, 4], np.float32), np.ones([2, 3, 4], np.float32)
+    >>> known = np.array([[True] * 5, [True, True, False, False, False]])
+    >>> routed = InterestGroupRouting(num_groups=3, epsilon=0.0)([items, memory], mask=known)
+    >>> routed["assignment"].shape, routed["scores"].shape, routed["gate"].shape
+    (TensorShape([2, 5]), TensorShape([2, 5, 3]), TensorShape([2, 5]))
+    >>> routed["assignment"].numpy()[1, 2:]  # padding is in no group
+    array([-1, -1, -1], dtype=int32)
     """
 
     def __init__(self, num_groups, iterations=3, epsilon=0.1, base=2.0, parallel_routing=False, jit_compile=False,
@@ -194,10 +220,6 @@ class InterestGroupRouting(Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         if self.base <= 1.0:
             raise ValueError(f"routing base b must be > 1, got {base}")
-        self.supports_masking = True  # the mask is an input of the call (Keras 3 warns otherwise); none is passed on
-
-    def compute_mask(self, inputs, mask=None):
-        return None
 
     def build(self, input_shape):
         d = int(input_shape[0][-1])
@@ -237,8 +259,9 @@ class InterestGroupRouting(Layer):
 
     def call(self, inputs, mask=None):
         items, memory, *given = inputs
+        mask = self.given_mask(mask)
         if mask is None:
-            raise ValueError("InterestGroupRouting needs mask (bool [B, L], True for real history items)")
+            raise ValueError("InterestGroupRouting needs mask= (bool [B, L], True for real history items)")
         mask = tf.cast(mask, tf.bool)
         # The scores p may come from the caller, who computed matching_scores(items, memory, mask) for a loss of its
         # own (the routing loss): the assignment takes them without gradient either way.

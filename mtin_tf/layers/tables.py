@@ -132,7 +132,7 @@ def lookup_rows(keys, ids):
 
 @register
 class ItemEmbedding(Layer):
-    """x_j = W_e f_j + b_e (+ e_j): item embeddings from a frozen item table owned by the model.
+    """Item embeddings x_j = W_e f_j + b_e (+ e_j) from a frozen item table owned by the model (section 4, x_j ∈ R^d).
 
     f_j is the item's feature vector (visual features or metadata), looked up by raw item id; W_e projects it to d.
     Items never seen in training are scored from their features alone, provided they are in the table. An optional
@@ -144,12 +144,39 @@ class ItemEmbedding(Layer):
       ``projected=True`` (serving): the frozen table [N, d] of x_j itself, W_e f_j + b_e (+ e_j) computed once by
         ``projected_table``, and x for unknown ids; a 1.7 M × 512 feature table becomes 1.7 M × d.
 
-    Construction takes the table (``item_ids`` int [N], ``item_features`` float [N, F], or [N, d] when projected;
-    an NpyRows file instead of an array is read by chunks, so the caller need not hold the table) as initial values;
-    they are saved as weights, not in the config. The table keeps the caller's row order (no sorted
-    copy): raw ids are found by binary search over their sorted copy ``item_keys`` and ``item_rows`` points from
-    there into the table. Call: ids int64 [...] → (x float [..., d], known bool [...]), where known is False for
-    padding and for ids absent from the table (whose x is W_e·0 + b_e (+ e_0)).
+    The table keeps the caller's row order (no sorted copy): raw ids are found by binary search over their sorted
+    copy ``item_keys`` and ``item_rows`` points from there into the table.
+
+    Args:
+      num_items: N, the rows of the table.
+      feature_dim: F, the columns of the feature table (d when ``projected``).
+      embedding_dim: d.
+      use_id_embedding: add the trainable id embedding e_j.
+      item_ids: int [N], the raw ids of the table's rows (positive, unique), saved as a weight (not in the config).
+      item_features: float [N, F] (or [N, d] when projected) the table's initial values, saved as a weight; an
+        NpyRows file instead of an array is read by chunks, so the caller need not hold the table.
+      kernel_regularizer: regularizer of W_e, or None.
+      projected: the serving form (above).
+      id_l2: λ of the id embedding's L2 term.
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      ids: int64 [...], raw item ids; 0 is padding.
+
+    Input shape:
+      Any shape [...], e.g. (B,) for candidates or (B, L) for a history.
+
+    Output shape:
+      (x float [..., d], known bool [...]): known is False for padding and for ids absent from the table (whose x
+      is W_e·0 + b_e (+ e_0)). known is what the layers downstream take as their ``mask=``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> embed = ItemEmbedding(3, 2, 4, item_ids=np.array([30, 10, 20]), item_features=np.eye(3, 2, dtype=np.float32))
+    >>> x, known = embed(np.array([[10, 99, 0]]))  # 99 is not in the table, 0 is padding
+    >>> x.shape, known.numpy()
+    (TensorShape([1, 3, 4]), array([[ True, False, False]]))
     """
 
     def __init__(self, num_items, feature_dim, embedding_dim, use_id_embedding=False, item_ids=None,
@@ -270,10 +297,32 @@ class ItemEmbedding(Layer):
 class ItemBias(Layer):
     """A trainable logit bias b_i per item, keyed by raw id (row 0: padding and unknown items, which share it).
 
-    Construction takes ``item_ids`` int [N] (saved as a weight) and ``regularizer`` (the model's λ‖·‖², applied to
-    the whole vector each step: a prior of the same strength for every item, so a bias seen in a few rows stays near
-    0; unregularised, the bias cost MTIN 0.012 validation AUC on planted data, docs/EXPERIMENTS.md "Diagnostics").
-    Call: ids int64 [B] → b float [B].
+    Added to the click logit by ClickCombiner (section 4.4, ours: the paper's ŷ has no item term). Under the model's
+    λ‖·‖² ``regularizer``, applied to the whole vector each step: a prior of the same strength for every item, so a
+    bias seen in a few rows stays near 0 (unregularised, the bias cost MTIN 0.012 validation AUC on planted data,
+    docs/EXPERIMENTS.md "Diagnostics"). MTIN's exposure prior log q_j is a non-trainable ItemBias.
+
+    Args:
+      num_items: N, the items with a bias of their own.
+      item_ids: int [N], their raw ids (positive, unique), saved as a weight.
+      regularizer: regularizer of the bias vector, or None.
+      **kwargs: Layer arguments (name, dtype, trainable, ...).
+
+    Call arguments:
+      ids: int64 [...], raw item ids.
+
+    Input shape:
+      Any shape [...], e.g. (B,).
+
+    Output shape:
+      [...]: b float.
+
+    Example:
+
+    >>> import numpy as np
+    >>> bias = ItemBias(2, item_ids=np.array([10, 20]))
+    >>> bias(np.array([20, 99])).numpy()  # zeros until trained
+    array([0., 0.], dtype=float32)
     """
 
     def __init__(self, num_items, item_ids=None, regularizer=None, **kwargs):
@@ -311,8 +360,32 @@ class UserMemory(Layer):
     none) and the time the user first met each (``anchor_times``, int64 seconds): the memory row is then the mean of
     the current embeddings of the anchors met before the impression, plus the trained matrix (the residual, on which
     the L2 acts), computed by AnchoredMemory; so a pretrained row follows the item embeddings as they train.
-    Call: user ids int64 [B] → memory float [B, s, d], or (residual [B, s, d], anchor ids int64 [B, s, m],
-    anchor times int64 [B, s, m]) when m > 0.
+
+    Args:
+      num_users: U, the users with a memory of their own.
+      num_groups: s, the rows of a memory.
+      embedding_dim: d.
+      user_ids: int [U], their raw ids (positive, unique), saved as a weight.
+      row_l2: λ of the per-batch L2 term above.
+      anchor_size: m, the anchor items per row (0: none).
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      ids: int64 [B], raw user ids.
+
+    Input shape:
+      (B,).
+
+    Output shape:
+      memory (B, s, d), or, when m > 0, (residual (B, s, d), anchor ids int64 (B, s, m), anchor times int64
+      (B, s, m)) for AnchoredMemory.
+
+    Example:
+
+    >>> import numpy as np
+    >>> memory = UserMemory(2, num_groups=3, embedding_dim=4, user_ids=np.array([7, 8]))
+    >>> memory(np.array([8, 5])).shape  # 5 is unknown: the shared row
+    TensorShape([2, 3, 4])
     """
 
     def __init__(self, num_users, num_groups, embedding_dim, user_ids=None, row_l2=0.0, anchor_size=0, **kwargs):
@@ -363,20 +436,49 @@ class UserMemory(Layer):
 
 @register
 class AnchoredMemory(Layer):
-    """c_g = residual_g + mean of the embeddings of row g's anchor items that the user met before the impression
-    (none: the residual alone).
+    """Anchored memory rows (section 4.1.1 with pretraining): c_g = residual_g + the mean embedding of row g's anchors
+    met before the impression.
 
-    An anchor counts only once its time (when the user first met it) is before the impression time: the anchors come
-    from the user's whole training history, so without this a training row's own candidate — which later rows'
-    histories hold — would sit in the memory that scores it (in the positive memory when clicked, the negative one
-    when not): a label leak in training that validation and test rows do not have.
+      c_g = M_u[g] + mean_{a ∈ anchors(g), known, t_a < t_impression} x_a          [B, s, d]
+    (none such: the residual alone). An anchor counts only once its time (when the user first met it) is before the
+    impression time: the anchors come from the user's whole training history, so without this a training row's own
+    candidate — which later rows' histories hold — would sit in the memory that scores it (in the positive memory
+    when clicked, the negative one when not): a label leak in training that validation and test rows do not have.
 
-    Inputs: [residual float [B, s, d], anchor embeddings float [B, s, m, d], known bool [B, s, m],
-    anchor times int64 [B, s, m], impression time int64 [B]]. Output: memory float [B, s, d].
+    Args:
+      **kwargs: Layer arguments (name, dtype, ...). The layer has no weights: it combines UserMemory's outputs
+        with ItemEmbedding's.
+
+    Call arguments:
+      inputs: [residual float [B, s, d], anchor embeddings float [B, s, m, d], anchor times int64 [B, s, m],
+        impression time int64 [B]] (UserMemory's residual and anchor times, ItemEmbedding's x of the anchor ids).
+      mask: known bool [B, s, m], False for empty anchor slots and anchors absent from the item table
+        (ItemEmbedding's known of the anchor ids); required. Models saved before the ``mask=`` convention called
+        the layer with known as the third of five inputs and no mask: that form is still accepted.
+
+    Input shape:
+      [(B, s, d), (B, s, m, d), (B, s, m), (B,)]; mask (B, s, m).
+
+    Output shape:
+      (B, s, d): the memory rows c.
+
+    Example:
+
+    >>> import numpy as np
+    >>> residual, anchors = np.zeros([1, 2, 4], np.float32), np.ones([1, 2, 3, 4], np.float32)
+    >>> times, known = np.array([[[5, 50, 0], [60, 0, 0]]]), np.array([[[True, True, False], [True, False, False]]])
+    >>> AnchoredMemory()([residual, anchors, times, np.array([20])], mask=known)[:, :, 0].numpy()
+    array([[1., 0.]], dtype=float32)
     """
 
-    def call(self, inputs):
-        residual, anchors, known, anchor_times, impression_time = inputs
+    def call(self, inputs, mask=None):
+        mask = self.given_mask(mask)
+        if mask is None:  # the form models saved before the mask= convention recorded: known in the inputs
+            if len(inputs) != 5:
+                raise ValueError("AnchoredMemory needs mask= (known bool [B, s, m], False for empty anchor slots)")
+            residual, anchors, known, anchor_times, impression_time = inputs
+        else:
+            (residual, anchors, anchor_times, impression_time), known = inputs, mask
         past = anchor_times < tf.cast(impression_time, tf.int64)[:, None, None]
         weight = tf.cast(tf.logical_and(known, past), anchors.dtype)[..., None]
         return residual + tf.math.divide_no_nan(tf.reduce_sum(anchors * weight, 2), tf.reduce_sum(weight, 2))

@@ -13,13 +13,14 @@ from mtin_tf.layers.grouped_matmul import grouped_matmul
 
 @register
 class ParallelTemporalMask(Layer):
-    """p parallel temporal masks over each interest group, then an MLP: the group representations r_g.
+    """p parallel temporal masks over each interest group, then an MLP: the group representations r_g (eq. 5–7).
 
     For group g and mask k, with i, j items **of the same group** and i − j their distance within the group (time
     order):
       eq. 5:  Q_ij = x_i^T W_g^k x_j                       W_g^k ∈ R^{d×d}, one per (group, mask)
       eq. 6:  P_ij = exp(−(i − j) ω_k) for i > j, else 0    ω_k > 0, one time scale per mask
-      eq. 7:  m_i = Σ_j P_ij Q_ij x_j;  r_g^k = Σ_i m_i;  r_g = MLP([r_g^1, ..., r_g^p])
+      eq. 7:  m_i = Σ_j P_ij Q_ij x_j;  r_g^k = Σ_i m_i;  r_g = MLP([r_g^1, ..., r_g^p])   r: [B, s, d]
+    (B batch, L history length, s groups, d embedding size, p parallel masks.)
 
     Computed on the history as it is, without packing the groups: r_g^k = Σ_{j ∈ g} (Σ_i P_ij Q_ij) x_j, where P_ij
     is 0 unless i and j share a group, the same sum without the [L, L, d] tensor M. Each item is multiplied by its own
@@ -28,18 +29,45 @@ class ParallelTemporalMask(Layer):
     sums a_j = Σ_i P_ij x_i, computed over chunks of ``chunk_size`` positions with a running state per (chunk,
     group) for pairs across chunks (``_decay_sums``): exact, and linear in L where the [L, L] form is quadratic.
 
-    Options: ``learnable_decay`` (ω_k trainable, initialised log-spaced over [omega_min, omega_max]; else fixed there);
-    ``use_time_gaps`` replaces the in-group distance i − j by the time gap t_i − t_j (from ``ages``, already scaled);
-    ``include_self`` sets P_ii = 1 (i ≥ j instead of eq. 6's strict i > j): with the strict mask a group of one item
-    has r_g^k = 0 and r_g = MLP(0), the same constant for every such group. ``chunk_size`` changes the cost only
-    (histories of a static length up to it are one chunk; a history of unknown static length is always one).
+    Args:
+      num_groups: s, the number of groups (one W_g^k per group and mask).
+      num_masks: p, the number of parallel masks (time scales ω_k).
+      omega_min, omega_max: the range over which the ω_k start, log-spaced (0 < omega_min ≤ omega_max).
+      learnable_decay: ω_k trainable (default); False keeps them fixed at their start.
+      use_time_gaps: replace the in-group distance i − j by the time gap t_i − t_j (from ``ages``, already scaled).
+      include_self: P_ii = 1 (i ≥ j instead of eq. 6's strict i > j): with the strict mask a group of one item has
+        r_g^k = 0 and r_g = MLP(0), the same constant for every such group.
+      activation: the hidden activation of the MLP of eq. 7.
+      kernel_regularizer: regularizer of W_g^k and the MLP's kernels, or None.
+      chunk_size: C of ``_decay_sums``; changes the cost only (histories of a static length up to it are one chunk;
+        a history of unknown static length is always one).
+      **kwargs: Layer arguments (name, dtype, ...).
 
-    Inputs: items float [B, L, d] (the history in time order); assignment int32 [B, L], each item's group in [0, s) or
-    −1 for items in no group (padding, unknown or unrouted items; they are ignored); ages float [B, L] (how long
-    before the candidate each item was seen), needed with ``use_time_gaps``; weights float [B, L] (optional), a factor
-    on each item's term of r_g^k = Σ_j w_j (Σ_i P_ij Q_ij) x_j (MTIN's routing gate; linear, where scaling x_j itself
-    would act as w_j³).
-    Output: r float [B, s, d]; rows of empty groups are 0.
+    Call arguments:
+      items: float [B, L, d], the history in time order.
+      assignment: int32 [B, L], each item's group in [0, s), or −1 for items in no group (padding, unknown or
+        unrouted items: they are ignored). This is the grouping itself, not a Keras mask: the layer takes no
+        ``mask`` (padding is −1 here).
+      ages: float [B, L], how long before the candidate each item was seen; needed with ``use_time_gaps``.
+      weights: float [B, L] (optional), a factor on each item's term of r_g^k = Σ_j w_j (Σ_i P_ij Q_ij) x_j (MTIN's
+        routing gate; linear, where scaling x_j itself would act as w_j³).
+
+    Input shape:
+      items (B, L, d); assignment, ages, weights (B, L).
+
+    Output shape:
+      (B, s, d): r; rows of empty groups are 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> items = np.ones([2, 5, 4], np.float32)
+    >>> assignment = np.array([[0, 0, 1, -1, -1], [2, 2, 2, 2, 2]], np.int32)
+    >>> r = ParallelTemporalMask(num_groups=3, num_masks=2)(items, assignment=assignment)
+    >>> r.shape
+    TensorShape([2, 3, 4])
+    >>> r[0, 2].numpy()  # group 2 of the first history is empty
+    array([0., 0., 0., 0.], dtype=float32)
     """
 
     def __init__(self, num_groups=6, num_masks=8, omega_min=0.05, omega_max=2.0, learnable_decay=True,
