@@ -18,7 +18,7 @@ import reference as ref
 import tensorflow as tf
 
 from mtin_tf.config import MTINConfig
-from mtin_tf.layers import InterestBranch, InterestMask, InterestReadout, ItemEmbedding, UserMemory
+from mtin_tf.layers import AnchoredMemory, InterestBranch, InterestMask, InterestReadout, ItemEmbedding, UserMemory
 from mtin_tf.layers.backend import KERAS_NAME, LEGACY, keras
 from mtin_tf.layers.tables import ItemBias
 
@@ -161,6 +161,47 @@ def test_a_small_model_trains_and_reports_its_routing_metrics():
         assert len(values) == 4 and all(np.isfinite(values))
     assert 1.0 <= history["branch_groups_used"][-1] <= CONFIG.num_groups
     assert 0.0 <= history["branch_dropped"][-1] < 1.0
+
+
+def test_masks_reach_the_layers_only_through_mask_and_none_leaves_them():
+    """A Keras mask attached to an input (Masking, Embedding(mask_zero=True)) is never filled in for ``mask``, in an
+    eager call or a functional model, and no layer attaches one to its outputs: only an explicit mask= masks."""
+    rng = np.random.default_rng(5)
+    memory, groups = rng.normal(size=(2, 3, 4)).astype(np.float32), rng.normal(size=(2, 3, 4)).astype(np.float32)
+    groups[:, 1] = 0.0  # Masking(0) marks group 1 as masked
+    layer = InterestMask(tau=0.2)
+    plain = layer([memory, groups])
+    masked_groups = keras.layers.Masking(0.0)(groups)
+    assert masked_groups._keras_mask is not None
+    implicit = layer([memory, masked_groups])
+    np.testing.assert_array_equal(implicit[1].numpy(), plain[1].numpy())
+    assert all(getattr(t, "_keras_mask", None) is None for t in implicit)
+    explicit = layer([memory, groups], mask=np.array([[True, False, True]] * 2))
+    assert (explicit[1].numpy()[:, :, 1] == 0).all() and (plain[1].numpy()[:, :, 1] > 0).all()
+    m_in, g_in = keras.Input((3, 4)), keras.Input((3, 4))
+    model = keras.Model([m_in, g_in], layer([m_in, keras.layers.Masking(0.0)(g_in)]))
+    np.testing.assert_allclose(model([memory, groups])[1].numpy(), plain[1].numpy(), rtol=1e-6)
+
+
+def test_the_pre_mask_input_forms_of_saved_models_give_the_same_outputs(portable_model):
+    """Models saved before the mask= convention call the branch and the anchored memory with the masks among the
+    inputs: that form still loads and gives what the mask= form gives."""
+    model, x = portable_model, _inputs(4)
+    items, known = model.get_layer("item_embedding")(x["history"])
+    memory = model.get_layer("memory")(x["user"])
+    branch = model.get_layer("branch")
+    new = branch([items, x["history_times"], x["now"], memory], mask=known, report_metrics=False)
+    old = branch([items, known, x["history_times"], x["now"], memory], report_metrics=False)
+    for a, b in zip(new, old):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="needs mask="):
+        branch([items, x["history_times"], x["now"], memory], report_metrics=False)
+    rng = np.random.default_rng(6)
+    residual, anchors = rng.normal(size=(2, 3, 4)).astype(np.float32), rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+    known, times, now = rng.random((2, 3, 5)) < 0.6, rng.integers(0, 100, (2, 3, 5)), np.array([50, 80])
+    anchored = AnchoredMemory()
+    np.testing.assert_array_equal(anchored([residual, anchors, times, now], mask=known).numpy(),
+                                  anchored([residual, anchors, known, times, now]).numpy())
 
 
 def test_a_layer_called_on_the_other_kerases_tensor_names_both_ways_out():

@@ -29,16 +29,45 @@ import tf_keras
 from mtin_tf import features as F
 from mtin_tf.baselines.common import finish, inputs_and_items, user_vector
 from mtin_tf.config import MTINConfig
+from mtin_tf.layers.backend import Layer, keras, register, split_mask
 from mtin_tf.layers.interest_mask import masked_softmax
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class TemporalGraphLSTM(tf_keras.layers.Layer):
-    """[items x [B, L, d_in], known bool [B, L], times int [B, L]] → hidden states [B, L, units].
+@register
+class TemporalGraphLSTM(Layer):
+    """ALPINE's temporal-graph-guided LSTM over one history (module docstring).
 
-    The LSTM state moves along the edges of the history's temporal graph (consecutive real items), scaled by the edge
-    weight exp(−Δt/τ); padded and unknown slots are not nodes: they leave the state unchanged (their outputs repeat
-    the last state and are never read)."""
+      e_j = exp(−Δt_j / τ) on the edge from the previous real item;  (h̃, c̃) = e_j · (h_k, c_k);
+      (h_j, c_j) = LSTMCell(x_j, h̃, c̃)                                       x [B, L, d_in] → h [B, L, units]
+    The state moves along the edges of the history's temporal graph (consecutive real items), scaled by the edge
+    weight; padded and unknown slots are not nodes: they leave the state unchanged (their outputs repeat the last
+    state and are never read). τ = exp(log τ) is learned (starts at 1).
+
+    Args:
+      units: the LSTM's units.
+      time_scale: seconds per unit of Δt (config.time_scale: a day).
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: [items x float [B, L, d_in], times int [B, L]] (the history in time order, with its timestamps).
+      mask: known bool [B, L], True for real items (required). The form models saved before the ``mask=``
+        convention recorded, [items, known, times] and no mask, is still accepted.
+
+    Input shape:
+      [(B, L, d_in), (B, L)] with L static; mask (B, L).
+
+    Output shape:
+      (B, L, units).
+
+    Example:
+
+    >>> import numpy as np
+    >>> items, times = np.ones([2, 3, 4], np.float32), np.array([[1, 2, 3], [5, 0, 0]])
+    >>> known = np.array([[True, True, True], [True, False, False]])
+    >>> states = TemporalGraphLSTM(6, time_scale=1.0)([items, times], mask=known)
+    >>> states.shape, bool(np.allclose(states[1, 0], states[1, 2]))  # padding leaves the state as it was
+    (TensorShape([2, 3, 6]), True)
+    """
 
     def __init__(self, units, time_scale=86400.0, **kwargs):
         super().__init__(**kwargs)
@@ -46,16 +75,16 @@ class TemporalGraphLSTM(tf_keras.layers.Layer):
 
     def build(self, input_shape):
         dim = int(input_shape[0][-1])
-        self.kernel = self.add_weight("kernel", shape=[dim, 4 * self.units], initializer="glorot_uniform")
-        self.recurrent_kernel = self.add_weight("recurrent_kernel", shape=[self.units, 4 * self.units],
+        self.kernel = self.add_weight(name="kernel", shape=[dim, 4 * self.units], initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=[self.units, 4 * self.units],
                                                 initializer="orthogonal")
-        forget_bias = tf_keras.initializers.Constant([0.0] * self.units + [1.0] * self.units + [0.0] * 2 * self.units)
-        self.bias = self.add_weight("bias", shape=[4 * self.units], initializer=forget_bias)
-        self.log_tau = self.add_weight("log_tau", shape=[], initializer="zeros")
+        forget_bias = keras.initializers.Constant([0.0] * self.units + [1.0] * self.units + [0.0] * 2 * self.units)
+        self.bias = self.add_weight(name="bias", shape=[4 * self.units], initializer=forget_bias)
+        self.log_tau = self.add_weight(name="log_tau", shape=[], initializer="zeros")
         super().build(input_shape)
 
-    def call(self, inputs):
-        items, known, times = inputs
+    def call(self, inputs, mask=None):
+        (items, times), known = split_mask(self, inputs, mask, 3)
         known = tf.cast(known, tf.bool)
         times = tf.cast(times, tf.int64)
         tau = tf.exp(self.log_tau)
@@ -81,18 +110,44 @@ class TemporalGraphLSTM(tf_keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "time_scale": self.time_scale}
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class CandidateReadout(tf_keras.layers.Layer):
-    """[states [B, L, u], known bool [B, L], candidate [B, d]] → Σ_j softmax_j(h_j · W_q x_e / √u) h_j [B, u]
-    over the real items (zeros for an empty history)."""
+@register
+class CandidateReadout(Layer):
+    """ALPINE's readout with the candidate: attention over a history's LSTM states.
+
+      r = Σ_j softmax_j(h_j · W_q x_e / √u) h_j over the real items (0 for an empty history)
+    with h [B, L, u], x_e [B, d] → r [B, u].
+
+    Args:
+      units: u, the states' size (W_q maps x_e to it).
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: [states h float [B, L, u], candidate x_e float [B, d]].
+      mask: known bool [B, L], True for real items (required). The form models saved before the ``mask=``
+        convention recorded, [states, known, candidate] and no mask, is still accepted.
+
+    Input shape:
+      [(B, L, u), (B, d)]; mask (B, L).
+
+    Output shape:
+      (B, u).
+
+    Example:
+
+    >>> import numpy as np
+    >>> states, candidate = np.ones([2, 3, 4], np.float32), np.ones([2, 5], np.float32)
+    >>> CandidateReadout(4)([states, candidate], mask=np.array([[True, True, False], [False] * 3])).numpy()
+    array([[1., 1., 1., 1.],
+           [0., 0., 0., 0.]], dtype=float32)
+    """
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
-        self.query = tf_keras.layers.Dense(self.units, use_bias=False, name="query")
+        self.query = keras.layers.Dense(self.units, use_bias=False, name="query")
 
-    def call(self, inputs):
-        states, known, candidate = inputs
+    def call(self, inputs, mask=None):
+        (states, candidate), known = split_mask(self, inputs, mask, 3)
         logits = tf.einsum("blu,bu->bl", states, self.query(candidate)) / tf.sqrt(float(self.units))
         return tf.einsum("bl,blu->bu", masked_softmax(logits, known), states)
 
@@ -110,8 +165,9 @@ def build_alpine(config: MTINConfig, item_ids, item_features, user_ids=None, *, 
     similarities = []
     for name, (ids_key, times_key) in zip(("interest", "uninterest"), F.HISTORY_PAIRS):
         items, known = embed(inputs[ids_key])
-        states = TemporalGraphLSTM(d, config.time_scale, name=f"{name}_graph_lstm")([items, known, inputs[times_key]])
-        represented = CandidateReadout(d, name=f"{name}_readout")([states, known, candidate])
+        states = TemporalGraphLSTM(d, config.time_scale, name=f"{name}_graph_lstm")([items, inputs[times_key]],
+                                                                                     mask=known)
+        represented = CandidateReadout(d, name=f"{name}_readout")([states, candidate], mask=known)
         if name == "interest":
             represented = layers.Add(name="interest_with_memory")([represented, memory])
         projected = layers.Dense(d, use_bias=False, name=f"{name}_projection")(candidate)

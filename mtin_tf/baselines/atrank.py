@@ -16,24 +16,50 @@ import tf_keras
 
 from mtin_tf.baselines.common import history_model
 from mtin_tf.config import MTINConfig
+from mtin_tf.layers.backend import Layer, register
 
 
 def _heads(dim: int) -> int:
     return 4 if dim % 4 == 0 else 1
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class AttentionMask(tf_keras.layers.Layer):
-    """key mask bool [B, T] → attention mask bool [B, T, T] (self-attention, ``self_attention=True``) or [B, 1, T]
-    (one query, the candidate). Padded queries see nothing; their outputs are never used."""
+@register
+class AttentionMask(Layer):
+    """ATRank's attention masks: a sequence's key mask → the attention mask of its self-attention or of one query.
+
+      self-attention: M_ij = known_i ∧ known_j  [B, T, T];   one query (the candidate): M_0j = known_j  [B, 1, T]
+    Padded queries see nothing; their outputs are never used. The key mask is this layer's input, the data it turns
+    into MultiHeadAttention's ``attention_mask``, not a mask applied to other inputs: the layer takes no ``mask=``.
+
+    Args:
+      self_attention: True (default) for the [B, T, T] self-attention mask, False for the [B, 1, T] one.
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      known: bool [B, T], the key mask: True for real behaviours.
+
+    Input shape:
+      (B, T).
+
+    Output shape:
+      (B, T, T) or (B, 1, T), bool.
+
+    Example:
+
+    >>> import numpy as np
+    >>> AttentionMask(self_attention=False)(np.array([[True, False]])).numpy()
+    array([[[ True, False]]])
+    >>> AttentionMask()(np.array([[True, False]])).shape
+    TensorShape([1, 2, 2])
+    """
 
     def __init__(self, self_attention=True, **kwargs):
         super().__init__(**kwargs)
         self.self_attention = bool(self_attention)
 
-    def call(self, mask):
-        mask = tf.cast(mask, tf.bool)
-        return mask[:, :, None] & mask[:, None, :] if self.self_attention else mask[:, None, :]
+    def call(self, known):
+        known = tf.cast(known, tf.bool)
+        return known[:, :, None] & known[:, None, :] if self.self_attention else known[:, None, :]
 
     def get_config(self):
         return {**super().get_config(), "self_attention": self.self_attention}

@@ -12,15 +12,43 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
+from mtin_tf.layers.backend import Layer, register, split_mask
 from mtin_tf.layers.tables import UserMemory
 from mtin_tf.model import compile_model, item_bias, item_embedding, model_inputs
 
 USER_EMBEDDING = "user_embedding"
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class MaskedPooling(tf_keras.layers.Layer):
-    """[values [B, L, d], mask bool [B, L]] → [B, d]: mean or max over the True positions (zeros if none)."""
+@register
+class MaskedPooling(Layer):
+    """Mean or max of a sequence over its real positions (the baselines' pooling of histories and hidden states).
+
+      mean: y = Σ_j m_j v_j / Σ_j m_j;   max: y = max_{j: m_j} v_j;   0 for a row with no real position   [B, d]
+
+    Args:
+      mode: "mean" (default) or "max".
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: values float [B, L, d].
+      mask: bool [B, L], True at the real positions (required). The form models saved before the ``mask=``
+        convention recorded, [values, mask] as the inputs and no mask, is still accepted.
+
+    Input shape:
+      (B, L, d); mask (B, L).
+
+    Output shape:
+      (B, d).
+
+    Example:
+
+    >>> import numpy as np
+    >>> values = np.array([[[1.0], [5.0], [9.0]]], np.float32)
+    >>> MaskedPooling("mean")(values, mask=np.array([[True, True, False]])).numpy()
+    array([[3.]], dtype=float32)
+    >>> MaskedPooling("max")(values, mask=np.array([[False, False, False]])).numpy()
+    array([[0.]], dtype=float32)
+    """
 
     def __init__(self, mode="mean", **kwargs):
         super().__init__(**kwargs)
@@ -28,14 +56,14 @@ class MaskedPooling(tf_keras.layers.Layer):
             raise ValueError(f"MaskedPooling mode must be 'mean' or 'max', got {mode!r}")
         self.mode = mode
 
-    def call(self, inputs):
-        values, mask = inputs
+    def call(self, inputs, mask=None):
+        values, mask = split_mask(self, inputs, mask, 2)
         m = tf.cast(mask, values.dtype)[..., None]
         if self.mode == "mean":
             return tf.math.divide_no_nan(tf.reduce_sum(values * m, 1), tf.reduce_sum(m, 1))
         lowest = tf.fill(tf.shape(values), tf.constant(values.dtype.min, values.dtype))
         pooled = tf.reduce_max(tf.where(m > 0, values, lowest), 1)
-        return tf.where(tf.reduce_any(mask, 1)[:, None], pooled, tf.zeros_like(pooled))
+        return tf.where(tf.reduce_any(tf.cast(mask, tf.bool), 1)[:, None], pooled, tf.zeros_like(pooled))
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
@@ -89,7 +117,7 @@ def history_model(name: str, encode, config: MTINConfig, item_ids, item_features
     clicked, clicked_known = embed(inputs[F.CLICKED_ITEMS])
     browsed, browsed_known = embed(inputs[F.BROWSED_ITEMS])
     interest = encode(clicked, clicked_known, browsed, browsed_known, candidate)
-    negative = MaskedPooling("mean", name="browsed_mean")([browsed, browsed_known])
+    negative = MaskedPooling("mean", name="browsed_mean")(browsed, mask=browsed_known)
     cross = tf_keras.layers.Multiply(name="interest_x_candidate")([interest, candidate])
     head_input = tf_keras.layers.Concatenate(name="mlp_input")([interest, negative, candidate, cross])
     return finish(inputs, mlp_score(head_input, (config.embedding_dim,)), name, config, item_ids, compile=compile)

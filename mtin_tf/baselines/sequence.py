@@ -19,7 +19,7 @@ def build_lstm(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
 
     def encode(clicked, known, browsed, browsed_known, candidate):
         states = tf_keras.layers.LSTM(config.embedding_dim, return_sequences=True, name="lstm")(clicked, mask=known)
-        return MaskedPooling("mean", name="hidden_mean")([states, known])
+        return MaskedPooling("mean", name="hidden_mean")(states, mask=known)
 
     return history_model("lstm", encode, config, item_ids, item_features, compile=compile)
 
@@ -30,6 +30,6 @@ def build_cnn(config: MTINConfig, item_ids, item_features, user_ids=None, *, com
 
     def encode(clicked, known, browsed, browsed_known, candidate):
         conv = tf_keras.layers.Conv1D(config.embedding_dim, 3, padding="same", activation="relu", name="conv")(clicked)
-        return MaskedPooling("max", name="max_pool")([conv, known])
+        return MaskedPooling("max", name="max_pool")(conv, mask=known)
 
     return history_model("cnn", encode, config, item_ids, item_features, compile=compile)

@@ -26,6 +26,7 @@ import tf_keras
 
 from mtin_tf.baselines.common import history_model
 from mtin_tf.config import MTINConfig
+from mtin_tf.layers.backend import Layer, keras, register
 from mtin_tf.layers.interest_mask import masked_softmax
 
 
@@ -33,10 +34,36 @@ def _heads(dim: int) -> int:
     return 4 if dim % 4 == 0 else 1
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class DirectionalMask(tf_keras.layers.Layer):
-    """known bool [B, L] → self-attention mask bool [B, L, L]: query i may see real key j with j ≤ i ("forward")
-    or j ≥ i ("backward"). Padded queries see nothing; their outputs are never used."""
+@register
+class DirectionalMask(Layer):
+    """THACIL's direction masks: the attention mask of the forward or the backward self-attention over a history.
+
+      forward: M_ij = known_i ∧ known_j ∧ j ≤ i;   backward: M_ij = known_i ∧ known_j ∧ j ≥ i        [B, L, L]
+    Padded queries see nothing; their outputs are never used. The known mask is this layer's input, the data it
+    turns into an attention mask (for MultiHeadAttention's ``attention_mask``), not a mask applied to other inputs:
+    so it is the positional input, and the layer takes no ``mask=``.
+
+    Args:
+      direction: "forward" (default) or "backward".
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      known: bool [B, L], True for real items.
+
+    Input shape:
+      (B, L).
+
+    Output shape:
+      (B, L, L), bool: query i may see key j.
+
+    Example:
+
+    >>> import numpy as np
+    >>> DirectionalMask("forward")(np.array([[True, True, False]])).numpy()[0]
+    array([[ True, False, False],
+           [ True,  True, False],
+           [False, False, False]])
+    """
 
     def __init__(self, direction="forward", **kwargs):
         super().__init__(**kwargs)
@@ -56,10 +83,36 @@ class DirectionalMask(tf_keras.layers.Layer):
         return {**super().get_config(), "direction": self.direction}
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class TemporalBlocks(tf_keras.layers.Layer):
-    """known bool [B, L] → block membership float [B, L, W]: the n real items of a row, in order, cut into W
-    equal-count blocks (real item of rank k goes to block ⌊W·k/n⌋); padded and unknown slots are in none."""
+@register
+class TemporalBlocks(Layer):
+    """THACIL's temporal windows: the real items of a history, in order, cut into W equal-count blocks.
+
+      the real item of rank k (of n) goes to block ⌊W·k/n⌋; padded and unknown slots are in none      [B, L, W]
+    The known mask is the input the blocks are computed from (no ``mask=``, as DirectionalMask).
+
+    Args:
+      blocks: W.
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      known: bool [B, L], True for real items.
+
+    Input shape:
+      (B, L).
+
+    Output shape:
+      (B, L, W), float 0/1: the block membership of each slot.
+
+    Example:
+
+    >>> import numpy as np
+    >>> TemporalBlocks(2)(np.array([[True, True, True, True, False]])).numpy()[0]
+    array([[1., 0.],
+           [1., 0.],
+           [0., 1.],
+           [0., 1.],
+           [0., 0.]], dtype=float32)
+    """
 
     def __init__(self, blocks, **kwargs):
         super().__init__(**kwargs)
@@ -76,20 +129,45 @@ class TemporalBlocks(tf_keras.layers.Layer):
         return {**super().get_config(), "blocks": self.blocks}
 
 
-@tf_keras.saving.register_keras_serializable(package="mtin")
-class HierarchicalAttention(tf_keras.layers.Layer):
-    """[items z [B, L, d], blocks [B, L, W], candidate x_e [B, d]] → u [B, d]: additive candidate attention over the
-    items of each block (item level), then over the non-empty blocks (block/category level)."""
+@register
+class HierarchicalAttention(Layer):
+    """THACIL's hierarchical attention: the candidate attends over the items of each block, then over the blocks.
+
+      item level:   a_j = softmax_{j ∈ block w}(v_iᵀ tanh(W_i z_j + U_i x_e));   b_w = Σ_{j∈w} a_j z_j       [B, W, d]
+      block level:  β_w = softmax_{w non-empty}(v_bᵀ tanh(W_b b_w + U_b x_e));    u = Σ_w β_w b_w            [B, d]
+
+    Args:
+      hidden: the units of the additive attentions.
+      **kwargs: Layer arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: [z float [B, L, d], blocks float [B, L, W] (TemporalBlocks), candidate x_e float [B, d]]. The block
+        membership is the grouping itself (padding is in no block), not a Keras mask: the layer takes no ``mask``.
+
+    Input shape:
+      [(B, L, d), (B, L, W), (B, d)].
+
+    Output shape:
+      (B, d).
+
+    Example:
+
+    >>> import numpy as np
+    >>> z, candidate = np.ones([1, 4, 3], np.float32), np.ones([1, 3], np.float32)
+    >>> blocks = TemporalBlocks(2)(np.array([[True, True, True, False]]))
+    >>> HierarchicalAttention(hidden=5)([z, blocks, candidate]).numpy()  # every item is 1: so is u
+    array([[1., 1., 1.]], dtype=float32)
+    """
 
     def __init__(self, hidden, **kwargs):
         super().__init__(**kwargs)
         self.hidden = int(hidden)
-        self.item_key = tf_keras.layers.Dense(self.hidden, name="item_key")
-        self.item_query = tf_keras.layers.Dense(self.hidden, use_bias=False, name="item_query")
-        self.item_score = tf_keras.layers.Dense(1, use_bias=False, name="item_score")
-        self.block_key = tf_keras.layers.Dense(self.hidden, name="block_key")
-        self.block_query = tf_keras.layers.Dense(self.hidden, use_bias=False, name="block_query")
-        self.block_score = tf_keras.layers.Dense(1, use_bias=False, name="block_score")
+        self.item_key = keras.layers.Dense(self.hidden, name="item_key")
+        self.item_query = keras.layers.Dense(self.hidden, use_bias=False, name="item_query")
+        self.item_score = keras.layers.Dense(1, use_bias=False, name="item_score")
+        self.block_key = keras.layers.Dense(self.hidden, name="block_key")
+        self.block_query = keras.layers.Dense(self.hidden, use_bias=False, name="block_query")
+        self.block_score = keras.layers.Dense(1, use_bias=False, name="block_score")
 
     def call(self, inputs):
         items, blocks, candidate = inputs

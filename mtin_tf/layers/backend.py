@@ -62,6 +62,9 @@ def _check_same_keras(layer, args) -> None:
                 f"TensorFlow and mtin_tf are imported, so that the layers are {_FOREIGN_NAME} layers.")
 
 
+NO_MASK = False  # the mask= of a call given none (see Layer.__call__)
+
+
 @functools.lru_cache(maxsize=None)
 def _takes_mask(cls) -> bool:
     return "mask" in inspect.signature(cls.call).parameters
@@ -71,32 +74,36 @@ class Layer(keras.layers.Layer):
     """keras.layers.Layer of the process's Keras, refusing the other Keras's symbolic tensors, with the mask
     convention of the module: masks only through an explicit ``mask=``, none attached to the outputs."""
 
-    _ignore_mask = False  # True while Keras 3 runs a call it was given no mask for (see __call__)
-
     def __call__(self, *args, **kwargs):
         _check_same_keras(self, (args, kwargs))
-        if not _takes_mask(type(self)) or kwargs.get("mask") is not None:
-            return super().__call__(*args, **kwargs)
-        # No mask given: an explicit None, which tf_keras never replaces by the inputs' Keras masks. Keras 3 fills it
-        # in from them even so (or with a structure of Nones): the call then reads it as None (given_mask).
-        kwargs["mask"] = None
-        if LEGACY:
-            return super().__call__(*args, **kwargs)
-        self._ignore_mask = True
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            self._ignore_mask = False
+        if _takes_mask(type(self)) and kwargs.get("mask") is None:
+            # No mask given: say so with False, which neither Keras replaces by the Keras masks of the inputs (both
+            # fill in a mask that is absent, and Keras 3 one that is None too). The call reads it as None.
+            kwargs["mask"] = NO_MASK
+        return super().__call__(*args, **kwargs)
 
     def given_mask(self, mask):
-        """The ``mask`` the caller passed to the call, or None when it passed none (whatever Keras filled in)."""
-        if self._ignore_mask or all(m is None for m in tf.nest.flatten(mask)):
+        """The ``mask`` the caller passed to the call, or None when it passed none."""
+        if mask is NO_MASK or all(m is None for m in tf.nest.flatten(mask)):
             return None
         return mask
 
     def compute_mask(self, inputs, mask=None):
         """No Keras mask on the outputs: masks travel only as explicit ``mask=`` arguments (see the module)."""
         return None
+
+
+def split_mask(layer, inputs, mask, legacy_size: int):
+    """(inputs, mask) of a call taking its mask as ``mask=``: the call's own, when the caller gave one; else the
+    form models saved before that convention recorded, the mask as the second of ``legacy_size`` inputs
+    [x, mask, *rest], split into ([x, *rest], or x alone when there is no rest; mask). ValueError otherwise."""
+    mask = layer.given_mask(mask)
+    if mask is not None:
+        return inputs, mask
+    if isinstance(inputs, (list, tuple)) and len(inputs) == legacy_size:
+        first, mask, *rest = inputs
+        return ([first, *rest] if rest else first), mask
+    raise ValueError(f"{type(layer).__name__} {layer.name!r} needs mask= (see its docstring)")
 
 
 def register(cls):
