@@ -1,12 +1,21 @@
 """The one training loop: `mtin train`, the demo and the TFX Trainer's run_fn all call train_mtin / fit_mtin.
 
-GPU-ready: the tf.distribute strategy comes from the visible devices (MirroredStrategy over every GPU, the default
+GPU-ready: the tf.distribute strategy comes from TF_CONFIG and the visible devices (select_strategy:
+MultiWorkerMirroredStrategy when TF_CONFIG names more than one worker, else MirroredStrategy over every GPU, the default
 strategy on CPU), the global batch is config.batch_size × replicas, and config.mixed_precision turns on mixed_float16
 where a GPU is present (the logit and probability outputs stay float32).
+
+Multi-worker (docs/PIPELINE.md, "Multi-worker training"): every worker runs the same program on the same data; fit_mtin
+shards each tf.data input by DATA (every worker reads all of it and keeps its part of each global batch),
+build_for_training checks that every worker built the same model, and only the chief writes (chief_path /
+remove_worker_path: the other workers write to a temporary directory that is removed, Keras's documented pattern).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import sys
 from typing import Mapping
 
@@ -23,13 +32,136 @@ log = logging.getLogger(__name__)
 EVAL_AUC = f"val_{F.OUTPUT_LOGIT}_auc"
 
 
+_MULTI_WORKER: dict = {}  # TF_CONFIG → its MultiWorkerMirroredStrategy: one per process (it starts a gRPC server)
+WORKER_JOBS = ("chief", "worker")  # TF_CONFIG's task types that train (not "ps" / "evaluator")
+
+
+def _training_tasks(cluster: dict) -> int:
+    return sum(len(cluster.get(job) or ()) for job in WORKER_JOBS)
+
+
+def multi_worker_resolver():
+    """TF_CONFIG's cluster resolver (tf.distribute.cluster_resolver.TFConfigClusterResolver) when the cluster it names
+    has more than one training task (chief / worker), else None."""
+    if not os.environ.get("TF_CONFIG", "").strip():
+        return None
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    cluster = resolver.cluster_spec().as_dict()
+    if _training_tasks(cluster) < 2:
+        return None
+    if cluster.get("ps"):
+        raise ValueError("TF_CONFIG names parameter servers: ParameterServerStrategy needs a coordinator program, "
+                         "which mtin_tf does not have (docs/PIPELINE.md, \"Multi-worker training\")")
+    if resolver.task_type not in WORKER_JOBS:
+        raise ValueError(f"TF_CONFIG's task type {resolver.task_type!r} does not train; expected one of {WORKER_JOBS}")
+    return resolver
+
+
 def select_strategy(devices=None) -> tf.distribute.Strategy:
-    """MirroredStrategy over ``devices`` (or every visible GPU); the default strategy when there is no GPU."""
+    """The training strategy of this process.
+
+    - MultiWorkerMirroredStrategy when the TF_CONFIG environment variable names a cluster of more than one training
+      task (chief / worker): synchronous data parallelism, the gradients all-reduced over gRPC (collective ops)
+      across the workers, each worker mirroring over its visible GPUs (or its CPU). It must be created before
+      TensorFlow initializes its runtime (the first op or device query): call select_strategy first thing; it is
+      created once per process and returned again by later calls.
+    - Otherwise MirroredStrategy over ``devices`` (or every visible GPU); the default strategy when there is no GPU.
+    """
+    resolver = multi_worker_resolver()
+    if resolver is not None:
+        key = json.dumps(resolver.cluster_spec().as_dict(), sort_keys=True) + f"{resolver.task_type}:{resolver.task_id}"
+        if key not in _MULTI_WORKER:
+            try:
+                _MULTI_WORKER[key] = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+            except RuntimeError as e:
+                raise RuntimeError("MultiWorkerMirroredStrategy must be created before TensorFlow initializes its "
+                                   "runtime: call mtin_tf.train.select_strategy() before any TensorFlow op") from e
+            log.info("multi-worker training: task %s:%s of %s, %d replica(s) in sync", resolver.task_type,
+                     resolver.task_id, resolver.cluster_spec().as_dict(),
+                     _MULTI_WORKER[key].num_replicas_in_sync)
+        return _MULTI_WORKER[key]
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
     if devices:
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.get_strategy()
+
+
+def is_multi_worker(strategy) -> bool:
+    """Whether ``strategy`` is a MultiWorkerMirroredStrategy over more than one worker."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        _training_tasks(strategy.cluster_resolver.cluster_spec().as_dict()) > 1
+
+
+def is_chief(strategy=None) -> bool:
+    """Whether this process writes the run's outputs: True without a multi-worker cluster; with one, for the task of
+    type chief, else (no chief in the cluster) worker 0 — tf.distribute's rule, ``strategy.extended.should_checkpoint``.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    return not is_multi_worker(strategy) or bool(strategy.extended.should_checkpoint)
+
+
+def chief_path(path: str, strategy=None) -> str:
+    """Where this process writes what belongs at ``path``: ``path`` itself on the chief (or without a multi-worker
+    cluster); on another worker ``dirname(path)/workertemp_<task id>/basename(path)``, removed afterwards by
+    remove_worker_path — Keras's multi-worker saving pattern: every worker runs the same saving code (saving may read
+    variables that need all workers), only the chief's copy stays."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if is_chief(strategy):
+        return path
+    parent, base = os.path.split(os.path.normpath(path))
+    return os.path.join(parent, f"workertemp_{strategy.cluster_resolver.task_id}", base)
+
+
+def remove_worker_path(path: str, strategy=None) -> None:
+    """Removes a non-chief worker's temporary directory of chief_path(path) (nothing on the chief)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    written = chief_path(path, strategy)
+    if written != path and tf.io.gfile.exists(os.path.dirname(written)):
+        tf.io.gfile.rmtree(os.path.dirname(written))
+
+
+@contextlib.contextmanager
+def chief_writes(path: str, strategy=None):
+    """``with chief_writes(out_dir, strategy) as where:`` write under ``where``; on a non-chief worker it is a
+    temporary directory, removed at the end of the block; every worker then waits for the others (barrier), so that
+    when one returns the chief's files are complete."""
+    strategy = strategy or tf.distribute.get_strategy()
+    try:
+        yield chief_path(path, strategy)
+    finally:
+        remove_worker_path(path, strategy)
+    barrier(strategy)
+
+
+def barrier(strategy) -> None:
+    """Blocks until every worker of a multi-worker strategy reaches it (an all-reduce of one number); no-op else."""
+    if is_multi_worker(strategy):
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def fingerprint(model, *tables) -> np.ndarray:
+    """float64 [n]: the sum of each of ``model``'s weights and of each array in ``tables`` (ids, features), then their
+    sizes — equal on two workers that built the same model from the same data and seed."""
+    sums = [float(tf.reduce_sum(tf.cast(w, tf.float64))) for w in model.weights]  # no NumPy copy of the tables
+    sums += [float(np.sum(t, dtype=np.float64)) for t in tables]
+    sizes = [int(np.prod(w.shape)) for w in model.weights] + [int(np.size(t)) for t in tables]
+    return np.asarray(sums + sizes, np.float64)
+
+
+def check_same_model(strategy, model, *tables) -> None:
+    """Raises (on every worker alike) unless every worker of a multi-worker strategy built the same model — same
+    weights after pretraining, the same item table and vocabularies (``tables``); data parallelism needs it. No-op
+    without a multi-worker cluster."""
+    if not is_multi_worker(strategy):
+        return
+    local = tf.constant(fingerprint(model, *tables)[None])
+    values = strategy.experimental_distribute_values_from_function(lambda ctx: local)
+    every = strategy.gather(values, axis=0).numpy()  # [replicas, n], the same on every worker
+    differ = ~np.isclose(every, every[:1], rtol=1e-9, atol=1e-6).all(axis=0)
+    if differ.any():
+        raise ValueError(f"the workers built different models ({int(differ.sum())} of {differ.size} weight / table "
+                         "checksums differ): every worker must read the same data, vocabularies and seed")
 
 
 def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, *, shuffle: bool = False, seed: int = 0):
@@ -42,13 +174,29 @@ def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, *, shuffle: 
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def shard_by_data(ds):
+    """``ds`` (a tf.data.Dataset of global batches) with the DATA auto-shard policy: under a multi-worker strategy
+    every worker reads all of it and keeps its replicas' part of each global batch — so the global batches are the
+    single-process run's, whatever the number of files (FILE sharding would need at least one file per worker and
+    would give workers unequal step counts). Other inputs, and other strategies, are unaffected."""
+    if not isinstance(ds, tf.data.Dataset):
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def fit_mtin(model, config: MTINConfig, train_ds, eval_ds=None, *, epochs=None, steps_per_epoch=None,
              validation_steps=None, log_dir=None, patience=2, verbose=1, callbacks=()):
     """model.fit with early stopping on eval AUC (best weights restored) and optional TensorBoard logs.
 
+    tf.data inputs are sharded by DATA (shard_by_data). Under a multi-worker strategy Keras's TensorBoard callback
+    writes the chief's logs to ``log_dir`` and the other workers' to a temporary directory it removes.
+
     verbose None or "auto": Keras's progress bar within each epoch on a terminal, one line per epoch otherwise."""
     if verbose is None or verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
+    train_ds, eval_ds = (shard_by_data(ds) for ds in (train_ds, eval_ds))
     cbs = list(callbacks)
     if eval_ds is not None:
         cbs.append(tf_keras.callbacks.EarlyStopping(monitor=EVAL_AUC, mode="max", patience=patience,
@@ -68,15 +216,16 @@ def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, hi
     history_arrays: model-input arrays whose rows hold the users' histories for memory pretraining — all training rows
     (train_mtin), or each user's latest training row (pipeline.trainer, streaming). candidate_share: a callable
     returning (candidate ids, impression share) of the training candidates, called for the retrieval task and the
-    exposure prior.
+    exposure prior. strategy: default select_strategy(). Under a multi-worker strategy every worker must pass the
+    same arguments (the same data, vocabularies and config.seed): check_same_model raises otherwise.
     """
+    strategy = strategy or select_strategy()  # first: a multi-worker strategy must precede TensorFlow's runtime
     if config.mixed_precision:
         if tf.config.list_logical_devices("GPU"):
             tf_keras.mixed_precision.set_global_policy("mixed_float16")
         else:
             log.warning("mixed_precision requested but no GPU is visible: training in float32")
     tf_keras.utils.set_random_seed(config.seed)
-    strategy = strategy or select_strategy()
     with strategy.scope():
         model = builder(config, item_ids, item_features, user_ids)
         fitted = model
@@ -93,6 +242,7 @@ def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, hi
             n = pretrain_memory(model, user_histories_from_arrays(history_arrays, key, times_key), memory_layer=layer,
                                 seed=config.seed)
             log.info("pretrained %s for %d users", layer, n)
+    check_same_model(strategy, model, item_ids, item_features, user_ids)
     return model, fitted, strategy
 
 
@@ -150,10 +300,20 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     """The whole standalone run; returns the metrics dict (also written to out_dir/metrics.json).
 
     Early stopping and the restored epoch are decided on the validation split; test is scored once, at the end.
+    Under TF_CONFIG naming several workers (select_strategy), every worker runs this on the same data and only the
+    chief's out_dir stays (chief_writes); a non-chief worker's result has ``model_path`` None.
     """
+    strategy = select_strategy()  # first: a multi-worker strategy must precede TensorFlow's runtime
+    with chief_writes(out_dir, strategy) as write_dir:
+        result = _train_and_evaluate(examples_dir, items_path, write_dir, strategy, model_name=model_name,
+                                     variant=variant, overrides=overrides, verbose=verbose)
+    if write_dir != out_dir:
+        result["model_path"] = None  # removed: the chief's model is the run's
+    return result
+
+
+def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_name, variant, overrides, verbose):
     import dataclasses
-    import json
-    import os
 
     from mtin_tf import floors, metrics
     from mtin_tf.baselines import BUILDERS, MODELS
@@ -175,7 +335,8 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
     builder = build_mtin if model_name == "mtin" else BUILDERS[model_name]
     os.makedirs(out_dir, exist_ok=True)
     model, history = train_mtin(config, train, items.item_ids, items.features, eval_arrays=validation,
-                                builder=builder, log_dir=os.path.join(out_dir, "logs"), verbose=verbose)
+                                builder=builder, strategy=strategy, log_dir=os.path.join(out_dir, "logs"),
+                                verbose=verbose)
     curve = [float(v) for v in history.history.get(EVAL_AUC, [])]
     blocks = {name: metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], predict_probabilities(model, arrays),
                                     ks=(10, 50)) for name, arrays in (("validation", validation), ("test", test))}

@@ -3,8 +3,9 @@ serving signatures.
 
 Hyperparameters come from ``custom_config["mtin_config"]`` (MTINConfig.from_dict; ``max_history`` comes from the
 HistoryGen/Transform settings); HistoryGen's ``training_inputs`` (``fn_args.hyperparameters``) points at the
-item-feature examples, which become the frozen item table inside the model. The strategy is chosen from the visible
-devices (:func:`mtin_tf.train.select_strategy`: MirroredStrategy over every GPU, else the default strategy).
+item-feature examples, which become the frozen item table inside the model. The strategy is chosen from TF_CONFIG and
+the visible devices (:func:`mtin_tf.train.select_strategy`: MultiWorkerMirroredStrategy when TF_CONFIG names several
+workers — only the chief's model and logs stay —, else MirroredStrategy over every GPU, else the default strategy).
 
 The transformed splits are streamed with tf.data (:func:`transformed_dataset`; any filesystem TensorFlow reads), never
 loaded whole: one summary pass over ``train`` counts the examples and impressions and keeps each user's latest row,
@@ -250,9 +251,10 @@ def run_fn(fn_args) -> None:
     """
     from mtin_tf.config import MTINConfig
     from mtin_tf.export import serving_model, write_known_ids
-    from mtin_tf.train import build_for_training, fit_mtin, select_strategy
+    from mtin_tf.train import barrier, build_for_training, chief_path, fit_mtin, remove_worker_path, select_strategy
     from pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
 
+    strategy = select_strategy()  # first: a multi-worker strategy (TF_CONFIG) must precede TensorFlow's runtime
     inputs = fn_args.hyperparameters or {}
     if "item_examples" not in inputs:
         raise ValueError("run_fn needs HistoryGen's training_inputs as the Trainer's hyperparameters input")
@@ -273,7 +275,6 @@ def run_fn(fn_args) -> None:
     item_ids, item_features = read_item_table(inputs["item_examples"])
     users = vocabulary_ids(tf_transform_output, USER_VOCABULARY)
     unseen = np.setdiff1d(item_ids, vocabulary_ids(tf_transform_output, ITEM_VOCABULARY)).size
-    strategy = select_strategy()
     log.info("training MTIN on %d examples (%d validation), %d users, %d items (%d unseen in training), %d replica(s)",
              summary.examples, validation_examples, len(users), len(item_ids), unseen, strategy.num_replicas_in_sync)
     model, fitted, strategy = build_for_training(config, item_ids, item_features, users, latest,
@@ -284,14 +285,16 @@ def run_fn(fn_args) -> None:
                                    shuffle_buffer=shuffle_buffer, seed=config.seed, repeat=train_steps is not None)
     eval_ds = transformed_dataset(fn_args.eval_files, tf_transform_output, global_batch,
                                   repeat=eval_steps is not None)
+    # Multi-worker: only the chief's outputs stay; the other workers write to temporary directories, removed below.
+    serving_dir, run_dir = (chief_path(d, strategy) for d in (fn_args.serving_model_dir, fn_args.model_run_dir))
     history = fit_mtin(fitted, config, train_ds, eval_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                       validation_steps=eval_steps, log_dir=fn_args.model_run_dir, verbose="auto",
+                       validation_steps=eval_steps, log_dir=run_dir, verbose="auto",
                        callbacks=[StopAtStep(train_steps)] if train_steps else [])
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
-    served.save(fn_args.serving_model_dir, save_format="tf", include_optimizer=False,
+    served.save(serving_dir, save_format="tf", include_optimizer=False,
                 signatures=transform_signatures(served, tf_transform_output, config.max_history))
-    write_known_ids(served, fn_args.serving_model_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "training.json"), "w") as f:
+    write_known_ids(served, serving_dir)
+    with tf.io.gfile.GFile(os.path.join(run_dir, "training.json"), "w") as f:
         json.dump({"config": json.loads(config.to_json()), "epochs_run": len(history.history["loss"]),
                    "train_examples": summary.examples, "validation_examples": validation_examples,
                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
@@ -299,3 +302,6 @@ def run_fn(fn_args) -> None:
                    "train_steps": train_steps, "eval_steps": eval_steps, "steps_per_epoch": steps_per_epoch,
                    "steps_run": int(fitted.optimizer.iterations.numpy()), "shuffle_buffer": shuffle_buffer,
                    "pretraining_users": int(len(latest[F.USER_ID]))}, f, indent=2)
+    for path in (fn_args.serving_model_dir, fn_args.model_run_dir):
+        remove_worker_path(path, strategy)
+    barrier(strategy)  # when any worker returns, the chief's model is complete (TFX then checks that it exists)

@@ -1,6 +1,7 @@
 """Training: memory pretraining, learning a planted signal, and the distributed path on two logical CPU devices."""
 import numpy as np
 import tensorflow as tf
+from training_support import L, two_cluster_users
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
@@ -8,38 +9,6 @@ from mtin_tf.metrics import auc
 from mtin_tf.model import POSITIVE_MEMORY, build_mtin
 from mtin_tf.pretrain import kmeans, pretrain_memory, user_histories_from_arrays
 from mtin_tf.train import make_dataset, select_strategy, train_mtin
-
-L = 10
-
-
-def two_cluster_users(seed=0, num_users=6, clusters=4, items_per_cluster=15, dim=8, per_user=40):
-    """A few users, each interested in two of `clusters` item clusters; clicks are items of their clusters.
-
-    Returns (arrays with labels, item ids, item features).
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim)) * 3
-    item_cluster = np.repeat(np.arange(clusters), items_per_cluster)
-    feats = (centres[item_cluster] + rng.normal(size=(len(item_cluster), dim))).astype(np.float32)
-    item_ids = np.arange(1, len(item_cluster) + 1) * 11
-    rows = []
-    for u in range(num_users):
-        liked = rng.choice(clusters, 2, replace=False)
-        liked_items = item_ids[np.isin(item_cluster, liked)]
-        other_items = item_ids[~np.isin(item_cluster, liked)]
-        history = list(rng.choice(liked_items, L))
-        for t in range(per_user):
-            label = int(rng.random() < 0.5)
-            cand = rng.choice(liked_items if label else other_items)
-            rows.append((u + 1, cand, 1000 + t, label, history[-L:], list(rng.choice(other_items, L))))
-            if label:
-                history.append(cand)
-    arrays = {F.USER_ID: np.array([r[0] for r in rows]), F.ITEM_ID: np.array([r[1] for r in rows]),
-              F.TIMESTAMP: np.array([r[2] for r in rows]), F.LABEL: np.array([r[3] for r in rows]),
-              F.CLICKED_ITEMS: np.array([r[4] for r in rows]), F.BROWSED_ITEMS: np.array([r[5] for r in rows])}
-    arrays[F.CLICKED_TIMES] = np.tile(np.arange(1, L + 1), (len(rows), 1)) * 10
-    arrays[F.BROWSED_TIMES] = arrays[F.CLICKED_TIMES].copy()
-    return {k: np.asarray(v, np.int64) for k, v in arrays.items()}, item_ids, feats
 
 
 def test_kmeans_recovers_separated_clusters():
@@ -151,7 +120,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[1])
-from test_training import two_cluster_users, L
+from training_support import two_cluster_users, L
 import dataclasses
 
 from mtin_tf import features as F
