@@ -239,7 +239,7 @@ class StopAtStep(tf_keras.callbacks.Callback):
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (``run_fn='pipeline.trainer.run_fn'``).
+    """TFX Trainer entry point (``run_fn='mtin_tf.pipeline.trainer.run_fn'``).
 
     Streams the transformed splits (:func:`transformed_dataset`): one summary pass over ``train`` (example count,
     impressions, each user's latest history for memory pretraining), then fit on shuffled batches (a buffer of
@@ -250,8 +250,8 @@ def run_fn(fn_args) -> None:
     """
     from mtin_tf.config import MTINConfig
     from mtin_tf.export import serving_model, write_known_ids
+    from mtin_tf.pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
     from mtin_tf.train import build_for_training, fit_mtin, select_strategy
-    from pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
 
     inputs = fn_args.hyperparameters or {}
     if "item_examples" not in inputs:
