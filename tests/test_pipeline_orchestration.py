@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_kubeflow_spec_loads_with_kfp_lists_every_component_and_requests_gpus_for_the_trainer(tmp_path):
     from mtin_tf.cli import main
-    from mtin_tf.pipeline.runners.kubeflow import spec_task_names
+    from mtin_tf.pipeline.runners.kubeflow import IMAGE_SCHEMAS_DIR, spec_task_names
 
     out = tmp_path / "mtin_kfp.json"
     assert main(["pipeline", "compile-kubeflow", "--output", str(out), "--image", "example.org/mtin-tf:test",
@@ -27,6 +27,10 @@ def test_kubeflow_spec_loads_with_kfp_lists_every_component_and_requests_gpus_fo
     assert trainer["resources"]["accelerator"] == {"type": "NVIDIA_TESLA_V100", "count": "2"}
     assert all("accelerator" not in e.get("container", {}).get("resources", {})
                for name, e in executors.items() if name != "Trainer_executor")
+    spec = out.read_text()  # ImportSchemaGen reads the schemas of the package installed in the image
+    for rel in ("interactions/schema.pbtxt", "examples/schema.pbtxt"):
+        assert f"{IMAGE_SCHEMAS_DIR}/{rel}" in spec
+    assert REPO not in spec
 
 
 DAGBAG = r"""
@@ -153,6 +157,8 @@ def test_gpu_extra_dockerfiles_and_docs_exist():
     assert "tensorflow[and-cuda]" in gpu and "TF_USE_LEGACY_KERAS=1" in gpu
     cpu = open(os.path.join(REPO, "Dockerfile")).read()
     assert "requirements.lock" in cpu and "TF_USE_LEGACY_KERAS=1" in cpu
+    for image in (cpu, gpu):  # the package installed (not editable), its schemas where the Kubeflow spec says
+        assert "uv pip install --system --no-deps /tmp/mtin-src" in image and "IMAGE_SCHEMAS_DIR" in image
     assert "GPU" in open(os.path.join(REPO, "docs", "PIPELINE.md")).read()
 
 
