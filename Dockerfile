@@ -4,8 +4,9 @@
 # CPU image; Dockerfile.gpu is the GPU variant for the Trainer's nodes.
 FROM python:3.10-slim-bookworm
 
-# TF 2.16's tf.keras is Keras 3; TFT, TFMA and TFRS need Keras 2 (tf_keras). Must be set before TensorFlow loads,
-# in every process: components, Beam workers, Airflow workers.
+# TF 2.16's tf.keras is Keras 3; TFT, TFMA and TFRS need Keras 2 (tf_keras). Must be set before TensorFlow loads.
+# Importing mtin_tf sets it (mtin_tf/__init__.py), but the components' container entrypoint (TFX's executor runner)
+# and Beam's workers import TensorFlow before they load mtin_tf's run_fn / preprocessing_fn by dotted path.
 ENV TF_USE_LEGACY_KERAS=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PYTHONUNBUFFERED=1 \
@@ -20,14 +21,17 @@ COPY requirements.lock ./
 RUN pip install --upgrade "pip>=23" "uv>=0.4" \
     && uv pip install --system -r requirements.lock
 
-# The code: mtin_tf (model, training, data), pipeline (TFX components, run_fn/preprocessing_fn by dotted path),
-# serving, and schemas/ (ImportSchemaGen reads /app/schemas).
-COPY setup.py README.md ./
-COPY mtin_tf ./mtin_tf
-COPY pipeline ./pipeline
-COPY serving ./serving
-COPY schemas ./schemas
-RUN uv pip install --system --no-deps -e . && python -c "import mtin_tf, pipeline.pipeline"
+# The code, installed as a package (not editable) into site-packages: mtin_tf (model, training, data),
+# mtin_tf.pipeline (TFX components, run_fn/preprocessing_fn by dotted path), mtin_tf.serving, and the schemas as
+# package data (ImportSchemaGen reads them at kubeflow.IMAGE_SCHEMAS_DIR, which the last command checks). The sources
+# are removed: nothing in WORKDIR may shadow the installed package.
+COPY setup.py README.md /tmp/mtin-src/
+COPY mtin_tf /tmp/mtin-src/mtin_tf
+COPY pipeline /tmp/mtin-src/pipeline
+COPY serving /tmp/mtin-src/serving
+COPY schemas /tmp/mtin-src/schemas
+RUN uv pip install --system --no-deps /tmp/mtin-src && rm -rf /tmp/mtin-src \
+    && python -c "from mtin_tf.data.schema import schemas_dir; from mtin_tf.pipeline.runners.kubeflow import IMAGE_SCHEMAS_DIR as want; assert schemas_dir() == want, (schemas_dir(), want)"
 
 # KubeflowV2DagRunner's components start TFX's container entrypoint with this image's python.
 ENTRYPOINT []

@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# TF 2.16's tf.keras is Keras 3; TFT, TFMA and TFRS need Keras 2 (tf_keras). Set before TensorFlow is first imported.
-export TF_USE_LEGACY_KERAS := 1
+# TF_USE_LEGACY_KERAS=1 (TFT, TFMA and TFRS need Keras 2) is set by importing mtin_tf, which every entry point, the
+# benchmarks and tests/conftest.py do before TensorFlow (mtin_tf/__init__.py).
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 

@@ -46,6 +46,11 @@ EXTRAS_REQUIRE = {
     ],
 }
 
+PACKAGE_DIR = {"mtin_tf.pipeline": "pipeline", "mtin_tf.serving": "serving", "mtin_tf.schemas": "schemas"}
+PACKAGES = find_packages(include=["mtin_tf", "mtin_tf.*"]) + [
+    f"{name}.{sub}" if sub else name
+    for name, folder in PACKAGE_DIR.items() for sub in [""] + find_packages(where=folder)]
+
 setup(
     name="mtin-tf",
     version="0.1.0",
@@ -53,8 +58,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9,<3.11",
-    packages=find_packages(include=["mtin_tf", "mtin_tf.*", "pipeline", "pipeline.*", "serving", "serving.*"]),
-    package_data={"serving": ["*.config", "*.txt", "*.yml", "k8s/*.yaml"]},
+    # pipeline/, serving/ and schemas/ stay at the repository root but install as mtin_tf.pipeline, mtin_tf.serving
+    # and mtin_tf.schemas (generic top-level names like `pipeline` collide with other distributions). Editable
+    # installs must honour package_dir: setuptools' lenient mode (scripts/setup_env.sh), not compat.
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    package_data={"mtin_tf.serving": ["*.config", "*.txt", "*.yml", "k8s/*.yaml"],
+                  "mtin_tf.schemas": ["*/schema.pbtxt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["mtin=mtin_tf.cli:main"]},

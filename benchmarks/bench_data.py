@@ -1,6 +1,6 @@
 """Benchmark of the data path on 1 M interactions: generate, read + validate, build histories and write TFRecords.
 
-    TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_data.py [--users 10000 --per-user 100 --max-history 50]
+    .venv/bin/python benchmarks/bench_data.py [--users 10000 --per-user 100 --max-history 50]
 
 Stages run in one process, in order; after each, the wall time and the process's peak resident memory so far
 (``ru_maxrss``) are printed, then a JSON line with all numbers. ``--in-memory`` adds a last stage: the in-memory
@@ -17,9 +17,11 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGACY_KERAS=1)
+
+# isort: split
 
 from mtin_tf.data import canonical as C
 from mtin_tf.data import examples as E

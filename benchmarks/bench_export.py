@@ -1,6 +1,6 @@
 """Size of an exported MTIN SavedModel and the peak memory of building and exporting it, for a large item table.
 
-Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_export.py [--items 1700000] [--features 512]
+Usage: .venv/bin/python benchmarks/bench_export.py [--items 1700000] [--features 512]
        [--features-only] [--from-file]
 
 A synthetic float32 item table of --items × --features (MicroVideo-1.7M's size by default: 1.7 M × 512, 3.5 GB) is
@@ -19,8 +19,10 @@ import resource
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGACY_KERAS=1)
+
+# isort: split
 
 import numpy as np
 import tensorflow as tf

@@ -1,6 +1,6 @@
 """Train-step cost of MTIN against a DIN-style model, measured in one process, and against the machine's matmul speed.
 
-Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_model.py [--steps 5] [--batch 256] [--quick]
+Usage: .venv/bin/python benchmarks/bench_model.py [--steps 5] [--batch 256] [--quick]
 
 Prints Markdown tables: the median seconds per train step over --steps steps after 2 warm-up steps, the ratio to the
 DIN step measured in the same process, examples per second, the useful work of the step (the multiply-adds exact MTIN
@@ -14,8 +14,10 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGACY_KERAS=1)
+
+# isort: split
 
 import numpy as np
 import tensorflow as tf

@@ -8,7 +8,7 @@ user's top-k per request:
   - through `mtin serve` (a subprocess on 127.0.0.1) with MTINClient.recommend(k=10), one client, sequential.
 Every catalogue size gets its own model, export and server.
 
-Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_recommend.py [--items 1682 100000 1000000]
+Usage: .venv/bin/python benchmarks/bench_recommend.py [--items 1682 100000 1000000]
        [--requests 100] [--k 10]
 Prints a Markdown table.
 """
@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's serving/
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's mtin_tf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGACY_KERAS=1)
+
+# isort: split
 
 import numpy as np
 from bench_serving import percentiles, timed
@@ -53,8 +55,8 @@ def bench(num_items, requests, k):
 
     from mtin_tf.export import export_saved_model
     from mtin_tf.model import build_mtin
-    from serving.client import MTINClient, candidate_inputs, recommend_inputs
-    from serving.local import LocalServer
+    from mtin_tf.serving.client import MTINClient, candidate_inputs, recommend_inputs
+    from mtin_tf.serving.local import LocalServer
 
     config = MTINConfig()  # the paper's size: d=128, p=8, s=6, L=50
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ candidates per request (and × 1000 where marked):
     concurrent clients (one thread and one channel each), a bounded number of requests per level after one warm-up
     request per client.
 
-Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_serving.py [--config paper|demo|tiny] [--requests 40]
+Usage: .venv/bin/python benchmarks/bench_serving.py [--config paper|demo|tiny] [--requests 40]
 Prints a Markdown table per config.
 """
 from __future__ import annotations
@@ -24,9 +24,11 @@ import tempfile
 import threading
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's serving/
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's mtin_tf
+import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGACY_KERAS=1)
+
+# isort: split
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def in_process(path, q, max_history, requests, *, signature):
     """Latencies of ``requests`` sequential calls of one signature of the SavedModel at ``path`` for query ``q``."""
     import tensorflow as tf
 
-    from serving.client import candidate_inputs, raw_inputs
+    from mtin_tf.serving.client import candidate_inputs, raw_inputs
 
     build = candidate_inputs if signature == SCORE_SIGNATURE else raw_inputs
     histories = {k: q[k] for k in ("clicked", "clicked_times", "browsed", "browsed_times")}
@@ -88,7 +90,7 @@ def fused_rows(model, q, max_history, requests):
     """The reference: the fused Keras model (under tf.function) on the request's N rows, one encoding per row."""
     import tensorflow as tf
 
-    from serving.client import raw_inputs
+    from mtin_tf.serving.client import raw_inputs
 
     histories = {k: q[k] for k in ("clicked", "clicked_times", "browsed", "browsed_times")}
     tensors = {k: tf.constant(v) for k, v in raw_inputs(q["user_id"], q["candidates"], q["timestamp"], max_history,
@@ -99,7 +101,7 @@ def fused_rows(model, q, max_history, requests):
 
 def through_server(target, q, concurrency, requests):
     """(latencies, wall seconds) of ``requests`` Predict calls spread over ``concurrency`` client threads."""
-    from serving.client import MTINClient
+    from mtin_tf.serving.client import MTINClient
 
     per_client = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
     latencies, lock = [], threading.Lock()
@@ -134,7 +136,7 @@ def through_server(target, q, concurrency, requests):
 def bench(name, requests, levels):
     from mtin_tf.export import export_saved_model, serving_model
     from mtin_tf.model import build_mtin
-    from serving.local import LocalServer
+    from mtin_tf.serving.local import LocalServer
 
     config = MTINConfig(**CONFIGS[name])
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ resident memory (VmHWM, the kernel's high-water mark of the process) after each:
   at_cap     requests of 1 024 rows, each its own impression time (1 024 user encodings per request), computed
   burst      256 concurrent requests of 100 candidates against --max-in-flight 64  → the excess RESOURCE_EXHAUSTED
 
-Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_serving_limits.py [--requests 64]
+Usage: .venv/bin/python benchmarks/bench_serving_limits.py [--requests 64]
 Prints one JSON line: idle RSS, the high-water mark after each flood, its ratio to idle, and the status codes seen.
 """
 from __future__ import annotations
@@ -26,9 +26,11 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's serving/
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's mtin_tf
+import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGACY_KERAS=1)
+
+# isort: split
 
 import numpy as np
 
@@ -66,7 +68,7 @@ def export(base: str) -> None:
 def requests(kind: str):
     import tensorflow as tf
 
-    from serving.client import candidate_inputs, predict_request, raw_inputs
+    from mtin_tf.serving.client import candidate_inputs, predict_request, raw_inputs
 
     candidates = np.arange(1, 41) * 1000
     if kind == "declared":
@@ -83,7 +85,7 @@ def requests(kind: str):
 def flood(target: str, request, count: int, threads: int) -> collections.Counter:
     import grpc
 
-    from serving.client import MTINClient
+    from mtin_tf.serving.client import MTINClient
 
     codes = collections.Counter()
     with MTINClient(target, max_attempts=1, timeout=120) as client:
@@ -102,7 +104,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=64, help="requests per flood (the burst sends 4x)")
     args = parser.parse_args()
-    from serving.local import LocalServer
+    from mtin_tf.serving.local import LocalServer
 
     base = tempfile.mkdtemp(prefix="mtin-bench-limits-")
     try:

@@ -1,13 +1,13 @@
 """Peak memory of the TFX Trainer's run_fn at two training-data sizes: does it grow with the number of rows?
 
-Usage: TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/bench_trainer_memory.py [--rows 100000 200000]
+Usage: .venv/bin/python benchmarks/bench_trainer_memory.py [--rows 100000 200000]
        [--users 2000] [--items 1000] [--max-history 50] [--old-code DIR] [--parallel] [--out DIR]
 
 Builds one fixture per size in --out (default: a temporary directory): a real Transform output (tft_beam analysis of
 one raw example per user with the pipeline's preprocessing_fn: the user and item vocabularies, the transformed feature
 spec), gzipped transformed TFRecords with --rows training rows (and a tenth of that as validation) over the same
---users users and --items items, and the item-feature examples. Then runs ``pipeline.trainer.run_fn`` on each size in
-a fresh child process (FnArgs as TFX builds them) and reads the child's peak RSS from os.wait4 (ru_maxrss). With
+--users users and --items items, and the item-feature examples. Then runs ``mtin_tf.pipeline.trainer.run_fn`` on each
+size in a fresh child process (FnArgs as TFX builds them) and reads the child's peak RSS from os.wait4 (ru_maxrss). With
 --old-code ROOT it also runs the run_fn of the source tree at ROOT on the same data (e.g. the in-memory run_fn before
 streaming: ``git archive f9f0242 | tar -x -C /tmp/mtin_base``). --parallel starts all children at once.
 Every run trains one epoch over the whole split (no train_steps), so both code paths do the same work.
@@ -26,8 +26,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGACY_KERAS=1)
+
+# isort: split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = dict(embedding_dim=16, num_masks=2, num_groups=2, batch_size=256, epochs=1, learning_rate=0.01, seed=0)
@@ -66,8 +68,8 @@ def build_fixture(out: str, *, rows: int, users: int, items: int, max_history: i
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
     from mtin_tf import features as F
-    from pipeline.pipeline import EXAMPLES_SCHEMA, SCHEMAS_DIR
-    from pipeline.transform import preprocessing_fn
+    from mtin_tf.pipeline.pipeline import EXAMPLES_SCHEMA, SCHEMAS_DIR
+    from mtin_tf.pipeline.transform import preprocessing_fn
 
     rng = np.random.default_rng(seed)
     with open(os.path.join(SCHEMAS_DIR, EXAMPLES_SCHEMA)) as f:
@@ -124,7 +126,7 @@ def run_child(fixture: dict, work: str, *, train_steps=None, eval_steps=None, sh
     """In this (child) process: run_fn of the code on sys.path on ``fixture``; returns the run's training.json."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
-    from pipeline.trainer import run_fn
+    from mtin_tf.pipeline.trainer import run_fn
 
     custom = {"mtin_config": MODEL}
     if shuffle_buffer is not None:
@@ -142,7 +144,7 @@ def run_child(fixture: dict, work: str, *, train_steps=None, eval_steps=None, sh
 
 def start(code_root: str, fixture_file: str, work: str):
     """run_fn of ``code_root`` in a child process (started, not waited for): (process, start time)."""
-    env = dict(os.environ, PYTHONPATH=code_root, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=code_root, TF_CPP_MIN_LOG_LEVEL="2")
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", fixture_file, "--work", work],
                              env=env, cwd=code_root, stdout=subprocess.PIPE)
     return child, time.time()

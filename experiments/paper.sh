@@ -2,7 +2,6 @@
 # Reproduces docs/EXPERIMENTS.md from the repository root (about 1.5 hours on 2 CPU cores).
 # Each finished run is cached under runs/experiments/paper/runs/, so an interrupted run resumes where it stopped.
 set -e
-export TF_USE_LEGACY_KERAS=1
 MTIN=${MTIN:-.venv/bin/mtin}
 $MTIN data generate --out runs/exp/planted/data --num-users 1000 --num-items 4000 --num-clusters 12 --feature-dim 16 \
   --interactions-per-user 60 --seed 0

@@ -19,17 +19,19 @@ SUBCOMMANDS = (
     ("evaluate", "mtin_tf.train_cli:register_evaluate",
      "score an exported model on built examples: AUC, gAUC, P/R/F1@K"),
     ("experiment", "mtin_tf.experiment.cli", "models x datasets x seeds from a config file: tables and plots"),
-    ("pipeline", "pipeline.cli", "the TFX pipeline: run locally, compile for Kubeflow, write the Airflow DAG"),
-    ("demo", "pipeline.demo", "the README's main job: planted data through the local TFX pipeline to a pushed model"),
-    ("serve", "serving.cli:register_serve", "serve a versioned SavedModel directory over TF Serving's gRPC API"),
-    ("predict", "serving.cli:register_predict", "score one user's candidates through a TF Serving gRPC endpoint"),
-    ("recommend", "serving.cli:register_recommend", "top-k candidates for one user through a gRPC endpoint"),
+    ("pipeline", "mtin_tf.pipeline.cli", "the TFX pipeline: run locally, compile for Kubeflow, write the Airflow DAG"),
+    ("demo", "mtin_tf.pipeline.demo",
+     "the README's main job: planted data through the local TFX pipeline to a pushed model"),
+    ("serve", "mtin_tf.serving.cli:register_serve",
+     "serve a versioned SavedModel directory over TF Serving's gRPC API"),
+    ("predict", "mtin_tf.serving.cli:register_predict",
+     "score one user's candidates through a TF Serving gRPC endpoint"),
+    ("recommend", "mtin_tf.serving.cli:register_recommend", "top-k candidates for one user through a gRPC endpoint"),
 )
 
 
 def _set_env() -> None:
-    # TF 2.16's tf.keras is Keras 3; the stack (TFT, TFMA, TFRS) needs Keras 2. Must precede the first TF import.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    # TF_USE_LEGACY_KERAS is set by importing mtin_tf (this module's package), before any TensorFlow import.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

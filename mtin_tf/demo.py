@@ -3,7 +3,7 @@
 Generate planted-interest data (:mod:`mtin_tf.data.planted`), build train/validation/test examples
 (:mod:`mtin_tf.data.history`), train MTIN (mtin_tf.train.train_and_evaluate: early stopping on validation AUC, one
 evaluation on test next to the popularity floors, versioned SavedModel export), then reload the export and compare its
-scores. The command itself, and the demo's default path through the TFX pipeline, are :mod:`pipeline.demo`.
+scores. The command itself, and the demo's default path through the TFX pipeline, are :mod:`mtin_tf.pipeline.demo`.
 """
 from __future__ import annotations
 

@@ -89,7 +89,6 @@ def configure(verbose: bool = False, *, filter_stderr: bool = True) -> None:
     if _configured:
         return
     _configured["verbose"] = verbose
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         logging.basicConfig(level=logging.INFO, format=VERBOSE_FORMAT)

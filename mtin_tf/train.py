@@ -214,7 +214,7 @@ def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, hi
     memories pretrained (unless MTIN-P). Returns (model, model to fit, strategy).
 
     history_arrays: model-input arrays whose rows hold the users' histories for memory pretraining — all training rows
-    (train_mtin), or each user's latest training row (pipeline.trainer, streaming). candidate_share: a callable
+    (train_mtin), or each user's latest training row (mtin_tf.pipeline.trainer, streaming). candidate_share: a callable
     returning (candidate ids, impression share) of the training candidates, called for the retrieval task and the
     exposure prior. strategy: default select_strategy(). Under a multi-worker strategy every worker must pass the
     same arguments (the same data, vocabularies and config.seed): check_same_model raises otherwise.

@@ -16,6 +16,7 @@ import sys
 
 from mtin_tf.data.history import TEST_FRACTION, VALIDATION_FRACTION
 from mtin_tf.features import DEFAULT_MAX_HISTORY
+from mtin_tf.pipeline.pipeline import STOP_POINTS
 
 
 def _pipeline_options(p) -> None:
@@ -61,6 +62,8 @@ def register(subparsers) -> None:
     run.add_argument("--strict", action="store_true",
                      help="stop at the first CSV line of the wrong shape (default: skip it, count it in "
                           "RUN_DIR/inputs/staging_report.json)")
+    run.add_argument("--stop-after", choices=STOP_POINTS, default=None,
+                     help="run the pipeline only up to this component (data checks without training)")
     _pipeline_options(run)
     run.set_defaults(func=run_command)
 
@@ -105,13 +108,13 @@ def pipeline_kwargs(args) -> dict:
 
 def run_command(args) -> int:
     from mtin_tf.data.report import BadInputError
-    from pipeline.runners.local import run_local, run_summary
-    from pipeline.validation import DataValidationError
+    from mtin_tf.pipeline.runners.local import run_local, run_summary
+    from mtin_tf.pipeline.validation import DataValidationError
 
     try:
         dirs = run_local(args.data, args.run_dir, beam_pipeline_args=args.beam_arg,
                          direct_num_workers=args.direct_num_workers, enable_cache=not args.no_cache,
-                         strict=args.strict, **pipeline_kwargs(args))
+                         strict=args.strict, stop_after=args.stop_after, **pipeline_kwargs(args))
     except (BadInputError, DataValidationError) as e:
         print(f"mtin pipeline: data validation stopped the run:\n{e}", file=sys.stderr)
         return 1
@@ -120,11 +123,16 @@ def run_command(args) -> int:
 
 
 def print_run_summary(summary: dict) -> None:
-    """Print a run's summary (pipeline.runners.local.run_summary): per-component state and wall time, the overall test
-    metrics, the blessing and the pushed model."""
+    """Print a run's summary (mtin_tf.pipeline.runners.local.run_summary): per-component state and wall time, the
+    overall test metrics, the blessing and the pushed model."""
     print("\n== mtin pipeline run ==")
     for node, seconds, state in summary["components"]:
         print(f"  {node:<22} {state:<9} {seconds:7.1f}s")
+    if "Evaluator" not in summary["outputs"]:
+        print(f"  stopped after {summary['components'][-1][0] if summary['components'] else '(nothing)'} "
+              f"(--stop-after): no evaluation, nothing pushed")
+        print(f"  ML Metadata: {summary['metadata']}")
+        return
     print("  test metrics (overall, Evaluator):")
     for name, value in sorted(summary["metrics"].get("", {}).items()):
         print(f"    {name:>14}: {value:.4f}" if isinstance(value, float) else f"    {name:>14}: {value}")
@@ -134,7 +142,7 @@ def print_run_summary(summary: dict) -> None:
 
 
 def compile_kubeflow_command(args) -> int:
-    from pipeline.runners.kubeflow import DEFAULT_IMAGE, compile_kubeflow
+    from mtin_tf.pipeline.runners.kubeflow import DEFAULT_IMAGE, compile_kubeflow
 
     path = compile_kubeflow(args.output, image=args.image or DEFAULT_IMAGE, pipeline_root=args.pipeline_root,
                             inputs_dir=args.inputs, serving_model_dir=args.serving_dir, gpu_type=args.gpu_type,
@@ -144,12 +152,12 @@ def compile_kubeflow_command(args) -> int:
 
 
 def airflow_dag_command(args) -> int:
-    from pipeline.runners.airflow import write_dag_file
-    from pipeline.runners.local import RunDirs, beam_args
+    from mtin_tf.pipeline.runners.airflow import write_dag_file
+    from mtin_tf.pipeline.runners.local import RunDirs, beam_args
 
     dirs = RunDirs.at(args.run_dir)
     if args.data:
-        from pipeline.inputs import stage_inputs
+        from mtin_tf.pipeline.inputs import stage_inputs
 
         stage_inputs(args.data, dirs.inputs, strict=args.strict)
     settings = dict(run_dir=dirs.run_dir, beam_pipeline_args=beam_args(args.beam_arg), **pipeline_kwargs(args))

@@ -39,8 +39,8 @@ def run_pipeline(args) -> int:
     import numpy as np
 
     from mtin_tf.data import planted
-    from pipeline.cli import print_run_summary
-    from pipeline.runners.local import run_local, run_summary
+    from mtin_tf.pipeline.cli import print_run_summary
+    from mtin_tf.pipeline.runners.local import run_local, run_summary
 
     out = os.path.abspath(args.out)
     data_dir, run_dir = os.path.join(out, "data"), os.path.join(out, "pipeline")
@@ -88,9 +88,9 @@ def score_pushed_model(model_dir: str, examples_uri: str, max_history: int):
 
     from mtin_tf import features as F
     from mtin_tf.data.examples import parse_example, to_model_arrays
+    from mtin_tf.pipeline.components.history import TEST_SPLIT
     from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT
     from mtin_tf.train import predict_probabilities
-    from pipeline.components.history import TEST_SPLIT
 
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{TEST_SPLIT}", "*")))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())

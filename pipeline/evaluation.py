@@ -7,8 +7,8 @@ gAUC and Precision/Recall/F1@K with the protocol of docs/EVALUATION.md (per user
 score,
 precision divided by min(K, n_user), recall by the user's positives, uniform average over users). Its combiner
 collects (user, label, score) rows and calls :mod:`mtin_tf.metrics`, so the pipeline reports the same numbers as
-``mtin train`` / ``mtin evaluate``. TFMA imports this module by name (``module="pipeline.evaluation"``) on the Beam
-workers, so it must be importable there (it is: the ``pipeline`` package is installed with mtin-tf).
+``mtin train`` / ``mtin evaluate``. TFMA imports this module by name (``module="mtin_tf.pipeline.evaluation"``) on the
+Beam workers, so it must be importable there (it is: ``mtin_tf.pipeline`` is installed with mtin-tf).
 
 Blessing: AUC >= ``auc_floor`` and, once a blessed baseline exists, AUC no more than ``max_auc_drop`` below it.
 """
@@ -105,7 +105,7 @@ metric_types.register_metric(UserRankingMetrics)
 def eval_config(*, auc_floor: float = 0.5, max_auc_drop: float = 0.01, k: int = DEFAULT_K,
                 slice_feature: Optional[str] = None) -> tfma.EvalConfig:
     """EvalConfig for the Evaluator: the serving_default signature, click label, click_probability prediction."""
-    from pipeline.components.history import SLICE_FEATURE
+    from mtin_tf.pipeline.components.history import SLICE_FEATURE
 
     slice_feature = slice_feature or SLICE_FEATURE
     auc_threshold = tfma.MetricThreshold(

@@ -13,11 +13,12 @@ import os
 from typing import Optional, Sequence
 
 from mtin_tf.data.history import TEST_FRACTION, VALIDATION_FRACTION
+from mtin_tf.data.schema import schemas_dir
 from mtin_tf.features import DEFAULT_MAX_HISTORY
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMAS_DIR = os.path.join(REPO_ROOT, "schemas")
+SCHEMAS_DIR = schemas_dir()  # the package's (mtin_tf.schemas), wherever mtin-tf is installed
 INTERACTIONS_SCHEMA, EXAMPLES_SCHEMA = "interactions/schema.pbtxt", "examples/schema.pbtxt"  # under schemas_dir
+STOP_POINTS = ("InteractionsValidator", "HistoryGen", "Transform")  # stop_after's values (None: the whole pipeline)
 PIPELINE_NAME = "mtin"
 ALL_SPLIT = "all"
 
@@ -40,7 +41,7 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
 
     Args:
       pipeline_root: where artifacts go; inputs_dir: holds ``interactions/*.csv`` and ``items/*.tfrecord``
-        (:func:`pipeline.inputs.stage_inputs`); serving_model_dir: Pusher's target (``<dir>/<version>/``).
+        (:func:`mtin_tf.pipeline.inputs.stage_inputs`); serving_model_dir: Pusher's target (``<dir>/<version>/``).
       metadata_path: SQLite ML Metadata file (local runs); None for orchestrators that bring their own MLMD.
       mtin_config: MTINConfig fields for the Trainer (default: MTINConfig's, the paper's settings); its
         ``max_history`` is always ``max_history`` (L), shared by HistoryGen, Transform and the model.
@@ -51,18 +52,19 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
       max_anomalous_features / max_bad_row_fraction: data validation thresholds that stop the run.
       auc_floor / max_auc_drop: blessing thresholds. gpu_request: e.g. ``{"type": "NVIDIA_TESLA_T4", "count": 1}``,
         the Trainer's accelerator request on Kubeflow (platform config; ignored by local runs).
-      schemas_dir: the repository's ``schemas/`` as the orchestrator's workers see it (in the image: /app/schemas).
+      schemas_dir: the package's schema files (mtin_tf.schemas) as the orchestrator's workers see them (in the
+        image: the installed package's, mtin_tf.pipeline.runners.kubeflow.IMAGE_SCHEMAS_DIR).
       train_steps / eval_steps: the Trainer's TrainArgs / EvalArgs ``num_steps`` (0: the config's epochs over the whole
         train split / the whole validation split each epoch); shuffle_buffer: rows in the Trainer's training shuffle
-        buffer (None: pipeline.trainer.SHUFFLE_BUFFER). The Trainer streams both splits (pipeline/trainer.py).
+        buffer (None: mtin_tf.pipeline.trainer.SHUFFLE_BUFFER). The Trainer streams both splits (pipeline/trainer.py).
       stop_after: ``"InteractionsValidator"``, ``"HistoryGen"`` or ``"Transform"`` builds only the pipeline up to
         that component (data checks without training).
     """
     from tfx import v1 as tfx
     from tfx.proto import example_gen_pb2
 
-    from pipeline.components.history import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT, HistoryGen
-    from pipeline.evaluation import eval_config
+    from mtin_tf.pipeline.components.history import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT, HistoryGen
+    from mtin_tf.pipeline.evaluation import eval_config
 
     split_all = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=ALL_SPLIT, pattern="*")])
     interactions = tfx.components.CsvExampleGen(
@@ -90,15 +92,14 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     components.append(history)
     if stop_after == "HistoryGen":
         return _pipeline(pipeline_name, pipeline_root, components, metadata_path, enable_cache, beam_pipeline_args)
-    if stop_after not in (None, "Transform"):
-        raise ValueError(
-            f"stop_after must be None, 'InteractionsValidator', 'HistoryGen' or 'Transform', got {stop_after!r}")
+    if stop_after not in (None, *STOP_POINTS):
+        raise ValueError(f"stop_after must be None or one of {STOP_POINTS}, got {stop_after!r}")
 
     examples_schema = tfx.components.ImportSchemaGen(
         schema_file=os.path.join(schemas_dir, EXAMPLES_SCHEMA)).with_id("ExamplesSchema")
     transform = tfx.components.Transform(
         examples=history.outputs["examples"], schema=examples_schema.outputs["schema"],
-        preprocessing_fn="pipeline.transform.preprocessing_fn", custom_config={"max_history": max_history})
+        preprocessing_fn="mtin_tf.pipeline.transform.preprocessing_fn", custom_config={"max_history": max_history})
     if stop_after == "Transform":
         components += [examples_schema, transform]
         return _pipeline(pipeline_name, pipeline_root, components, metadata_path, enable_cache, beam_pipeline_args)
@@ -107,7 +108,7 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     if shuffle_buffer is not None:
         trainer_config["shuffle_buffer"] = int(shuffle_buffer)
     trainer = tfx.components.Trainer(
-        run_fn="pipeline.trainer.run_fn", examples=transform.outputs["transformed_examples"],
+        run_fn="mtin_tf.pipeline.trainer.run_fn", examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"], schema=examples_schema.outputs["schema"],
         hyperparameters=history.outputs["training_inputs"],
         train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT], num_steps=train_steps or None),

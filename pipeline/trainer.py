@@ -240,7 +240,7 @@ class StopAtStep(tf_keras.callbacks.Callback):
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (``run_fn='pipeline.trainer.run_fn'``).
+    """TFX Trainer entry point (``run_fn='mtin_tf.pipeline.trainer.run_fn'``).
 
     Streams the transformed splits (:func:`transformed_dataset`): one summary pass over ``train`` (example count,
     impressions, each user's latest history for memory pretraining), then fit on shuffled batches (a buffer of
@@ -251,8 +251,8 @@ def run_fn(fn_args) -> None:
     """
     from mtin_tf.config import MTINConfig
     from mtin_tf.export import serving_model, write_known_ids
+    from mtin_tf.pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
     from mtin_tf.train import barrier, build_for_training, chief_path, fit_mtin, remove_worker_path, select_strategy
-    from pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
 
     strategy = select_strategy()  # first: a multi-worker strategy (TF_CONFIG) must precede TensorFlow's runtime
     inputs = fn_args.hyperparameters or {}

@@ -10,7 +10,8 @@ each must fail. Not part of `make test` (about 20 minutes on a 2-core machine).
 Each mutant is (name, file, exact source snippet, replacement, tests): the snippet must occur exactly once in the
 file. The copy holds the working tree's files (tracked and untracked, not ignored: `git ls-files -co
 --exclude-standard`), so uncommitted changes are checked too; the working tree itself is never written. The tests run
-with the copy first on PYTHONPATH (so `mtin_tf` and `serving` resolve to the mutated copy, in subprocesses too) and
+with the copy first on PYTHONPATH (so `mtin_tf`, and through it mtin_tf.pipeline and mtin_tf.serving, resolve to the
+mutated copy, in subprocesses too: mtin_tf/__init__.py binds them to the tree it was imported from) and
 `pytest -x`: a mutant is caught when pytest reports failing tests (exit 1), survives when they pass (exit 0); any other
 outcome (collection error, timeout) is an error, because then the mutant proves nothing. Standard library only.
 """
@@ -142,7 +143,7 @@ MUTANTS = (
     Mutant("alpine-unknown-slot-moves-the-clock", "mtin_tf/baselines/alpine.py",
            "last = tf.where(known[:, j], times[:, j], last)", "last = times[:, j]",
            ("tests/test_baselines.py::test_padding_and_unknown_slots_do_not_change_the_output",)),
-    # Serving request validation (serving.validation).
+    # Serving request validation (mtin_tf.serving.validation).
     Mutant("longer-history-accepted", "serving/validation.py",
            "w is not None and w != d for w, d in zip(want, dims)",
            "w is not None and w > d for w, d in zip(want, dims)", SERVING),
@@ -191,7 +192,7 @@ def copy_tree(dest, root=ROOT):
 def run_tests(copy, tests, python, timeout):
     """(pytest exit code or None on timeout, seconds, the first FAILED/ERROR line)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([copy] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-           "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
+           "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.time()
     try:
         out = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=",

@@ -2,11 +2,11 @@
 
 - Deployment for the real ``tensorflow/serving`` image: ``models.config``, ``docker-compose.yml``
   and ``k8s/`` (Deployment + Service), all agreeing with the constants below.
-- :mod:`serving.client`: ``MTINClient`` (PredictionService Predict / GetModelMetadata over gRPC).
+- :mod:`mtin_tf.serving.client`: ``MTINClient`` (PredictionService Predict / GetModelMetadata over gRPC).
 - A local server speaking the same API over the same versioned SavedModel directory (the embedded default and what the
-  tests run): :mod:`serving.model_store` (versions, polling, hot swap), :mod:`serving.validation` (request checks
-  against the signature), :mod:`serving.server` (PredictionService + ModelService servicers, graceful shutdown),
-  :mod:`serving.cli` (``mtin serve``, ``mtin predict``, ``mtin recommend``).
+  tests run): :mod:`mtin_tf.serving.model_store` (versions, polling, hot swap), :mod:`mtin_tf.serving.validation`
+  (request checks against the signature), :mod:`mtin_tf.serving.server` (PredictionService + ModelService
+  servicers, graceful shutdown), :mod:`mtin_tf.serving.cli` (``mtin serve``, ``mtin predict``, ``mtin recommend``).
 
 This package needs only the exported SavedModel and the tensorflow-serving-api protos; it never rebuilds the model.
 """

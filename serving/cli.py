@@ -1,15 +1,15 @@
 """``mtin serve``, ``mtin predict`` and ``mtin recommend`` (registered by mtin_tf.cli).
 
 - ``mtin serve --model-base-path DIR [--port 8500] [--model-name mtin]``: the local TF Serving-compatible gRPC server
-  (:mod:`serving.server`) over a versioned SavedModel directory; runs until SIGTERM/SIGINT.
+  (:mod:`mtin_tf.serving.server`) over a versioned SavedModel directory; runs until SIGTERM/SIGINT.
 - ``mtin predict --target localhost:8500 --user U --candidates 1,2,3 --timestamp T [--clicked ... --clicked-times ...
   --browsed ... --browsed-times ...]``: scores every candidate; prints JSON.
 - ``mtin recommend ... --top-k 10``: the same query, the k most probable candidates best first; without
   ``--candidates``, the k most probable items of the model's whole catalogue (MTIN's ``recommend`` signature), each
   with the interest row that retrieved it.
 
-Both query commands talk to TF Serving or ``mtin serve`` alike (:class:`serving.client.MTINClient`) and exit 1 on an
-RPC error (its status code and message on stderr), 2 on invalid arguments.
+Both query commands talk to TF Serving or ``mtin serve`` alike (:class:`mtin_tf.serving.client.MTINClient`) and exit 1
+on an RPC error (its status code and message on stderr), 2 on invalid arguments.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 
-from serving import DEFAULT_MODEL_NAME, GRPC_PORT, MAX_ROWS
+from mtin_tf.serving import DEFAULT_MODEL_NAME, GRPC_PORT, MAX_ROWS
 
 
 def _ids(text: str) -> list[int]:
@@ -80,8 +80,8 @@ def register_serve(subparsers) -> None:
 
 
 def _serve(args) -> int:
-    from serving.model_store import ModelStore
-    from serving.server import serve, server_credentials
+    from mtin_tf.serving.model_store import ModelStore
+    from mtin_tf.serving.server import serve, server_credentials
 
     if bool(args.ssl_cert) != bool(args.ssl_key) or (args.ssl_client_ca and not args.ssl_cert):
         print("mtin serve: --ssl-cert and --ssl-key go together, and --ssl-client-ca needs them", file=sys.stderr)
@@ -144,7 +144,7 @@ def register_recommend(subparsers) -> None:
 def _query(args, top_k: int | None) -> int:
     import grpc
 
-    from serving.client import MTINClient, channel_credentials
+    from mtin_tf.serving.client import MTINClient, channel_credentials
 
     try:
         credentials = None

@@ -1,4 +1,4 @@
-"""gRPC client of an MTIN model behind TF Serving (or the local server of :mod:`serving.server`).
+"""gRPC client of an MTIN model behind TF Serving (or the local server of :mod:`mtin_tf.serving.server`).
 
 :class:`MTINClient` scores one user's candidates:
 
@@ -36,8 +36,8 @@ from tensorflow_serving.apis import (
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import to_model_arrays
+from mtin_tf.serving import DEFAULT_MODEL_NAME, GRPC_OPTIONS, METADATA_FIELD
 from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RECOMMEND_SIGNATURE, SCORE_SIGNATURE
-from serving import DEFAULT_MODEL_NAME, GRPC_OPTIONS, METADATA_FIELD
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,9 +5,9 @@ the default server next to their own process.
         server.wait_available()
         MTINClient(server.target).predict(...)
 
-The child runs ``python -m mtin_tf.cli serve`` with this interpreter and this checkout on its PYTHONPATH, bound to
-127.0.0.1 on a free port; its stdout and stderr go to ``log_path``. Leaving the ``with`` block kills it; use
-:meth:`LocalServer.terminate` for the graceful SIGTERM path.
+The child runs ``python -m mtin_tf.cli serve`` with this interpreter and the directory of this process's mtin_tf on its
+PYTHONPATH, bound to 127.0.0.1 on a free port; its stdout and stderr go to ``log_path``. Leaving the ``with`` block
+kills it; use :meth:`LocalServer.terminate` for the graceful SIGTERM path.
 """
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ import sys
 import tempfile
 import time
 
-from serving import DEFAULT_MODEL_NAME
-from serving.client import MTINClient
+import mtin_tf
+from mtin_tf.serving import DEFAULT_MODEL_NAME
+from mtin_tf.serving.client import MTINClient
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the directory holding serving/ and mtin_tf/
+# The directory holding the mtin_tf package this process imported (the repository or site-packages): the child runs
+# from there so that it imports the same mtin_tf; mtin_tf.serving then resolves as here (installed, or editable).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mtin_tf.__file__)))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,8 +49,7 @@ class LocalServer:
             fd, log_path = tempfile.mkstemp(prefix=f"mtin-serve-{self.port}-", suffix=".log")
             os.close(fd)
         self.log_path = log_path
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1",
-                   TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                    PYTHONPATH=os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -24,8 +24,8 @@ from typing import Callable, Mapping
 
 import grpc
 
-from serving.errors import ServingError
-from serving.validation import input_specs
+from mtin_tf.serving.errors import ServingError
+from mtin_tf.serving.validation import input_specs
 
 log = logging.getLogger(__name__)
 

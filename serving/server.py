@@ -8,7 +8,7 @@ Services (tensorflow_serving/apis):
   answers UNIMPLEMENTED.
 
 Status codes follow TF Serving: unknown model, version or label → NOT_FOUND; nothing loaded yet → UNAVAILABLE; a
-request that does not match the signature or its limits (see :mod:`serving.validation`), an unknown signature, a
+request that does not match the signature or its limits (see :mod:`mtin_tf.serving.validation`), an unknown signature, a
 malformed tf.Example → INVALID_ARGUMENT; more requests in flight than admitted → RESOURCE_EXHAUSTED; a deadline that
 passes before the request runs → DEADLINE_EXCEEDED (dropped before compute, :class:`Admission`); anything else →
 INTERNAL. Every error is counted and logged (:class:`ErrorCounts`; at most one line per second for each (method,
@@ -50,10 +50,10 @@ from tensorflow_serving.apis import (
 )
 
 from mtin_tf import features as F
-from serving import GRPC_OPTIONS, MAX_ROWS, METADATA_FIELD
-from serving.errors import ServingError
-from serving.model_store import ModelStore
-from serving.validation import check_inputs, check_output_filter, input_specs
+from mtin_tf.serving import GRPC_OPTIONS, MAX_ROWS, METADATA_FIELD
+from mtin_tf.serving.errors import ServingError
+from mtin_tf.serving.model_store import ModelStore
+from mtin_tf.serving.validation import check_inputs, check_output_filter, input_specs
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ ID_INPUTS = {"user": (F.USER_ID,), "item": (F.ITEM_ID, F.CANDIDATE_IDS, F.CLICKE
 
 def unknown_ids(arrays: dict, known_ids: dict) -> dict:
     """{"user"|"item": how many ids of the request's raw inputs (padding 0 aside) are not in ``known_ids``} for the
-    kinds the version lists (serving.model_store.read_known_ids)."""
+    kinds the version lists (mtin_tf.serving.model_store.read_known_ids)."""
     import numpy as np
 
     counts = {}

@@ -17,8 +17,8 @@ from typing import Iterable, Mapping
 import grpc
 import numpy as np
 
-from serving import MAX_ROWS
-from serving.errors import ServingError
+from mtin_tf.serving import MAX_ROWS
+from mtin_tf.serving.errors import ServingError
 
 
 def _invalid(message: str) -> ServingError:

@@ -1,14 +1,16 @@
 import os
 
-# Must precede the first TensorFlow import anywhere in the test session (TFT, TFMA and TFRS need Keras 2, i.e.
-# tf_keras), except in the Keras 3 run of the layer suite (tests/test_layers_keras.py starts it with
-# MTIN_TEST_KERAS=3).
-if os.environ.get("MTIN_TEST_KERAS") != "3":
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# The Keras 3 run of the layer suite (tests/test_layers_keras.py starts it with MTIN_TEST_KERAS=3): an explicit "0",
+# which importing mtin_tf leaves alone.
+if os.environ.get("MTIN_TEST_KERAS") == "3":
+    os.environ["TF_USE_LEGACY_KERAS"] = "0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
 import pytest
+
+# Before the first TensorFlow import anywhere in the test session: importing mtin_tf sets TF_USE_LEGACY_KERAS=1
+# (TFT, TFMA and TFRS need Keras 2, i.e. tf_keras) unless it is set.
+import mtin_tf  # noqa: F401
 
 # The MTINConfig fields of the tiny runs of the experiment and `mtin train` tests.
 TINY_BASE = {"embedding_dim": 8, "num_masks": 2, "num_groups": 2, "max_history": 6, "batch_size": 64, "epochs": 1}

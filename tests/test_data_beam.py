@@ -90,7 +90,7 @@ def test_history_gen_graph_on_the_multi_process_direct_runner_matches_in_memory(
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from mtin_tf.data import examples as E
-    from pipeline.components.history import COUNTER_NAMESPACE, _ParseFn
+    from mtin_tf.pipeline.components.history import COUNTER_NAMESPACE, _ParseFn
 
     rng = np.random.default_rng(5)
     n = 600

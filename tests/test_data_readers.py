@@ -217,7 +217,7 @@ def test_historygen_counts_skipped_rows_under_the_readers_kinds():
     import tensorflow as tf
 
     from mtin_tf.data.ranges import RANGES
-    from pipeline.components.history import REQUIRED, bad_input_kind, parse_interaction
+    from mtin_tf.pipeline.components.history import REQUIRED, bad_input_kind, parse_interaction
 
     def record(**values):
         msg = tf.train.Example()

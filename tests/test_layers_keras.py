@@ -1,7 +1,7 @@
 """MTIN's layers under the Keras the process's tf.keras is: tf_keras in `make test` (TF_USE_LEGACY_KERAS=1), and
 Keras 3 in the subprocess that test_the_layer_suite_passes_under_keras_3 starts. That subprocess runs this module,
 test_routing.py and test_temporal_and_interest_masks.py (every layer against its NumPy reference) with
-MTIN_TEST_KERAS=3 and no TF_USE_LEGACY_KERAS, and the two processes' weights, outputs and serialization names of
+MTIN_TEST_KERAS=3 (conftest: TF_USE_LEGACY_KERAS=0), and the two processes' weights, outputs and serialization names of
 one small model of every layer are compared.
 """
 import json
@@ -101,11 +101,11 @@ def portable_model():
     return model
 
 
-def test_the_layers_are_the_keras_of_tf_keras_and_importing_them_changed_no_environment():
+def test_the_layers_are_the_keras_of_tf_keras_and_importing_them_kept_an_explicit_choice():
     assert LEGACY == (os.environ.get("MTIN_TEST_KERAS") != "3")
     assert issubclass(InterestMask, tf.keras.layers.Layer)  # whichever Keras tf.keras is in this process
-    if not LEGACY:  # mtin_tf, imported at collection, did not set it (conftest leaves it unset in this run)
-        assert "TF_USE_LEGACY_KERAS" not in os.environ
+    if not LEGACY:  # mtin_tf, imported by conftest, kept conftest's explicit "0"
+        assert os.environ["TF_USE_LEGACY_KERAS"] == "0"
 
 
 def test_a_model_of_every_layer_matches_the_numpy_reference_and_dumps_for_the_other_keras(portable_model):

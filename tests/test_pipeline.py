@@ -57,8 +57,8 @@ def _run_cli(argv):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from mtin_tf import demo
-    from pipeline.metadata import run_outputs
-    from pipeline.runners.local import RunDirs
+    from mtin_tf.pipeline.metadata import run_outputs
+    from mtin_tf.pipeline.runners.local import RunDirs
 
     base = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as patch:  # the demo's own code path, on tiny sizes
@@ -73,7 +73,7 @@ def run(tmp_path_factory):
 def _pipeline_run(run, *extra, data=None, settings=MODEL_SETTINGS):
     """`mtin pipeline run` on the demo's run directory (the demo's settings unless ``extra`` / ``settings`` change
     them); returns (exit code, stdout, {component: state} of this run)."""
-    from pipeline.metadata import component_timings
+    from mtin_tf.pipeline.metadata import component_timings
 
     code, stdout = _run_cli(["pipeline", "run", "--data", data or run["data"], "--run-dir", run["dirs"].run_dir,
                              "--max-history", str(L), "--set", *settings, *extra])
@@ -131,8 +131,8 @@ def test_every_component_recorded_outputs_in_ml_metadata(run):
 def test_history_examples_have_time_splits_and_transform_outputs_exactly_the_model_inputs(run):
     import tensorflow_transform as tft
 
-    from pipeline.trainer import read_transformed, vocabulary_ids
-    from pipeline.transform import USER_VOCABULARY
+    from mtin_tf.pipeline.trainer import read_transformed, vocabulary_ids
+    from mtin_tf.pipeline.transform import USER_VOCABULARY
 
     splits = ["Split-test", "Split-train", "Split-validation"]
     assert sorted(os.listdir(_uri(run, "HistoryGen", "examples"))) == splits
@@ -179,7 +179,7 @@ def test_transform_output_equals_the_in_memory_history_builder_on_the_same_inter
     from mtin_tf.data.canonical import INTERACTIONS_FILE
     from mtin_tf.data.examples import to_model_arrays
     from mtin_tf.data.history import build_examples
-    from pipeline.trainer import read_transformed
+    from mtin_tf.pipeline.trainer import read_transformed
 
     interactions = pd.read_parquet(os.path.join(run["data"], INTERACTIONS_FILE))
     train, validation, test, _ = build_examples(interactions, max_history=L)
@@ -197,8 +197,8 @@ def test_transform_output_equals_the_in_memory_history_builder_on_the_same_inter
 
 
 def test_pushed_model_has_both_signatures_with_the_serving_output_keys(run):
+    from mtin_tf.pipeline.runners.local import latest_pushed
     from mtin_tf.signatures import DEFAULT_SIGNATURE, RAW_SIGNATURE
-    from pipeline.runners.local import latest_pushed
 
     pushed = latest_pushed(run["dirs"].serving)
     assert pushed and os.path.basename(pushed).isdigit()
@@ -212,9 +212,9 @@ def test_pushed_model_has_both_signatures_with_the_serving_output_keys(run):
 
 def test_pushed_model_scores_equal_the_in_process_keras_model(run):
     from mtin_tf.data.examples import parse_example, to_model_arrays
+    from mtin_tf.pipeline.demo import score_pushed_model
+    from mtin_tf.pipeline.runners.local import latest_pushed
     from mtin_tf.signatures import RAW_SIGNATURE
-    from pipeline.demo import score_pushed_model
-    from pipeline.runners.local import latest_pushed
 
     pushed = latest_pushed(run["dirs"].serving)
     served, keras = score_pushed_model(pushed, _uri(run, "HistoryGen", "examples"), L)
@@ -230,9 +230,9 @@ def test_pushed_model_scores_equal_the_in_process_keras_model(run):
 
 
 def test_tfma_metrics_match_mtin_metrics_and_the_model_is_blessed_and_pushed(run):
-    from pipeline.demo import score_pushed_model
-    from pipeline.evaluation import load_metrics
-    from pipeline.runners.local import latest_pushed
+    from mtin_tf.pipeline.demo import score_pushed_model
+    from mtin_tf.pipeline.evaluation import load_metrics
+    from mtin_tf.pipeline.runners.local import latest_pushed
 
     metrics = load_metrics(_uri(run, "Evaluator", "evaluation"))
     overall = metrics[""]
@@ -282,7 +282,7 @@ def test_the_trainer_streams_the_transformed_examples_from_a_ram_directory_throu
     rows) one pass yields every row exactly once, shuffled, in another order on the next pass; ``repeat`` loops."""
     import tensorflow_transform as tft
 
-    from pipeline.trainer import read_transformed, transformed_dataset
+    from mtin_tf.pipeline.trainer import read_transformed, transformed_dataset
 
     tft_out = tft.TFTransformOutput(_uri(run, "Transform", "transform_graph"))
     pattern = _to_ram(run, "train")
@@ -317,8 +317,8 @@ def test_the_trainers_summary_pass_keeps_each_users_latest_row_and_the_impressio
     in-memory arrays give: the example count, retrieval_task.impression_share and, per user, the latest row."""
     import tensorflow_transform as tft
 
+    from mtin_tf.pipeline.trainer import read_transformed, summarize_training
     from mtin_tf.retrieval_task import impression_share
-    from pipeline.trainer import read_transformed, summarize_training
 
     tft_out = tft.TFTransformOutput(_uri(run, "Transform", "transform_graph"))
     pattern = _to_ram(run, "train")
@@ -338,7 +338,7 @@ def test_the_trainers_summary_pass_keeps_each_users_latest_row_and_the_impressio
 
 
 def test_training_plan_spreads_train_steps_over_the_configured_epochs():
-    from pipeline.trainer import training_plan
+    from mtin_tf.pipeline.trainer import training_plan
 
     assert training_plan(3, None) == (3, None) and training_plan(3, 0) == (3, None)
     assert training_plan(3, 7) == (3, 3)  # 3 + 3 + 1
@@ -353,8 +353,8 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
     although one pass over the split is many more batches; the exported model has the serving signatures."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
-    from pipeline.components.history import TRAINING_INPUTS_FILE
-    from pipeline.trainer import run_fn
+    from mtin_tf.pipeline.components.history import TRAINING_INPUTS_FILE
+    from mtin_tf.pipeline.trainer import run_fn
 
     with open(os.path.join(_uri(run, "HistoryGen", "training_inputs"), TRAINING_INPUTS_FILE)) as f:
         training_inputs = json.load(f)
@@ -377,7 +377,7 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
 
 
 def test_rerun_through_the_cli_with_the_same_inputs_is_served_from_the_cache(run):
-    from pipeline.metadata import run_outputs
+    from mtin_tf.pipeline.metadata import run_outputs
 
     versions = _versions(run)
     code, stdout, states = _pipeline_run(run)
@@ -397,7 +397,7 @@ def test_rerun_through_the_cli_with_the_same_inputs_is_served_from_the_cache(run
 def test_a_model_below_the_auc_floor_is_not_blessed_and_not_pushed(run):
     """Only the Evaluator's threshold changes: everything upstream is a cache hit; the Pusher runs and pushes
     nothing."""
-    from pipeline.metadata import run_outputs
+    from mtin_tf.pipeline.metadata import run_outputs
 
     versions = _versions(run)
     code, stdout, states = _pipeline_run(run, "--auc-floor", "1.01")  # no AUC reaches it
@@ -417,7 +417,7 @@ def test_a_regression_beyond_max_auc_drop_against_the_blessed_baseline_is_not_pu
     """A candidate trained by gradient ascent (negative learning rate: only the Trainer's settings change, so
     Transform and everything before it are cache hits) scores far below the blessed baseline; with the AUC floor at 0
     only the change threshold (candidate AUC - baseline AUC >= -max_auc_drop) can fail, and it does."""
-    from pipeline.metadata import run_outputs
+    from mtin_tf.pipeline.metadata import run_outputs
 
     versions = _versions(run)
     worse = [s for s in MODEL_SETTINGS if not s.startswith(("epochs=", "learning_rate="))] + \

@@ -9,8 +9,8 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from mtin_tf import features as F
-from pipeline.trainer import read_item_table
-from pipeline.validation import DataValidationError, check_anomalies, load_anomalies
+from mtin_tf.pipeline.trainer import read_item_table
+from mtin_tf.pipeline.validation import DataValidationError, check_anomalies, load_anomalies
 
 
 def _root():

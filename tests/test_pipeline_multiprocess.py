@@ -26,9 +26,9 @@ def test_history_gen_and_transform_on_two_worker_processes_equal_the_in_memory_b
     from mtin_tf.data.canonical import INTERACTIONS_FILE
     from mtin_tf.data.examples import to_model_arrays
     from mtin_tf.data.history import build_examples
-    from pipeline.metadata import run_outputs
-    from pipeline.runners.local import run_local
-    from pipeline.trainer import read_transformed
+    from mtin_tf.pipeline.metadata import run_outputs
+    from mtin_tf.pipeline.runners.local import run_local
+    from mtin_tf.pipeline.trainer import read_transformed
 
     data = str(tmp_path / "data")
     assert mtin(["data", "generate", "--out", data, "--num-users", "30", "--num-items", "100",

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from pipeline.pipeline import COMPONENT_IDS
+from mtin_tf.pipeline.pipeline import COMPONENT_IDS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_kubeflow_spec_loads_with_kfp_lists_every_component_and_requests_gpus_for_the_trainer(tmp_path):
     from mtin_tf.cli import main
-    from pipeline.runners.kubeflow import spec_task_names
+    from mtin_tf.pipeline.runners.kubeflow import IMAGE_SCHEMAS_DIR, spec_task_names
 
     out = tmp_path / "mtin_kfp.json"
     assert main(["pipeline", "compile-kubeflow", "--output", str(out), "--image", "example.org/mtin-tf:test",
@@ -27,6 +27,10 @@ def test_kubeflow_spec_loads_with_kfp_lists_every_component_and_requests_gpus_fo
     assert trainer["resources"]["accelerator"] == {"type": "NVIDIA_TESLA_V100", "count": "2"}
     assert all("accelerator" not in e.get("container", {}).get("resources", {})
                for name, e in executors.items() if name != "Trainer_executor")
+    spec = out.read_text()  # ImportSchemaGen reads the schemas of the package installed in the image
+    for rel in ("interactions/schema.pbtxt", "examples/schema.pbtxt"):
+        assert f"{IMAGE_SCHEMAS_DIR}/{rel}" in spec
+    assert REPO not in spec
 
 
 DAGBAG = r"""
@@ -41,9 +45,10 @@ print(json.dumps({"errors": {k: str(v)[-2000:] for k, v in bag.import_errors.ite
 
 def test_airflow_dagbag_loads_the_dag_without_import_errors(tmp_path):
     home, dags = tmp_path / "airflow", tmp_path / "dags"
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600", "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-           "TF_USE_LEGACY_KERAS": "1"}
+    # No TF_USE_LEGACY_KERAS: the DAG file imports mtin_tf before TensorFlow, which sets it.
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}, "AIRFLOW_HOME": str(home),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     mtin = [sys.executable, "-m", "mtin_tf.cli", "pipeline", "airflow-dag", "--dags-folder", str(dags),
@@ -71,8 +76,8 @@ abc,12,300,1
 def test_bad_rows_give_a_clear_anomaly_report_that_stops_the_run(tmp_path):
     import tensorflow_data_validation as tfdv
 
-    from pipeline.pipeline import INTERACTIONS_SCHEMA, SCHEMAS_DIR
-    from pipeline.validation import DataValidationError, check_anomalies
+    from mtin_tf.pipeline.pipeline import INTERACTIONS_SCHEMA, SCHEMAS_DIR
+    from mtin_tf.pipeline.validation import DataValidationError, check_anomalies
 
     path = tmp_path / "interactions.csv"
     path.write_text(BAD_CSV)
@@ -96,8 +101,8 @@ def test_a_pipeline_run_on_bad_rows_stops_at_validation_with_the_report(tmp_path
 
     from mtin_tf.data.canonical import write_item_features
     from mtin_tf.data.report import BadInputError
-    from pipeline.runners.local import run_local
-    from pipeline.validation import DataValidationError
+    from mtin_tf.pipeline.runners.local import run_local
+    from mtin_tf.pipeline.validation import DataValidationError
 
     data = tmp_path / "data"
     data.mkdir()
@@ -124,7 +129,7 @@ def test_a_pipeline_run_on_bad_rows_stops_at_validation_with_the_report(tmp_path
 def test_history_component_counts_unreadable_rows_instead_of_crashing():
     import tensorflow as tf
 
-    from pipeline.components.history import history_bucket, parse_interaction
+    from mtin_tf.pipeline.components.history import history_bucket, parse_interaction
 
     def record(**values):
         ex = tf.train.Example()
@@ -152,6 +157,8 @@ def test_gpu_extra_dockerfiles_and_docs_exist():
     assert "tensorflow[and-cuda]" in gpu and "TF_USE_LEGACY_KERAS=1" in gpu
     cpu = open(os.path.join(REPO, "Dockerfile")).read()
     assert "requirements.lock" in cpu and "TF_USE_LEGACY_KERAS=1" in cpu
+    for image in (cpu, gpu):  # the package installed (not editable), its schemas where the Kubeflow spec says
+        assert "uv pip install --system --no-deps /tmp/mtin-src" in image and "IMAGE_SCHEMAS_DIR" in image
     assert "GPU" in open(os.path.join(REPO, "docs", "PIPELINE.md")).read()
 
 
@@ -162,7 +169,7 @@ def test_pipeline_cli_registers_its_subcommands():
     args = parser.parse_args(["pipeline", "run", "--data", "d", "--beam-arg=--direct_num_workers=2",
                               "--set", "epochs=1"])
     assert args.data == "d" and args.beam_arg == ["--direct_num_workers=2"] and callable(args.func)
-    from pipeline.runners.local import beam_args
+    from mtin_tf.pipeline.runners.local import beam_args
 
     assert beam_args([], 2)[:2] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     assert beam_args([]) == []

@@ -217,7 +217,7 @@ def test_catalogue_metrics_score_the_recommender_and_the_popularity_floor(export
 
 def test_the_server_warms_recommend_up_with_a_valid_request(exported):
     """`mtin serve` calls every signature once before a version serves; recommend's k = 0 would be rejected."""
-    from serving.model_store import warm_up
+    from mtin_tf.serving.model_store import warm_up
 
     _, _, saved = exported
 

@@ -9,10 +9,10 @@ from test_serving_support import L, exported
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import serialize_example, to_model_arrays
+from mtin_tf.serving.client import MTINClient, candidate_inputs, predict_request, raw_inputs
+from mtin_tf.serving.errors import ServingError
+from mtin_tf.serving.validation import check_inputs, input_specs
 from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
-from serving.client import MTINClient, candidate_inputs, predict_request, raw_inputs
-from serving.errors import ServingError
-from serving.validation import check_inputs, input_specs
 
 USER = 14
 HISTORIES = {  # one longer than L (the most recent L count), one shorter, clicked and browsed of different lengths
@@ -113,7 +113,7 @@ def test_client_refuses_an_empty_candidate_list_before_any_rpc():
         MTINClient("127.0.0.1:1", max_attempts=0)
 
 
-# -- request checks of the server (serving.validation), on the real signature ------------------------------------
+# -- request checks of the server (mtin_tf.serving.validation), on the real signature ----------------------------
 def _raw_protos(n=3, **changes):
     inputs = raw_inputs(USER, list(range(1000, 1000 * (max(n, 1) + 1), 1000)), 10, L, **HISTORIES["short"])
     inputs = {k: v[:n] for k, v in inputs.items()}
@@ -175,10 +175,10 @@ def test_validation_caps_rows_and_checks_the_payload_against_the_declared_shape(
 
 
 def test_a_missing_base_path_is_logged_and_named_in_unavailable(tmp_path, caplog):
-    from serving.model_store import ModelStore
+    from mtin_tf.serving.model_store import ModelStore
 
     store = ModelStore("mtin", str(tmp_path / "not-yet"))
-    with caplog.at_level("WARNING", logger="serving.model_store"):
+    with caplog.at_level("WARNING", logger="mtin_tf.serving.model_store"):
         assert store.poll() is False
         store.poll()
     assert sum("does not exist" in r.getMessage() for r in caplog.records) == 1  # once, not every poll
@@ -191,7 +191,7 @@ def test_a_missing_base_path_is_logged_and_named_in_unavailable(tmp_path, caplog
         store.get("mtin")
 
 
-# -- admission of the server (serving.server.Admission): load shedding and deadlines ----------------------------
+# -- admission of the server (mtin_tf.serving.server.Admission): load shedding and deadlines --------------------
 class _Deadline:
     """What Admission reads of a grpc.ServicerContext: the seconds left before the client's deadline (None: none)."""
 
@@ -206,7 +206,7 @@ def test_admission_sheds_beyond_the_cap_and_drops_requests_whose_deadline_passes
     import threading
     import time
 
-    from serving.server import Admission
+    from mtin_tf.serving.server import Admission
 
     admission = Admission(workers=1, max_in_flight=2)
     computing, release = threading.Event(), threading.Event()

@@ -13,8 +13,8 @@ from tensorflow.python.framework import op_def_registry
 from test_serving_support import L, exported
 
 from mtin_tf import features as F
+from mtin_tf.serving.client import candidate_inputs, raw_inputs
 from mtin_tf.signatures import DEFAULT_SIGNATURE, RAW_SIGNATURE, SCORE_SIGNATURE
-from serving.client import candidate_inputs, raw_inputs
 
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 USER, NOW = 14, 10_000

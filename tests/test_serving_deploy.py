@@ -6,7 +6,7 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-import serving
+from mtin_tf import serving
 from mtin_tf.cli import build_parser
 
 HERE = os.path.dirname(serving.__file__)

@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_serving_support import exported, install_version, start_server
 
 from mtin_tf import features as F
-from serving.client import MTINClient, channel_credentials, predict_request
-from serving.errors import ServingError
-from serving.local import free_port
-from serving.server import ErrorCounts
+from mtin_tf.serving.client import MTINClient, channel_credentials, predict_request
+from mtin_tf.serving.errors import ServingError
+from mtin_tf.serving.local import free_port
+from mtin_tf.serving.server import ErrorCounts
 
 USER, NOW = 21, 1_000
 CANDIDATES = [2000, 4000, 17000]
@@ -75,7 +75,7 @@ def pki(tmp_path_factory):
 
 
 def _keras_probability(seed):
-    from serving.client import candidate_inputs
+    from mtin_tf.serving.client import candidate_inputs
     model, _ = exported(seed)
     inputs = candidate_inputs(USER, CANDIDATES, NOW, 8)
     rows = {k: np.repeat(v, len(CANDIDATES), axis=0) for k, v in inputs.items() if k != F.CANDIDATE_IDS}
@@ -203,7 +203,7 @@ def test_failure_logs_are_rate_limited_but_every_failure_is_counted(caplog):
     errors = ErrorCounts(log_interval=60.0)
     error = ServingError(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
     other = ServingError(grpc.StatusCode.NOT_FOUND, "no such model")
-    with caplog.at_level(logging.WARNING, logger="serving.server"):
+    with caplog.at_level(logging.WARNING, logger="mtin_tf.serving.server"):
         for _ in range(100):
             errors.log_failure("Predict", error, errors.add("Predict", error.code))
         errors.log_failure("Predict", other, errors.add("Predict", other.code))
@@ -211,13 +211,13 @@ def test_failure_logs_are_rate_limited_but_every_failure_is_counted(caplog):
     assert len(lines) == 2 and "INVALID_ARGUMENT" in lines[0] and "NOT_FOUND" in lines[1]
     assert errors.snapshot() == {("Predict", "INVALID_ARGUMENT"): 100, ("Predict", "NOT_FOUND"): 1}
     errors.log_interval = 0.0  # the next line names how many were held back
-    with caplog.at_level(logging.WARNING, logger="serving.server"):
+    with caplog.at_level(logging.WARNING, logger="mtin_tf.serving.server"):
         errors.log_failure("Predict", error, errors.add("Predict", error.code))
     assert "99 similar lines held back" in caplog.records[-1].getMessage()
 
 
 def test_unknown_ids_are_counted_by_binary_search_over_the_sorted_vocabulary():
-    from serving.server import unknown_ids
+    from mtin_tf.serving.server import unknown_ids
 
     known = {"user": np.array([7, 14]), "item": np.array([1000, 2000, 40000])}
     arrays = {F.USER_ID: np.array([7, 8]), F.ITEM_ID: np.array([1000, 1500, 99999]),

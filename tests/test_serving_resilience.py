@@ -1,7 +1,8 @@
 """Retries, backoff and version loading against real `mtin serve` processes (127.0.0.1, free ports): a version that
 arrives while a client is retrying, corrupt versions that the server reports and skips while the previous version
 keeps serving, and a server restart that a client rides through with its retries. No fakes: the client is
-serving.client.MTINClient over a real gRPC channel, the server loads real SavedModels with tf.saved_model.load."""
+mtin_tf.serving.client.MTINClient over a real gRPC channel, the server loads real SavedModels with
+tf.saved_model.load."""
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from test_serving_support import L, exported, install_version, start_server
 
 from mtin_tf import features as F
-from serving.client import MTINClient, raw_inputs
+from mtin_tf.serving.client import MTINClient, raw_inputs
 
 USER = 21
 HISTORY = dict(clicked=[3000, 9000, 12000], clicked_times=[100, 200, 300], browsed=[4000], browsed_times=[250])
@@ -236,8 +237,8 @@ def test_a_flood_beyond_max_in_flight_is_shed_with_resource_exhausted_and_counte
     # One worker, two admitted: of 8 heavy requests sent at once, the ones beyond two in flight are refused at once
     # (RESOURCE_EXHAUSTED, each logged and counted by the server), the admitted ones are answered, and the server
     # serves normally afterwards. Each request scores 100 users × 2 000 candidates, far longer than the sending.
+    from mtin_tf.serving.client import candidate_inputs, predict_request
     from mtin_tf.signatures import SCORE_SIGNATURE
-    from serving.client import candidate_inputs, predict_request
 
     base = str(tmp_path)
     install_version(1, base, 1)

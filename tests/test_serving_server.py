@@ -20,8 +20,8 @@ from test_serving_support import L, exported, install_version, start_server
 from mtin_tf import features as F
 from mtin_tf.cli import main as mtin
 from mtin_tf.data.examples import serialize_example
+from mtin_tf.serving.client import MTINClient, candidate_inputs, predict_request, prediction_from_response, raw_inputs
 from mtin_tf.signatures import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RAW_SIGNATURE, SCORE_SIGNATURE
-from serving.client import MTINClient, candidate_inputs, predict_request, prediction_from_response, raw_inputs
 
 USER = 21
 HISTORY = dict(clicked=[3000, 9000, 12000, 5000], clicked_times=[100, 200, 300, 400],
@@ -122,7 +122,7 @@ def test_recommend_from_the_catalogue_through_the_client_and_the_cli(server, cap
     import tensorflow as tf
 
     from mtin_tf.retrieval import recommender
-    from serving.client import user_inputs
+    from mtin_tf.serving.client import user_inputs
 
     model, _ = exported(1)
     users = user_inputs(USER, NOW, L, **HISTORY)

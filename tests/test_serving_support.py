@@ -1,5 +1,5 @@
 """Shared pieces of the serving tests (no tests here): small exported models, cached per test process, and a real
-``mtin serve`` subprocess (serving.local.LocalServer) on a free localhost port."""
+``mtin serve`` subprocess (mtin_tf.serving.local.LocalServer) on a free localhost port."""
 from __future__ import annotations
 
 import atexit
@@ -11,7 +11,7 @@ import tempfile
 
 import numpy as np
 
-from serving.local import LocalServer
+from mtin_tf.serving.local import LocalServer
 
 L = 8
 NUM_ITEMS, FEATURE_DIM, NUM_USERS = 40, 6, 10

@@ -1,10 +1,10 @@
 """Which Keras MTIN's layers are built on: the one the process's ``tf.keras`` is.
 
 TensorFlow 2.16 makes ``tf.keras`` tf_keras (Keras 2) when the environment variable ``TF_USE_LEGACY_KERAS`` is "1",
-"true" or "True", and Keras 3 otherwise. The layers follow the same rule, read (never set: the process's Keras is its
-owner's choice) when ``mtin_tf.layers`` is first imported, so they subclass the Layer of the Keras a model around them
-uses, and register for serialization there under the same names (``mtin>InterestGroupRouting``, ...). Keras 3 must run
-on its TensorFlow backend: the layers are TensorFlow code.
+"true" or "True", and Keras 3 otherwise. The layers follow the same rule, read when ``mtin_tf.layers`` is first
+imported (importing mtin_tf before TensorFlow sets its default, "1": mtin_tf/__init__.py), so they subclass the Layer
+of the Keras a model around them uses, and register for serialization there under the same names
+(``mtin>InterestGroupRouting``, ...). Keras 3 must run on its TensorFlow backend: the layers are TensorFlow code.
 
 ``keras`` is that module; ``Layer`` is the base of every MTIN layer: its call refuses the symbolic tensors of the
 other Keras with an error naming both ways out, where Keras itself would fail further in with a message about
@@ -52,7 +52,7 @@ def _check_same_keras(layer, args) -> None:
     for value in tf.nest.flatten(args):
         kind = type(value)
         if kind.__name__ == "KerasTensor" and kind.__module__.startswith(_FOREIGN):
-            switch = ('unset TF_USE_LEGACY_KERAS (or set it to "0")' if LEGACY
+            switch = ("set TF_USE_LEGACY_KERAS=0 (or import keras first)" if LEGACY
                       else 'set TF_USE_LEGACY_KERAS=1')
             raise TypeError(
                 f"{type(layer).__name__} {layer.name!r} is a {KERAS_NAME} layer, but it was called on a "
@@ -118,5 +118,5 @@ def require_legacy_keras(what: str) -> None:
         raise RuntimeError(
             f"{what} builds a tf_keras (Keras 2) model, as the TFX Trainer, TFT and TFMA need, but mtin_tf.layers were "
             f"imported as Keras 3 layers (TF_USE_LEGACY_KERAS={_SETTING!r}). Set "
-            f"TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (the mtin command and the pipeline's entry points "
-            f"do), or use the layers of mtin_tf.layers in your own Keras 3 model.")
+            f"TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (importing mtin_tf first does), or use the layers "
+            f"of mtin_tf.layers in your own Keras 3 model.")

@@ -9,8 +9,8 @@ interactions at or after ``validation_cut`` when ``validation_cut`` > 0). The Tr
 on ``validation``; the Evaluator blesses and reports on ``test``.
 
 Before building, it reads ExampleValidator's anomalies for the raw interactions and stops the run with a readable
-report when more than ``max_anomalous_features`` features are anomalous (:mod:`pipeline.validation`). Rows that still
-cannot be read (a missing or non-integer field, id <= 0, negative timestamp, click outside {0, 1}) are dropped and
+report when more than ``max_anomalous_features`` features are anomalous (:mod:`mtin_tf.pipeline.validation`). Rows that
+still cannot be read (a missing or non-integer field, id <= 0, negative timestamp, click outside {0, 1}) are dropped and
 counted (Beam counters, namespace ``mtin_pipeline``); their count is recorded on the output artifact (custom property
 ``bad_rows``), and the run stops when their share exceeds ``max_bad_row_fraction``.
 
@@ -143,7 +143,7 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
     import tensorflow as tf
 
     from mtin_tf.data.beam_history import BuildExamples
-    from pipeline.validation import DataValidationError, check_anomalies, load_anomalies
+    from mtin_tf.pipeline.validation import DataValidationError, check_anomalies, load_anomalies
 
     check_anomalies(load_anomalies(anomalies.uri), max_anomalous_features, what="interactions")
     split = "time" if time_cut > 0 else "fraction"

@@ -1,9 +1,10 @@
 """Airflow: the pipeline as an Airflow DAG built with TFX's AirflowDagRunner (Airflow 2.x).
 
 Settings (JSON) name the run directory, whose ``inputs/`` was staged by ``mtin pipeline airflow-dag --data DIR``
-(:func:`pipeline.inputs.stage_inputs`), plus any :func:`pipeline.pipeline.create_pipeline` keyword. The DAG file
-Airflow loads is :mod:`pipeline.airflow_dag`; ``mtin pipeline airflow-dag`` writes a two-line DAG file into the dags
-folder that points it at the settings. Airflow workers need ``TF_USE_LEGACY_KERAS=1`` (set by the DAG file) and
+(:func:`mtin_tf.pipeline.inputs.stage_inputs`), plus any :func:`mtin_tf.pipeline.pipeline.create_pipeline`
+keyword. The DAG file Airflow loads is :mod:`mtin_tf.pipeline.airflow_dag`; ``mtin pipeline airflow-dag`` writes a
+two-line DAG file into the dags folder that points it at the settings. Airflow workers need the mtin-tf package
+(the DAG file imports mtin_tf before TensorFlow, which sets ``TF_USE_LEGACY_KERAS=1``) and
 ``AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT`` of a few minutes (importing TensorFlow alone exceeds the 30 s default).
 """
 from __future__ import annotations
@@ -19,11 +20,10 @@ DEFAULT_RUN_DIR = os.path.join(os.path.expanduser("~"), "mtin-pipeline")
 
 def create_dag(run_dir: str = DEFAULT_RUN_DIR, dag_id: str = DAG_ID, schedule_interval=None, **pipeline_kwargs):
     """An Airflow DAG of the MTIN pipeline with its artifacts, MLMD and pushed models under ``run_dir``."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-    from pipeline.pipeline import create_pipeline
-    from pipeline.runners.local import RunDirs
+    from mtin_tf.pipeline.pipeline import create_pipeline
+    from mtin_tf.pipeline.runners.local import RunDirs
 
     dirs = RunDirs.at(run_dir)
     pipe = create_pipeline(pipeline_name=dag_id, pipeline_root=dirs.root, inputs_dir=dirs.inputs,
@@ -42,7 +42,7 @@ def load_settings(path: str | None = None) -> dict:
 
 
 def write_dag_file(dags_folder: str, settings: dict, name: str = "mtin_pipeline_dag.py") -> str:
-    """Write ``settings`` (JSON beside the DAG file) and a DAG file that loads :mod:`pipeline.airflow_dag`."""
+    """Write ``settings`` (JSON beside the DAG file) and a DAG file that loads :mod:`mtin_tf.pipeline.airflow_dag`."""
     os.makedirs(dags_folder, exist_ok=True)
     settings_path = os.path.join(os.path.abspath(dags_folder), name.replace(".py", ".json"))
     with open(settings_path, "w") as f:
@@ -52,5 +52,6 @@ def write_dag_file(dags_folder: str, settings: dict, name: str = "mtin_pipeline_
         f.write('"""Airflow DAG of the MTIN TFX pipeline (written by `mtin pipeline airflow-dag`)."""\n'
                 "import os\n\n"
                 f"os.environ.setdefault({SETTINGS_ENV!r}, {settings_path!r})\n"
-                "from pipeline.airflow_dag import mtin_dag  # noqa: E402,F401  (Airflow collects DAG objects)\n")
+                "from mtin_tf.pipeline.airflow_dag import mtin_dag  "
+                "# noqa: E402,F401  (Airflow collects DAG objects)\n")
     return dag_path

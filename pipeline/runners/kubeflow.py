@@ -11,7 +11,10 @@ import os
 from typing import Sequence
 
 DEFAULT_IMAGE = "mtin-tf:0.1.0"
-IMAGE_SCHEMAS_DIR = "/app/schemas"  # WORKDIR /app in the Dockerfile
+# The schema files of the package installed in the image (the python image's site-packages; `pip install .`, not
+# editable). The component containers read them; the compiler on this machine only writes the path into the spec.
+# The Dockerfiles' last step checks that mtin_tf.data.schema.schemas_dir() is this path in the image.
+IMAGE_SCHEMAS_DIR = "/usr/local/lib/python3.10/site-packages/mtin_tf/schemas"
 
 
 def compile_kubeflow(output: str, *, image: str = DEFAULT_IMAGE, pipeline_root: str, inputs_dir: str,
@@ -19,10 +22,9 @@ def compile_kubeflow(output: str, *, image: str = DEFAULT_IMAGE, pipeline_root: 
                      beam_pipeline_args: Sequence[str] = (), schemas_dir: str = IMAGE_SCHEMAS_DIR,
                      **pipeline_kwargs) -> str:
     """Write the KFP v2 pipeline spec of the MTIN pipeline to ``output``; returns its path."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from tfx import v1 as tfx
 
-    from pipeline.pipeline import create_pipeline
+    from mtin_tf.pipeline.pipeline import create_pipeline
 
     pipe = create_pipeline(pipeline_root=pipeline_root, inputs_dir=inputs_dir, serving_model_dir=serving_model_dir,
                            metadata_path=None, beam_pipeline_args=beam_pipeline_args, schemas_dir=schemas_dir,

@@ -2,7 +2,7 @@
 
 Run directory layout::
 
-  <run_dir>/inputs/        ExampleGen inputs staged from the data directory (pipeline.inputs)
+  <run_dir>/inputs/        ExampleGen inputs staged from the data directory (mtin_tf.pipeline.inputs)
   <run_dir>/root/          pipeline root: every component's artifacts
   <run_dir>/metadata.sqlite   ML Metadata (executions, artifacts, lineage; the cache)
   <run_dir>/serving/<version>/  models pushed by Pusher (blessed only), a TF Serving model base path
@@ -50,15 +50,15 @@ def run_local(data_dir: str, run_dir: str, *, beam_pipeline_args: Sequence[str] 
               stop_after: Optional[str] = None, strict: bool = False, **pipeline_kwargs) -> RunDirs:
     """Stage ``data_dir`` and run the pipeline with LocalDagRunner; returns the run directory layout.
 
-    ``strict``: stop at the first CSV line of the wrong shape while staging (pipeline.inputs.stage_inputs), instead
-    of skipping and counting it.
-    ``pipeline_kwargs`` go to :func:`pipeline.pipeline.create_pipeline` (mtin_config, max_history, thresholds...).
+    ``strict``: stop at the first CSV line of the wrong shape while staging (mtin_tf.pipeline.inputs.stage_inputs),
+    instead of skipping and counting it.
+    ``pipeline_kwargs`` go to :func:`mtin_tf.pipeline.pipeline.create_pipeline` (mtin_config, max_history,
+    thresholds...).
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Beam worker processes inherit it
     from tfx import v1 as tfx
 
-    from pipeline.inputs import stage_inputs
-    from pipeline.pipeline import create_pipeline
+    from mtin_tf.pipeline.inputs import stage_inputs
+    from mtin_tf.pipeline.pipeline import create_pipeline
 
     dirs = RunDirs.at(run_dir)
     os.makedirs(dirs.run_dir, exist_ok=True)
@@ -82,15 +82,17 @@ def latest_pushed(serving_dir: str) -> Optional[str]:
 
 def run_summary(dirs: RunDirs) -> dict:
     """What ML Metadata recorded about the latest run in ``dirs``: ``components`` [(node, seconds, state)], the
-    Evaluator's ``metrics`` (pipeline.evaluation.load_metrics), ``blessed``, the ``pushed`` model directory (None when
-    not blessed), every component's ``outputs`` (pipeline.metadata.run_outputs) and the ``metadata`` path."""
+    Evaluator's ``metrics`` (mtin_tf.pipeline.evaluation.load_metrics), ``blessed``, the ``pushed`` model directory
+    (None when not blessed), every component's ``outputs`` (mtin_tf.pipeline.metadata.run_outputs) and the
+    ``metadata`` path."""
     import tensorflow as tf
 
-    from pipeline.evaluation import load_metrics
-    from pipeline.metadata import component_timings, run_outputs
+    from mtin_tf.pipeline.evaluation import load_metrics
+    from mtin_tf.pipeline.metadata import component_timings, run_outputs
 
     outputs = run_outputs(dirs.metadata)
-    blessed = tf.io.gfile.exists(os.path.join(outputs["Evaluator"]["blessing"][0], "BLESSED"))
+    evaluator = outputs.get("Evaluator")  # none when the run stopped early (stop_after)
+    blessed = bool(evaluator) and tf.io.gfile.exists(os.path.join(evaluator["blessing"][0], "BLESSED"))
     return {"components": component_timings(dirs.metadata),
-            "metrics": load_metrics(outputs["Evaluator"]["evaluation"][0]), "blessed": blessed,
+            "metrics": load_metrics(evaluator["evaluation"][0]) if evaluator else {}, "blessed": blessed,
             "pushed": latest_pushed(dirs.serving) if blessed else None, "outputs": outputs, "metadata": dirs.metadata}
