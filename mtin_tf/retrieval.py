@@ -3,12 +3,13 @@
 A user's positive branch ends in s updated memory rows u_p [s, d] (eq. 10), one per interest group. Each row is a
 query against every item's embedding x_j [d] (the item table the model owns: mtin_tf.layers.ItemEmbedding):
 
-  retrieve   score_p(j) = u_p · x_j + log q_j; each row p keeps its own top k items (TFRS's exact top-k,
+  retrieve   score_p(j) = u_p · x_j + γ log q_j; each row p keeps its own top k items (TFRS's exact top-k,
              CatalogueTopK), leaving out the items to exclude (the user's clicked history, or every item clicked in
-             training). q_j is the item's share of the training impressions when the model has the exposure prior
-             (config.exposure_prior); without it the score is u_p · x_j.
+             training). q_j is the item's share of the training impressions and γ its weight learnt by the
+             retrieval objective, when the model has the exposure prior (config.exposure_prior,
+             mtin_tf.layers.ExposurePrior); without it the score is u_p · x_j.
   merge      the s·k retrieved items, each item once (kept with the row that scored it highest)
-  rank       by that score, max_p u_p · x_j + log q_j
+  rank       by that score, max_p u_p · x_j + γ log q_j
   return     the k best: item id, MTIN's click probability and logit of each (the candidate half of the model,
              mtin_tf.model.score_candidates), the row that retrieved it and its retrieval score
 
@@ -35,8 +36,8 @@ def catalogue_top_k(embedding, k: int = 10, item_bias=None):
     """TFRS's exact top-k (``tfrs.layers.factorized_top_k.TopK`` with BruteForce's dot-product scoring) over the
     item table that ``embedding`` (an ItemEmbedding) already owns: BruteForce would copy the table into an index of
     its own (twice the served model's memory at 1.7 M items); this one reads the table in place on each call.
-    ``item_bias`` (a layer: item ids int64 [N] → [N], e.g. the exposure prior's log q_j) is added to every query's
-    score of each item.
+    ``item_bias`` (item ids int64 [N] → [N], e.g. the exposure prior's γ log q_j) is added to every query's score
+    of each item.
 
     ``layer(queries [Q, d], k)`` → (scores [Q, k], item ids int64 [Q, k]), best first, k at most the catalogue's
     size; ``layer.query_with_exclusions(queries, exclusions [Q, E], k)`` leaves out the ids in each query's row of
@@ -86,7 +87,7 @@ def recommender(model):
     check_mtin(model)
     encode, score = model_halves(model)
     prior = model.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(model) else None
-    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING), item_bias=prior)
+    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING), item_bias=prior.weighted if prior is not None else None)
 
     def recommend(users, k, exclusions):
         k = tf.cast(k, tf.int32)

@@ -64,16 +64,20 @@ def exported(tmp_path_factory):
     embed = model.get_layer("item_embedding")
     embed.id_embedding.assign(np.random.default_rng(3).normal(scale=0.3, size=embed.id_embedding.shape))
     set_exposure_prior(model, *impression_share(impressions(table[0])))
+    model.get_layer("exposure_prior").gamma.assign(GAMMA)  # as if the retrieval objective had learnt it
     path = export_saved_model(model, str(tmp_path_factory.mktemp("export")), version=1)
     return table, model, tf.saved_model.load(path)
 
 
+GAMMA = 0.7  # the exposure prior's weight γ in the fixture's model
+
+
 def reference(model, item_ids, users, k):
     """The loop this module's docstring describes: each interest row's top-k of the items not clicked in the user's
-    history by u_p · x_j + log q_j (log q_j: the exposure prior, from the fixture's impressions), each item once with
-    the row that scored it highest, ranked by that score; with each item's click probability."""
+    history by u_p · x_j + γ log q_j (log q_j: the exposure prior, from the fixture's impressions), each item once
+    with the row that scored it highest, ranked by that score; with each item's click probability."""
     prior = log_share(item_ids, impressions(item_ids))
-    log_q = np.array([prior[int(i)] for i in item_ids])
+    log_q = GAMMA * np.array([prior[int(i)] for i in item_ids])
     embed = model.get_layer("item_embedding")
     table, _ = embed.projected_table()  # x_j in table order: row j is item item_ids[j]
     rows = user_encoder(model)(users)
@@ -122,7 +126,7 @@ def test_recommend_signature_matches_the_loop_reference(exported):
     # prior changes the retrieval scores: without log q_j, some user's list would be in another order.
     assert any(np.any(np.diff(prob[u, :len(e)]) > 0) for u, e in enumerate(want))
     log_q = log_share(table[0], impressions(table[0]))
-    without_prior = [np.array([e[3] - log_q[e[0]] for e in expected]) for expected in want]
+    without_prior = [np.array([e[3] - GAMMA * log_q[e[0]] for e in expected]) for expected in want]
     assert any(np.any(np.diff(score) > 0) for score in without_prior)
     # Probabilities and logits agree with the candidate-list path of the same model.
     np.testing.assert_allclose(tf.sigmoid(got[F.OUTPUT_LOGIT]).numpy()[:, :3], prob[:, :3], atol=1e-6)
@@ -254,4 +258,6 @@ def test_exposure_prior_is_the_log_impression_share_set_at_training(tiny_planted
     np.testing.assert_allclose(got[:7], [want[int(i)] for i in item_ids[:7]], rtol=1e-6)
     smallest = np.unique(train[F.ITEM_ID], return_counts=True)[1].min()
     np.testing.assert_allclose(got[7], np.log(0.5 * smallest / len(train[F.ITEM_ID])), rtol=1e-6)
-    assert not model.get_layer("exposure_prior").trainable_weights  # a statistic of the data, not a parameter
+    # log q is a statistic of the data, not a parameter: only its weight γ trains.
+    layer = model.get_layer("exposure_prior")
+    assert [w.name.split("/")[-1] for w in layer.trainable_weights] == ["gamma:0"]

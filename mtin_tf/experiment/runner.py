@@ -18,7 +18,7 @@ PROTOCOL = "train/validation/test"  # part of every run's cache key: runs early-
 # Part of an MTIN run's cache key: how `recommend` ranks the catalogue (mtin_tf.retrieval), which the run's catalogue
 # metrics measure; rows recorded under an older rule (by log click probability + log q, before 2026-12-06) are not
 # reused.
-RECOMMEND_RULE = "max_p u_p.x_j + log q_j"
+RECOMMEND_RULE = "max_p u_p.x_j + gamma log q_j, gamma learnt"
 
 
 # ----------------------------------------------------------------------------- config
