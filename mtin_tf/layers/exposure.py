@@ -20,18 +20,33 @@ from mtin_tf.layers.tables import initial, lookup_rows, sorted_unique_keys
 
 @register
 class ExposurePrior(Layer):
-    """log q_j per item keyed by raw id (row 0: padding and unknown ids), and the learnt weight γ of it in retrieval.
+    """log q_j per item keyed by raw id (row 0: padding and unknown ids), and its learnt weight γ in retrieval.
+
+    log q_j is set from the data (mtin_tf.model.set_exposure_prior) and never trained; γ (initially 1) is trained by
+    the retrieval objective only. ``weighted(ids)`` is γ · log q_j, the term the retrieval score adds.
 
     Args:
-      num_items: N, the number of items.
-      item_ids: int [N] raw ids (saved as a weight); None when restored from a config.
+      num_items: N, the items with a share of their own.
+      item_ids: int [N], their raw ids (positive, unique), saved as a weight; None when restored from a config.
+      **kwargs: Layer arguments (name, dtype, ...).
 
     Call arguments:
-      ids: int64 item ids of any shape.
+      ids: int64 [...], raw item ids.
 
-    Input shape: any shape S of item ids. Output shape: S, float32 log q_j (without γ).
+    Input shape:
+      Any shape [...], e.g. (B,).
 
-    ``weighted(ids)`` is γ · log q_j of the same shape: the term the retrieval score adds.
+    Output shape:
+      [...]: log q_j float (without γ).
+
+    Example:
+
+    >>> import numpy as np
+    >>> prior = ExposurePrior(2, item_ids=np.array([10, 20]))
+    >>> prior(np.array([20, 99])).numpy()  # zeros until set_exposure_prior fills log q
+    array([0., 0.], dtype=float32)
+    >>> float(prior.gamma.numpy())
+    1.0
     """
 
     def __init__(self, num_items, item_ids=None, **kwargs):
