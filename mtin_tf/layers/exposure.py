@@ -66,9 +66,10 @@ class ExposurePrior(Layer):
     def call(self, ids):
         return tf.gather(self.log_share, lookup_rows(self.keys, ids))
 
+    @tf.autograph.experimental.do_not_convert
     def weighted(self, ids):
         """γ · log q_j of ``ids``: what the retrieval score of each item adds."""
-        return tf.cast(self.gamma, self.log_share.dtype) * self(ids)
+        return tf.cast(self.gamma, self.log_share.dtype) * tf.gather(self.log_share, lookup_rows(self.keys, ids))
 
     def get_config(self):
         return {**super().get_config(), "num_items": self.num_items}
