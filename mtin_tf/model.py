@@ -12,6 +12,7 @@ from mtin_tf.config import MTINConfig
 from mtin_tf.layers.backend import require_legacy_keras
 from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
 from mtin_tf.layers.combiner import ClickCombiner
+from mtin_tf.layers.exposure import ExposurePrior
 from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
 
@@ -51,9 +52,10 @@ def item_bias(config: MTINConfig, item_ids) -> ItemBias:
     return ItemBias(len(item_ids), item_ids=item_ids, regularizer=regularizer(config), name=ITEM_BIAS)
 
 
-def exposure_prior(item_ids) -> ItemBias:
-    """log q_j per item (config.exposure_prior): a non-trainable ItemBias, 0 until set_exposure_prior fills it."""
-    return ItemBias(len(item_ids), item_ids=item_ids, trainable=False, name=EXPOSURE_PRIOR)
+def exposure_prior(item_ids) -> ExposurePrior:
+    """log q_j per item and its learnt weight γ in retrieval (config.exposure_prior); log q_j is 0 until
+    set_exposure_prior fills it."""
+    return ExposurePrior(len(item_ids), item_ids=item_ids, name=EXPOSURE_PRIOR)
 
 
 def set_exposure_prior(model, candidate_ids, share) -> None:
@@ -68,7 +70,7 @@ def set_exposure_prior(model, candidate_ids, share) -> None:
     unseen = 0.5 * share.min() if len(share) else 1.0
     prior = np.full(len(keys) + 1, unseen)  # row 0: padding and unknown ids
     prior[rows[known] + 1] = share[known]
-    layer.bias.assign(np.log(prior).astype(np.float32))
+    layer.log_share.assign(np.log(prior).astype(np.float32))
 
 
 def has_exposure_prior(model) -> bool:
@@ -153,9 +155,9 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     clicked_item_ids / clicked_timestamps [B, L], browsed_item_ids / browsed_timestamps [B, L] — int64, histories in
     time order, padded with 0. Outputs (dict): logit [B], click_probability [B], group_weights [B, s, s] (w_{p,g} of
     the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group); with
-    config.exposure_prior exposure_log_share [B] (log q_j of the candidate: what recommend adds to rank); with
-    config.retrieval_weight > 0 also positive_rows [B, s, d] and candidate_embedding [B, d], which the retrieval
-    objective scores (mtin_tf.retrieval_task).
+    config.exposure_prior exposure_log_share [B] (log q_j of the candidate; recommend adds γ log q_j to its
+    retrieval score); with config.retrieval_weight > 0 also positive_rows [B, s, d] and candidate_embedding [B, d],
+    which the retrieval objective scores (mtin_tf.retrieval_task).
     The model is ``candidate_scorer(user_encoder(inputs), item_id)`` on the same layers (see those functions).
     """
     user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)

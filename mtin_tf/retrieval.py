@@ -1,20 +1,27 @@
-"""Recommend from the whole catalogue: MTIN's interest rows as multi-interest retrieval queries, ranked by MTIN.
+"""Recommend from the whole catalogue: MTIN's interest rows as multi-interest retrieval queries.
 
 A user's positive branch ends in s updated memory rows u_p [s, d] (eq. 10), one per interest group. Each row is a
 query against every item's embedding x_j [d] (the item table the model owns: mtin_tf.layers.ItemEmbedding):
 
-  retrieve   score_p(j) = u_p · x_j; each row p keeps its own top k' items (TFRS's exact top-k, CatalogueTopK),
-             leaving out the items to exclude (the user's clicked history, or every item clicked in training)
-  merge      the s·k' retrieved items, each item once (kept with the row that scored it highest)
-  rank       by MTIN's click probability of each (the candidate half of the model, mtin_tf.model.score_candidates),
-             times the item's share q_j of the training impressions when the model has the exposure prior
-             (config.exposure_prior): log p(click | shown) + log q_j
-  return     the k best: item id, click probability, logit, the row that retrieved it and its retrieval score
+  retrieve   score_p(j) = u_p · x_j + γ log q_j; each row p keeps its own top k items (TFRS's exact top-k,
+             CatalogueTopK), leaving out the items to exclude (the user's clicked history, or every item clicked in
+             training). q_j is the item's share of the training impressions and γ its weight learnt by the
+             retrieval objective, when the model has the exposure prior (config.exposure_prior,
+             mtin_tf.layers.ExposurePrior); without it the score is u_p · x_j.
+  merge      the s·k retrieved items, each item once (kept with the row that scored it highest)
+  rank       by that score, max_p u_p · x_j + γ log q_j
+  return     the k best: item id, MTIN's click probability and logit of each (the candidate half of the model,
+             mtin_tf.model.score_candidates), the row that retrieved it and its retrieval score
 
-k' = k (each row retrieves as many items as are asked for, so the merged pool always holds at least k items when the
-catalogue has them). A slot that cannot be filled (fewer than k items left after the exclusions) holds item id 0,
-click probability 0, logit −inf and row −1. The retrieval score is the readout's own matching score (the attention
-readout weighs the rows by u_p · x_e), so the rows are queries of the same geometry the ranking uses.
+Why the retrieval score ranks, and not the click probability: the retrieval objective (mtin_tf.retrieval_task)
+trains u_p · x_c with a log-q corrected softmax over impressions, so max_p u_p · x_j estimates log P(click | shown)
+up to a per-user constant, learnt by comparing items against each other; adding log q_j makes it log P(shown and
+clicked), the event a catalogue recommendation is judged on. The click logit estimates the same P(click | shown)
+but was trained only to compare a user's impressions, and ranks the catalogue worse: on validation, Recall@50 0.394
+against 0.319 on MovieLens-100K and 0.342 against 0.211 on planted data (docs/EXPERIMENTS.md, "2026-12-06").
+
+The merged pool always holds at least k items when the catalogue has them. A slot that cannot be filled (fewer than
+k items left after the exclusions) holds item id 0, click probability 0, logit −inf and row −1.
 """
 from __future__ import annotations
 
@@ -25,10 +32,12 @@ from mtin_tf import features as F
 MAX_RECOMMEND_K = 1000  # the most items one ``recommend`` call returns per user (the served signature checks it)
 
 
-def catalogue_top_k(embedding, k: int = 10):
+def catalogue_top_k(embedding, k: int = 10, item_bias=None):
     """TFRS's exact top-k (``tfrs.layers.factorized_top_k.TopK`` with BruteForce's dot-product scoring) over the
     item table that ``embedding`` (an ItemEmbedding) already owns: BruteForce would copy the table into an index of
     its own (twice the served model's memory at 1.7 M items); this one reads the table in place on each call.
+    ``item_bias`` (item ids int64 [N] → [N], e.g. the exposure prior's γ log q_j) is added to every query's score
+    of each item.
 
     ``layer(queries [Q, d], k)`` → (scores [Q, k], item ids int64 [Q, k]), best first, k at most the catalogue's
     size; ``layer.query_with_exclusions(queries, exclusions [Q, E], k)`` leaves out the ids in each query's row of
@@ -47,6 +56,8 @@ def catalogue_top_k(embedding, k: int = 10):
             k = self._k if k is None else k
             candidates, identifiers = self.table_layer.catalogue()
             scores = self._compute_score(queries, candidates)  # [Q, N]
+            if item_bias is not None:
+                scores += item_bias(identifiers)[None]
             values, indices = tf.math.top_k(scores, k=tf.minimum(tf.cast(k, tf.int32), tf.shape(scores)[1]))
             return values, tf.gather(identifiers, indices)
 
@@ -68,15 +79,15 @@ def recommender(model):
     k: int [U], items wanted per user (1 ≤ k ≤ MAX_RECOMMEND_K; the output has K = max(k) columns and a user's
       slots past its own k are empty). exclusions: int64 [U, E] item ids never to recommend (0 = none).
     Returns {item_ids int64, click_probability, logit, retrieval_score float32, interest_row int32} [U, K], best
-    first (by click probability, or by log click probability + log q_j with the exposure prior), plus the user's
+    first (by the retrieval score max_p u_p · x_j + log q_j, log q_j with the exposure prior only), plus the user's
     group_weights [U, s, s] and group_assignment [U, L]."""
     from mtin_tf.model import EXPOSURE_PRIOR, ITEM_EMBEDDING, check_mtin, has_exposure_prior
     from mtin_tf.signatures import model_halves
 
     check_mtin(model)
     encode, score = model_halves(model)
-    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING))
     prior = model.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(model) else None
+    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING), item_bias=prior.weighted if prior is not None else None)
 
     def recommend(users, k, exclusions):
         k = tf.cast(k, tf.int32)
@@ -107,15 +118,13 @@ def recommender(model):
         ids, scores, valid, row_of = (tf.gather(t, by_id, batch_dims=1) for t in (ids, scores, valid, row_of))
         first = tf.concat([tf.ones([num_users, 1], tf.bool), ids[:, 1:] != ids[:, :-1]], axis=1)
         valid &= first
-        ranked = score(encoded, ids)  # MTIN's logit and click probability of each pooled item [U, s·k']
-        rank_by = ranked[F.OUTPUT_LOGIT]
-        if prior is not None:  # log P(click | shown) + log q_j
-            rank_by = tf.math.log_sigmoid(rank_by) + prior(ids)
-        top = tf.math.top_k(tf.where(valid, rank_by, -float("inf")), k=tf.minimum(depth, tf.shape(ids)[1])).indices
+        top = tf.math.top_k(tf.where(valid, scores, -float("inf")), k=tf.minimum(depth, tf.shape(ids)[1])).indices
         filled = tf.gather(valid, top, batch_dims=1) & (tf.range(tf.shape(top)[1])[None] < k[:, None])
+        ids, scores, row_of = (tf.gather(t, top, batch_dims=1) for t in (ids, scores, row_of))
+        ranked = score(encoded, ids)  # MTIN's logit and click probability of each recommended item [U, K]
 
         def take(t, empty):
-            return tf.where(filled, tf.gather(t, top, batch_dims=1), tf.cast(empty, t.dtype))
+            return tf.where(filled, t, tf.cast(empty, t.dtype))
 
         out = {F.OUTPUT_ITEM_IDS: take(ids, F.PADDING_ID),
                F.OUTPUT_PROBABILITY: take(ranked[F.OUTPUT_PROBABILITY], 0.0),

@@ -5,13 +5,16 @@ clicked-history branch. Eq. 12 trains the rows only through the ranking readout;
 the training loss becomes
 
   L = L_rank (eq. 12: sigmoid cross-entropy on the click logit, + λ‖·‖²)
-      + w · (1/B) Σ_{b: clicked} −log softmax_c( max_p u_{b,p} · x_c − log q_c )[c = b]
+      + w · (1/B) Σ_{b: clicked} −log softmax_c( max_p u_{b,p} · x_c + γ log q_c − log q_c )[c = b]
 
 over a batch of B impressions: for each clicked impression b, its candidate x_b against every candidate of the batch
 (clicked or not: the other impressions of the batch are the negatives), each scored by the best matching of the
 user's s rows (TFRS's multi-head "maxsim" retrieval, ``tfrs.tasks.Retrieval``), with the log-q correction (q_c: the
 candidate's share of the training impressions, which is how often it is drawn as an in-batch negative) and
-accidental hits (the same item as another row's candidate) removed. Unclicked impressions add nothing.
+accidental hits (the same item as another row's candidate) removed. Unclicked impressions add nothing. With the
+exposure prior (config.exposure_prior, mtin_tf.layers.ExposurePrior) the score of a candidate also holds γ log q_c,
+γ a scalar learnt here only: the part of an item's popularity its embedding cannot carry (features alone cannot
+tell a popular item from a rare one), which ``recommend`` adds to its retrieval score in the same way.
 
 ``MultiTaskTraining`` wraps the model for fit only: its train step adds the retrieval term; evaluation, export and
 serving use the wrapped model unchanged.
@@ -53,6 +56,9 @@ class MultiTaskTraining(tf_keras.Model):
             loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.SUM),
             remove_accidental_hits=True)
         self.retrieval_tracker = tf_keras.metrics.Mean(name=RETRIEVAL_LOSS)
+        from mtin_tf.model import EXPOSURE_PRIOR, has_exposure_prior
+
+        self.prior = ranker.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(ranker) else None
 
     def call(self, inputs, training=None):
         return self.ranker(inputs, training=training)
@@ -66,7 +72,12 @@ class MultiTaskTraining(tf_keras.Model):
     def retrieval_loss(self, outputs, inputs, clicked):
         """The retrieval term: (1/B) Σ over clicked rows of the in-batch softmax loss (module docstring)."""
         ids = tf.cast(inputs[F.ITEM_ID], tf.int64)
-        total = self.task(outputs[F.OUTPUT_POSITIVE_ROWS], outputs[F.OUTPUT_CANDIDATE_EMBEDDING],
+        rows, candidates = outputs[F.OUTPUT_POSITIVE_ROWS], outputs[F.OUTPUT_CANDIDATE_EMBEDDING]  # [B, s, d], [B, d]
+        if self.prior is not None:  # u_p · x_c + γ log q_c as one dot product: [u_p, γ] · [x_c, log q_c]
+            gamma = tf.cast(self.prior.gamma, rows.dtype)
+            rows = tf.concat([rows, tf.fill(tf.concat([tf.shape(rows)[:2], [1]], 0), gamma)], axis=-1)
+            candidates = tf.concat([candidates, tf.cast(self.prior(ids), candidates.dtype)[:, None]], axis=-1)
+        total = self.task(rows, candidates,
                           sample_weight=tf.cast(tf.reshape(clicked, [-1]), tf.float32),
                           candidate_sampling_probability=self.sampling_probability(ids), candidate_ids=ids,
                           compute_metrics=False, compute_batch_metrics=False)

@@ -64,15 +64,20 @@ def exported(tmp_path_factory):
     embed = model.get_layer("item_embedding")
     embed.id_embedding.assign(np.random.default_rng(3).normal(scale=0.3, size=embed.id_embedding.shape))
     set_exposure_prior(model, *impression_share(impressions(table[0])))
+    model.get_layer("exposure_prior").gamma.assign(GAMMA)  # as if the retrieval objective had learnt it
     path = export_saved_model(model, str(tmp_path_factory.mktemp("export")), version=1)
     return table, model, tf.saved_model.load(path)
 
 
+GAMMA = 0.7  # the exposure prior's weight γ in the fixture's model
+
+
 def reference(model, item_ids, users, k):
     """The loop this module's docstring describes: each interest row's top-k of the items not clicked in the user's
-    history (dot product with every item's embedding), each item once with the row that scored it highest, ranked
-    by log click probability + log q_j (the exposure prior, from the fixture's impressions)."""
+    history by u_p · x_j + γ log q_j (log q_j: the exposure prior, from the fixture's impressions), each item once
+    with the row that scored it highest, ranked by that score; with each item's click probability."""
     prior = log_share(item_ids, impressions(item_ids))
+    log_q = GAMMA * np.array([prior[int(i)] for i in item_ids])
     embed = model.get_layer("item_embedding")
     table, _ = embed.projected_table()  # x_j in table order: row j is item item_ids[j]
     rows = user_encoder(model)(users)
@@ -82,18 +87,16 @@ def reference(model, item_ids, users, k):
         clicked = set(users[F.CLICKED_ITEMS][u][users[F.CLICKED_ITEMS][u] > 0].tolist())
         best = {}  # item id → (retrieval score, row)
         for p, query in enumerate(rows[F.OUTPUT_POSITIVE_ROWS][u].numpy()):
-            scores = table @ query
+            scores = table @ query + log_q
             allowed = [j for j in np.argsort(-scores, kind="stable") if item_ids[j] not in clicked][:k[u]]
             for j in allowed:
                 if item_ids[j] not in best or scores[j] > best[item_ids[j]][0]:
                     best[int(item_ids[j])] = (float(scores[j]), p)
-        pool = np.array(sorted(best), np.int64)
+        ranked = sorted(best, key=lambda i: -best[i][0])[:k[u]]
+        pool = np.array(ranked, np.int64)
         scored = scorer({key: rows[key][u:u + 1] for key in F.OUTPUT_ROWS} | {F.CANDIDATE_IDS: pool[None]})
         probability = scored[F.OUTPUT_PROBABILITY].numpy()[0]
-        log_p = -np.logaddexp(0.0, -scored[F.OUTPUT_LOGIT].numpy()[0].astype(np.float64))  # log σ(logit)
-        order = np.argsort(-(log_p + np.array([prior[int(i)] for i in pool])), kind="stable")[:k[u]]
-        out.append([(int(pool[i]), float(probability[i]), best[int(pool[i])][1], best[int(pool[i])][0])
-                    for i in order])
+        out.append([(int(i), float(probability[n]), best[int(i)][1], best[int(i)][0]) for n, i in enumerate(pool)])
     return out
 
 
@@ -119,8 +122,12 @@ def test_recommend_signature_matches_the_loop_reference(exported):
         assert (ids[u, n:] == 0).all() and (prob[u, n:] == 0).all() and (row[u, n:] == -1).all()
         assert np.isneginf(got[F.OUTPUT_LOGIT].numpy()[u, n:]).all()
     assert len(want[2]) == 36  # 40 items, 4 clicked: 36 to recommend of the 37 asked for
-    # The exposure prior changes the order: ranked by click probability alone, some user's list would differ.
+    # The list is not ranked by click probability (some user's probabilities rise down the list), and the exposure
+    # prior changes the retrieval scores: without log q_j, some user's list would be in another order.
     assert any(np.any(np.diff(prob[u, :len(e)]) > 0) for u, e in enumerate(want))
+    log_q = log_share(table[0], impressions(table[0]))
+    without_prior = [np.array([e[3] - GAMMA * log_q[e[0]] for e in expected]) for expected in want]
+    assert any(np.any(np.diff(score) > 0) for score in without_prior)
     # Probabilities and logits agree with the candidate-list path of the same model.
     np.testing.assert_allclose(tf.sigmoid(got[F.OUTPUT_LOGIT]).numpy()[:, :3], prob[:, :3], atol=1e-6)
 
@@ -133,9 +140,7 @@ def test_recommend_never_returns_a_clicked_item_nor_an_item_twice(exported):
     for u, ids in enumerate(got[F.OUTPUT_ITEM_IDS].numpy()):
         assert len(set(ids.tolist())) == 20 and not set(ids.tolist()) & set(x[F.CLICKED_ITEMS][u].tolist())
         assert set(ids.tolist()) <= set(table[0].tolist())
-        prob = got[F.OUTPUT_PROBABILITY].numpy()[u].astype(np.float64)
-        prior = log_share(table[0], impressions(table[0]))
-        assert (np.diff(np.log(prob) + [prior[i] for i in ids.tolist()]) <= 1e-6).all()  # best first
+        assert (np.diff(got[F.OUTPUT_RETRIEVAL_SCORE].numpy()[u]) <= 0).all()  # best first
 
 
 @pytest.mark.parametrize("k", [0, MAX_RECOMMEND_K + 1])
@@ -253,4 +258,6 @@ def test_exposure_prior_is_the_log_impression_share_set_at_training(tiny_planted
     np.testing.assert_allclose(got[:7], [want[int(i)] for i in item_ids[:7]], rtol=1e-6)
     smallest = np.unique(train[F.ITEM_ID], return_counts=True)[1].min()
     np.testing.assert_allclose(got[7], np.log(0.5 * smallest / len(train[F.ITEM_ID])), rtol=1e-6)
-    assert not model.get_layer("exposure_prior").trainable_weights  # a statistic of the data, not a parameter
+    # log q is a statistic of the data, not a parameter: only its weight γ trains.
+    layer = model.get_layer("exposure_prior")
+    assert [w.name.split("/")[-1] for w in layer.trainable_weights] == ["gamma:0"]

@@ -8,12 +8,14 @@ from mtin_tf import features as F
 from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
 
 
-def reference_loss(rows, candidates, ids, clicked, share_ids, share):
-    """(1/B) Σ_{b clicked} −log softmax_c(max_p u_bp·x_c − log q_c)[b], other rows' copies of b's item left out."""
+def reference_loss(rows, candidates, ids, clicked, share_ids, share, gamma=0.0, prior=None):
+    """(1/B) Σ_{b clicked} −log softmax_c(max_p u_bp·x_c + γ prior_c − log q_c)[b], other rows' copies of b's item
+    left out (prior: {id: log q} of the exposure prior)."""
     q = np.array([share[list(share_ids).index(i)] if i in share_ids else min(share) for i in ids])
+    bias = np.array([gamma * prior[i] for i in ids]) if prior else 0.0
     total = 0.0
     for b in np.flatnonzero(clicked):
-        logits = (rows[b] @ candidates.T).max(axis=0) - np.log(q)
+        logits = (rows[b] @ candidates.T).max(axis=0) + bias - np.log(q)
         keep = (ids != ids[b]) | (np.arange(len(ids)) == b)
         logits = logits[keep]
         target = int(np.flatnonzero(np.flatnonzero(keep) == b)[0])
@@ -45,6 +47,40 @@ def test_retrieval_loss_matches_the_numpy_reference():
     assert float(none) == 0.0
 
 
+def test_the_exposure_prior_enters_the_retrieval_score_with_its_learnt_weight():
+    """With an exposure prior in the ranker, each candidate's score is max_p u_p·x_c + γ log q_c (γ the layer's)."""
+    from mtin_tf.layers import ExposurePrior
+
+    rng = np.random.default_rng(1)
+    batch, s, d = 6, 3, 4
+    rows = rng.normal(size=(batch, s, d)).astype(np.float32)
+    candidates = rng.normal(size=(batch, d)).astype(np.float32)
+    ids = np.array([11, 12, 11, 13, 14, 99], np.int64)
+    clicked = np.array([1, 1, 0, 1, 1, 1], np.float32)
+    share_ids, share = impression_share([11, 11, 12, 13, 13, 13, 14, 14])
+    layer = ExposurePrior(4, item_ids=share_ids, name="exposure_prior")
+    ranker = tf_keras.Sequential([layer])
+    ranker(tf.constant(ids))
+    log_share = np.log([0.01, 0.25, 0.125, 0.375, 0.25]).astype(np.float32)  # row 0: unknown ids (99)
+    layer.log_share.assign(log_share)
+    layer.gamma.assign(0.4)
+    task = MultiTaskTraining(ranker, 1.0, share_ids, share)
+    got = task.retrieval_loss({F.OUTPUT_POSITIVE_ROWS: tf.constant(rows),
+                               F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
+                              {F.ITEM_ID: tf.constant(ids)}, tf.constant(clicked))
+    prior = dict(zip([11, 12, 13, 14, 99], log_share[[1, 2, 3, 4, 0]].tolist()))
+    want = reference_loss(rows, candidates, ids, clicked, list(share_ids), list(share), gamma=0.4, prior=prior)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    assert float(got) != pytest.approx(reference_loss(rows, candidates, ids, clicked, list(share_ids), list(share)),
+                                       rel=1e-3)
+    # γ is learnt from this term: its gradient is not zero.
+    with tf.GradientTape() as tape:
+        loss = task.retrieval_loss({F.OUTPUT_POSITIVE_ROWS: tf.constant(rows),
+                                    F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
+                                   {F.ITEM_ID: tf.constant(ids)}, tf.constant(clicked))
+    assert abs(float(tape.gradient(loss, layer.gamma))) > 1e-4
+
+
 def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_term(tiny_planted, tiny_base):
     from mtin_tf.config import MTINConfig
     from mtin_tf.data.canonical import read_item_features
@@ -61,9 +97,11 @@ def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_t
     assert {"retrieval_loss", "val_retrieval_loss", EVAL_AUC} <= set(history.history)
     losses = history.history["retrieval_loss"]
     assert losses[-1] < losses[0]  # the term is trained, not only logged
+    assert float(model.get_layer("exposure_prior").gamma.numpy()) != 1.0  # γ learnt by the retrieval term
     out = model({k: tf.constant(v[:4]) for k, v in data["validation"].items() if k in F.MODEL_INPUT_NAMES})
     assert out[F.OUTPUT_POSITIVE_ROWS].shape[1:] == (config.num_groups, config.embedding_dim)
     # Without the objective the model has neither extra output, and nothing is wrapped.
     plain = MTINConfig(**dict(tiny_base, epochs=1, retrieval_weight=0.0))
     model, history = train_mtin(plain, data["train"], items.item_ids, items.features, verbose=0)
     assert "retrieval_loss" not in history.history and F.OUTPUT_POSITIVE_ROWS not in model.output
+    assert float(model.get_layer("exposure_prior").gamma.numpy()) == 1.0  # nothing else trains γ

@@ -15,6 +15,10 @@ from mtin_tf.experiment.analysis import group_recovery, truth_click_probabilitie
 from mtin_tf.experiment.report import write_results
 
 PROTOCOL = "train/validation/test"  # part of every run's cache key: runs early-stopped on test are never reused
+# Part of an MTIN run's cache key: how `recommend` ranks the catalogue (mtin_tf.retrieval), which the run's catalogue
+# metrics measure; rows recorded under an older rule (by log click probability + log q, before 2026-12-06) are not
+# reused.
+RECOMMEND_RULE = "max_p u_p.x_j + gamma log q_j, gamma learnt"
 
 
 # ----------------------------------------------------------------------------- config
@@ -34,7 +38,8 @@ class RunSpec:
 
     def key(self, base: dict, dataset: str, seed: int) -> str:
         """Stable id of (model, full config, dataset): runs that train the same thing share one training."""
-        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset, PROTOCOL],
+        rule = [RECOMMEND_RULE] if self.model == "mtin" else []
+        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset, PROTOCOL, *rule],
                              sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 

@@ -3,6 +3,7 @@ tf.keras is in the process (mtin_tf.layers.backend)."""
 from mtin_tf.layers.aggregation import InterestAggregation
 from mtin_tf.layers.branch import InterestBranch
 from mtin_tf.layers.combiner import ClickCombiner
+from mtin_tf.layers.exposure import ExposurePrior
 from mtin_tf.layers.grouped_matmul import grouped_matmul
 from mtin_tf.layers.interest_mask import InterestMask
 from mtin_tf.layers.readout import InterestReadout
@@ -10,6 +11,6 @@ from mtin_tf.layers.routing import InterestGroupRouting, route_interest_groups
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
 from mtin_tf.layers.temporal_mask import ParallelTemporalMask
 
-__all__ = ["AnchoredMemory", "ClickCombiner", "InterestAggregation", "InterestBranch", "InterestGroupRouting",
-           "InterestMask", "InterestReadout", "ItemBias", "ItemEmbedding", "NpyRows", "ParallelTemporalMask",
-           "UserMemory", "grouped_matmul", "route_interest_groups"]
+__all__ = ["AnchoredMemory", "ClickCombiner", "ExposurePrior", "InterestAggregation", "InterestBranch",
+           "InterestGroupRouting", "InterestMask", "InterestReadout", "ItemBias", "ItemEmbedding", "NpyRows",
+           "ParallelTemporalMask", "UserMemory", "grouped_matmul", "route_interest_groups"]

@@ -300,7 +300,7 @@ class ItemBias(Layer):
     Added to the click logit by ClickCombiner (section 4.4, ours: the paper's ŷ has no item term). Under the model's
     λ‖·‖² ``regularizer``, applied to the whole vector each step: a prior of the same strength for every item, so a
     bias seen in a few rows stays near 0 (unregularised, the bias cost MTIN 0.012 validation AUC on planted data,
-    docs/EXPERIMENTS.md "Diagnostics"). MTIN's exposure prior log q_j is a non-trainable ItemBias.
+    docs/EXPERIMENTS.md "Diagnostics"). MTIN's exposure prior log q_j is a layer of its own (ExposurePrior).
 
     Args:
       num_items: N, the items with a bias of their own.
