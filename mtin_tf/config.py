@@ -105,11 +105,11 @@ class MTINConfig:
     # click AUC and the catalogue Recall@50 on planted data and MovieLens-100K (docs/EXPERIMENTS.md), at no
     # measurable step cost (docs/MODEL.md, "Cost").
     retrieval_weight: float = 1.0
-    # Recommending from the catalogue (the recommend signature) ranks the retrieved items by log P(click | shown) +
-    # log q_j, q_j the item's share of the training impressions (ours): an estimate of the chance the user is shown
-    # the item and clicks it, the event a catalogue recommendation is judged on; the click probability of an
-    # impression is P(click | shown) alone and ignores how often an item is shown. False ranks by P(click | shown).
-    # The model stores log q_j (non-trainable, set from the training rows by mtin_tf.train.train_mtin).
+    # The exposure prior (ours, mtin_tf.layers.ExposurePrior): the model stores log q_j, q_j the item's share of the
+    # training impressions (set from the training rows by mtin_tf.train.build_for_training), and learns its weight γ
+    # in the retrieval objective; the recommend signature retrieves and ranks the catalogue by max_p u_p·x_j +
+    # γ log q_j, an estimate of how likely the user is to be shown the item and click it, the event a catalogue
+    # recommendation is judged on. False: u_p·x_j alone (cold-start data, whose test items have no impressions).
     exposure_prior: bool = True
     mixed_precision: bool = False  # mixed_float16 compute on GPUs
     # Compile the whole train step with XLA (model.compile(jit_compile=...)). Off by default: measured slower on CPU

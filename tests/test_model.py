@@ -8,7 +8,8 @@ from model_support import L, random_batch, raw_batch, small_config
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
-from mtin_tf.model import BRANCHES, build_mtin, user_encoder
+from mtin_tf.model import BRANCHES, build_mtin, set_exposure_prior, user_encoder
+from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +85,15 @@ def test_every_trainable_variable_gets_a_finite_nonzero_gradient(table, variant)
     model = build_mtin(config, *table)
     x = raw_batch(np.random.default_rng(6), table)
     labels = tf.constant(np.random.default_rng(7).integers(0, 2, size=16), tf.float32)
+    # The training objective of the defaults: eq. 12 + the retrieval term, whose score holds the exposure prior's
+    # γ log q_j (so γ's gradient comes from that term alone, and needs log q set).
+    shares = impression_share(x[F.ITEM_ID])
+    set_exposure_prior(model, *shares)
+    training = MultiTaskTraining(model, config.retrieval_weight, *shares)
     with tf.GradientTape() as tape:
         out = model(x, training=True)
         loss = tf_keras.losses.BinaryCrossentropy(from_logits=True)(labels, out[F.OUTPUT_LOGIT]) + tf.add_n(
-            model.losses)
+            model.losses) + training.retrieval_loss(out, x, labels)
     grads = tape.gradient(loss, model.trainable_variables)
     names = [v.name for v in model.trainable_variables]
     if variant == "MTIN-I":
