@@ -5,7 +5,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_serving_support import L, exported
+from serving_support import L, exported
 
 from mtin_tf import features as F
 from mtin_tf.data.examples import serialize_example, to_model_arrays

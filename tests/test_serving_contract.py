@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import numpy as np
+from serving_support import L, exported
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
-from test_serving_support import L, exported
 
 from mtin_tf import features as F
 from mtin_tf.serving.client import candidate_inputs, raw_inputs

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
-from test_serving_support import exported, install_version, start_server
+from serving_support import exported, install_version, start_server
 
 from mtin_tf import features as F
 from mtin_tf.serving.client import MTINClient, channel_credentials, predict_request

@@ -12,8 +12,8 @@ import time
 import grpc
 import numpy as np
 import pytest
+from serving_support import L, exported, install_version, start_server
 from tensorflow_serving.apis import get_model_status_pb2
-from test_serving_support import L, exported, install_version, start_server
 
 from mtin_tf import features as F
 from mtin_tf.serving.client import MTINClient, raw_inputs

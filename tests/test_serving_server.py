@@ -9,13 +9,13 @@ import time
 import grpc
 import numpy as np
 import pytest
+from serving_support import L, exported, install_version, start_server
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     prediction_service_pb2_grpc,
 )
-from test_serving_support import L, exported, install_version, start_server
 
 from mtin_tf import features as F
 from mtin_tf.cli import main as mtin
