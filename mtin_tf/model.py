@@ -71,6 +71,13 @@ def set_exposure_prior(model, candidate_ids, share) -> None:
     prior = np.full(len(keys) + 1, unseen)  # row 0: padding and unknown ids
     prior[rows[known] + 1] = share[known]
     layer.log_share.assign(np.log(prior).astype(np.float32))
+    # The same values in the item table's row order: table_rows maps sorted-key index → table row.
+    table_rows = model.get_layer(ITEM_EMBEDDING).table_rows.numpy()
+    if len(table_rows) != len(keys):
+        raise ValueError(f"the exposure prior has {len(keys)} items, the item table {len(table_rows)}")
+    in_table_order = np.empty(len(keys), np.float64)
+    in_table_order[table_rows] = prior[1:]
+    layer.table_log_share.assign(np.log(in_table_order).astype(np.float32))
 
 
 def has_exposure_prior(model) -> bool:

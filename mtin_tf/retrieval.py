@@ -35,8 +35,8 @@ def catalogue_top_k(embedding, k: int = 10, item_bias=None):
     """TFRS's exact top-k (``tfrs.layers.factorized_top_k.TopK`` with BruteForce's dot-product scoring) over the
     item table that ``embedding`` (an ItemEmbedding) already owns: BruteForce would copy the table into an index of
     its own (twice the served model's memory at 1.7 M items); this one reads the table in place on each call.
-    ``item_bias`` (item ids int64 [N] → [N], e.g. the exposure prior's γ log q_j) is added to every query's score
-    of each item.
+    ``item_bias`` (a callable () → float [N], each item's bias in the table's row order, e.g. the exposure prior's
+    γ log q_j: ExposurePrior.catalogue_bias) is added to every query's score of each item.
 
     ``layer(queries [Q, d], k)`` → (scores [Q, k], item ids int64 [Q, k]), best first, k at most the catalogue's
     size; ``layer.query_with_exclusions(queries, exclusions [Q, E], k)`` leaves out the ids in each query's row of
@@ -56,7 +56,7 @@ def catalogue_top_k(embedding, k: int = 10, item_bias=None):
             candidates, identifiers = self.table_layer.catalogue()
             scores = self._compute_score(queries, candidates)  # [Q, N]
             if item_bias is not None:
-                scores += item_bias(identifiers)[None]
+                scores += item_bias()[None]
             values, indices = tf.math.top_k(scores, k=tf.minimum(tf.cast(k, tf.int32), tf.shape(scores)[1]))
             return values, tf.gather(identifiers, indices)
 
@@ -86,7 +86,7 @@ def recommender(model):
     check_mtin(model)
     encode, score = model_halves(model)
     prior = model.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(model) else None
-    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING), item_bias=prior.weighted if prior is not None else None)
+    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING), item_bias=prior and prior.catalogue_bias)
 
     def recommend(users, k, exclusions):
         k = tf.cast(k, tf.int32)

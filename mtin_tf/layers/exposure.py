@@ -23,7 +23,8 @@ class ExposurePrior(Layer):
     """log q_j per item keyed by raw id (row 0: padding and unknown ids), and its learnt weight γ in retrieval.
 
     log q_j is set from the data (mtin_tf.model.set_exposure_prior) and never trained; γ (initially 1) is trained by
-    the retrieval objective only. ``weighted(ids)`` is γ · log q_j, the term the retrieval score adds.
+    the retrieval objective only. ``catalogue_bias()`` is γ · log q_j of every item in the item table's row order, the
+    term retrieval over the catalogue adds (set_exposure_prior fills both copies of log q_j).
 
     Args:
       num_items: N, the items with a share of their own.
@@ -59,6 +60,10 @@ class ExposurePrior(Layer):
                                     initializer=initial(self._init_keys))
         self.log_share = self.add_weight(name="log_share", shape=[self.num_items + 1], initializer="zeros",
                                          trainable=False)
+        # log q_j again, in the row order of the model's item table (ItemEmbedding), so that retrieval over the
+        # whole catalogue adds it without looking up N ids per request (set by mtin_tf.model.set_exposure_prior).
+        self.table_log_share = self.add_weight(name="table_log_share", shape=[self.num_items], initializer="zeros",
+                                               trainable=False)
         self.gamma = self.add_weight(name="gamma", shape=[], initializer="ones")
         self._init_keys = None
         super().build(input_shape)
@@ -66,10 +71,9 @@ class ExposurePrior(Layer):
     def call(self, ids):
         return tf.gather(self.log_share, lookup_rows(self.keys, ids))
 
-    @tf.autograph.experimental.do_not_convert
-    def weighted(self, ids):
-        """γ · log q_j of ``ids``: what the retrieval score of each item adds."""
-        return tf.cast(self.gamma, self.log_share.dtype) * tf.gather(self.log_share, lookup_rows(self.keys, ids))
+    def catalogue_bias(self):
+        """γ · log q_j of every item in the item table's row order [N]: what retrieval over the catalogue adds."""
+        return tf.cast(self.gamma, self.table_log_share.dtype) * self.table_log_share
 
     def get_config(self):
         return {**super().get_config(), "num_items": self.num_items}
