@@ -86,7 +86,7 @@ def recommender(model):
     check_mtin(model)
     encode, score = model_halves(model)
     prior = model.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(model) else None
-    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING), item_bias=prior and prior.catalogue_bias)
+    top_k = catalogue_top_k(model.get_layer(ITEM_EMBEDDING), item_bias=None if prior is None else prior.catalogue_bias)
 
     def recommend(users, k, exclusions):
         k = tf.cast(k, tf.int32)
