@@ -61,13 +61,16 @@ def exposure_prior(item_ids) -> ExposurePrior:
 def set_exposure_prior(model, candidate_ids, share) -> None:
     """Fill an MTIN's exposure prior with log q_j: ``candidate_ids`` int [M] the distinct training candidates and
     ``share`` [M] each one's share of the training impressions (mtin_tf.retrieval_task.impression_share); an item
-    absent from them (never shown in training, or unknown) gets half the smallest share."""
+    absent from them (never shown in training, or unknown) gets UNSEEN_SHARE_FACTOR (one half) × the smallest share,
+    as in the retrieval objective's log-q correction."""
+    from mtin_tf.retrieval_task import UNSEEN_SHARE_FACTOR
+
     layer = model.get_layer(EXPOSURE_PRIOR)
     ids, share = np.asarray(candidate_ids, np.int64), np.asarray(share, np.float64)
     keys = layer.keys.numpy()
     rows = np.minimum(np.searchsorted(keys, ids), max(len(keys) - 1, 0))
     known = (keys[rows] == ids) if len(keys) else np.zeros(len(ids), bool)
-    unseen = 0.5 * share.min() if len(share) else 1.0
+    unseen = UNSEEN_SHARE_FACTOR * share.min() if len(share) else 1.0
     prior = np.full(len(keys) + 1, unseen)  # row 0: padding and unknown ids
     prior[rows[known] + 1] = share[known]
     layer.log_share.assign(np.log(prior).astype(np.float32))

@@ -74,6 +74,7 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
     given without times count at every impression. Users not in the memory table or without known items are left as
     they are. Returns the number of users initialised.
     """
+    from mtin_tf.layers.tables import frozen_value
     from mtin_tf.model import ITEM_EMBEDDING
 
     memory = model.get_layer(memory_layer)
@@ -87,7 +88,8 @@ def pretrain_memory(model, histories: Mapping[int, Sequence[int]], *, memory_lay
     item_rows = embed.rows(tf.constant(all_items)).numpy()
     known = item_rows > 0
     if memory.anchor_size:  # cluster in feature space; the rows follow the embeddings of their anchors
-        points = tf.gather(embed.table, tf.gather(embed.table_rows, np.maximum(item_rows - 1, 0))).numpy()
+        points = tf.gather(frozen_value(embed.table), tf.gather(frozen_value(embed.table_rows),
+                                                                  np.maximum(item_rows - 1, 0))).numpy()
         anchors, anchor_times = memory.anchors.numpy(), memory.anchor_times.numpy()
     else:
         points = embed(tf.constant(all_items))[0].numpy()

@@ -28,6 +28,9 @@ import tf_keras
 from mtin_tf import features as F
 
 RETRIEVAL_LOSS = "retrieval_loss"  # the retrieval term's running mean, logged per epoch
+# The share given to an item never shown in training, as a fraction of the smallest share: one rule for the log-q
+# correction here and the exposure prior (mtin_tf.model.set_exposure_prior).
+UNSEEN_SHARE_FACTOR = 0.5
 
 
 def impression_share(item_ids) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +46,7 @@ class MultiTaskTraining(tf_keras.Model):
     Compile it like the ranker (mtin_tf.model.compile_model): its metrics and the ranking loss are the ranker's
     (``loss`` is L_rank with its λ terms, ``logit_auc``, ...), plus ``retrieval_loss``, the retrieval term before w.
     ``candidate_ids`` / ``candidate_share``: impression_share of the training candidates (an id absent from them gets
-    the smallest share)."""
+    UNSEEN_SHARE_FACTOR × the smallest share)."""
 
     def __init__(self, ranker, weight: float, candidate_ids, candidate_share, **kwargs):
         import tensorflow_recommenders as tfrs
@@ -64,10 +67,11 @@ class MultiTaskTraining(tf_keras.Model):
         return self.ranker(inputs, training=training)
 
     def sampling_probability(self, item_ids):
-        """q of each candidate id [B]: its share of the training impressions (unseen ids: the smallest share)."""
+        """q of each candidate id [B]: its share of the training impressions (unseen ids: UNSEEN_SHARE_FACTOR × the
+        smallest share)."""
         at = tf.minimum(tf.searchsorted(self.share_keys, item_ids), tf.shape(self.share_keys)[0] - 1)
         found = tf.gather(self.share_keys, at) == item_ids
-        return tf.where(found, tf.gather(self.share, at), tf.reduce_min(self.share))
+        return tf.where(found, tf.gather(self.share, at), UNSEEN_SHARE_FACTOR * tf.reduce_min(self.share))
 
     def retrieval_loss(self, outputs, inputs, clicked):
         """The retrieval term: (1/B) Σ over clicked rows of the in-batch softmax loss (module docstring)."""

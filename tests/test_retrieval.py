@@ -261,3 +261,49 @@ def test_exposure_prior_is_the_log_impression_share_set_at_training(tiny_planted
     # log q is a statistic of the data, not a parameter: only its weight γ trains.
     layer = model.get_layer("exposure_prior")
     assert [w.name.split("/")[-1] for w in layer.trainable_weights] == ["gamma:0"]
+
+
+def _variables_by_use(function, variables) -> tuple:
+    """(names of ``variables`` that ``function`` gathers rows from with ResourceGather, names it reads whole with
+    ReadVariableOp), following each variable's handle from the graph's captures through Identity ops and into the
+    functions it calls (TFRS's top-k runs in one of its own)."""
+    name_of = {id(v.handle): v.name for v in variables}
+    graph_def = function.graph.as_graph_def()
+    library = {f.signature.name: f for f in graph_def.library.function}
+    gathered, read = set(), set()
+
+    def walk(nodes, origin):  # origin: {tensor name in this scope: variable name}
+        for node in nodes:
+            inputs = [origin.get(i.split(":")[0]) for i in node.input if not i.startswith("^")]
+            if node.op in ("ResourceGather", "ReadVariableOp") and inputs and inputs[0]:
+                (gathered if node.op == "ResourceGather" else read).add(inputs[0])
+            elif node.op == "Identity" and inputs and inputs[0]:
+                origin[node.name] = inputs[0]
+            elif "f" in node.attr and node.attr["f"].func.name in library:
+                callee = library[node.attr["f"].func.name]
+                args = {a.name: v for a, v in zip(callee.signature.input_arg, inputs) if v}
+                if args:
+                    walk(callee.node_def, args)
+
+    walk(graph_def.node, {internal.name.split(":")[0]: name_of[id(external)]
+                          for external, internal in function.graph.captures if id(external) in name_of})
+    return gathered, read
+
+
+def test_no_served_table_is_both_gathered_from_and_read_whole(exported):
+    """A ResourceGather switches a variable to copy-on-read for the server's lifetime: every later whole read (the
+    catalogue scan of recommend) then copies it — the whole item table per request. Across every signature of the
+    served model, no variable may be gathered from that is also read whole; and the catalogue scan does read the
+    item table whole (so the check looks where the copies would happen)."""
+    from mtin_tf.export import serving_model
+    from mtin_tf.signatures import serving_signatures
+
+    served = serving_model(exported[1])
+    gathered, read = set(), set()
+    for function in serving_signatures(served, L).values():
+        g, r = _variables_by_use(function, served.weights)
+        gathered |= g
+        read |= r
+    table = served.get_layer("item_embedding").table.name
+    assert table in read
+    assert not gathered & read, f"gathered from and read whole: {sorted(gathered & read)}"

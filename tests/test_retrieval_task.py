@@ -10,8 +10,9 @@ from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
 
 def reference_loss(rows, candidates, ids, clicked, share_ids, share, gamma=0.0, prior=None):
     """(1/B) Σ_{b clicked} −log softmax_c(max_p u_bp·x_c + γ prior_c − log q_c)[b], other rows' copies of b's item
-    left out (prior: {id: log q} of the exposure prior)."""
-    q = np.array([share[list(share_ids).index(i)] if i in share_ids else min(share) for i in ids])
+    left out (prior: {id: log q} of the exposure prior). q of an id never shown in training: half the smallest share,
+    as the exposure prior gives it."""
+    q = np.array([share[list(share_ids).index(i)] if i in share_ids else 0.5 * min(share) for i in ids])
     bias = np.array([gamma * prior[i] for i in ids]) if prior else 0.0
     total = 0.0
     for b in np.flatnonzero(clicked):

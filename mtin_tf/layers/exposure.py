@@ -15,7 +15,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mtin_tf.layers.backend import Layer, register
-from mtin_tf.layers.tables import initial, lookup_rows, sorted_unique_keys
+from mtin_tf.layers.tables import frozen_value, initial, lookup_rows, sorted_unique_keys
 
 
 @register
@@ -69,7 +69,7 @@ class ExposurePrior(Layer):
         super().build(input_shape)
 
     def call(self, ids):
-        return tf.gather(self.log_share, lookup_rows(self.keys, ids))
+        return tf.gather(frozen_value(self.log_share), lookup_rows(self.keys, ids))
 
     def catalogue_bias(self):
         """γ · log q_j of every item in the item table's row order [N]: what retrieval over the catalogue adds."""

@@ -117,9 +117,21 @@ def initial(value, fallback="zeros"):
     return (lambda *_, **__: value) if value is not None else fallback
 
 
+def frozen_value(variable) -> tf.Tensor:
+    """The value of a frozen table (a weight never updated after set-up) to gather rows from.
+
+    A gather on the variable itself (TensorFlow's ResourceGather) switches the variable to copy-on-read for the rest
+    of the process: from then on every whole read of it copies it. Recommending from the catalogue reads the item
+    table whole on every request, so one gather from it (a history's items) made each request copy the table:
+    51 MB at 100 000 items × d = 128, 512 MB at 1 M. Gathering from the read value instead leaves the variable
+    shared. (Trainable tables are updated sparsely by the optimizer, which switches them anyway.)"""
+    return tf.convert_to_tensor(variable)
+
+
 def lookup_rows(keys, ids):
     """Rows of ``ids`` in a table whose sorted keys are ``keys`` [N]: int32 of ids' shape, key index + 1, 0 if
     absent."""
+    keys = frozen_value(keys)
     ids = tf.cast(ids, tf.int64)
     flat = tf.reshape(ids, [-1])
     n = tf.shape(keys)[0]
@@ -240,8 +252,8 @@ class ItemEmbedding(Layer):
     def call(self, ids):
         rows = self.rows(ids)
         known = rows > 0
-        feature_rows = tf.gather(self.table_rows, tf.maximum(rows - 1, 0))
-        values = tf.gather(self.table, feature_rows) * tf.cast(known, self.table.dtype)[..., None]
+        feature_rows = tf.gather(frozen_value(self.table_rows), tf.maximum(rows - 1, 0))
+        values = tf.gather(frozen_value(self.table), feature_rows) * tf.cast(known, self.table.dtype)[..., None]
         if self.projected:
             return tf.where(known[..., None], values, self.unknown), known
         x = self.projection(values)
@@ -258,7 +270,7 @@ class ItemEmbedding(Layer):
         of retrieval over the whole catalogue (mtin_tf.retrieval). Projected (serving), x is the table itself, not a
         copy; otherwise it is computed from the features (W_e f_j + b_e (+ e_j)) on each call."""
         key_of_row = tf.math.invert_permutation(self.table_rows)  # table row → index in the sorted keys
-        ids = tf.gather(self.keys, key_of_row)
+        ids = tf.gather(frozen_value(self.keys), key_of_row)
         if self.projected:
             return tf.convert_to_tensor(self.table), ids
         x = self.projection(tf.convert_to_tensor(self.table))
@@ -274,9 +286,9 @@ class ItemEmbedding(Layer):
         # Id-embedding rows are in sorted-key order; the table is in the caller's order: row_to_key inverts item_rows.
         row_to_key = np.empty([self.num_items], np.int64)
         row_to_key[self.table_rows.numpy()] = np.arange(self.num_items)
+        table = frozen_value(self.table)  # read in place: only the gathered rows are copied
         for start in range(0, self.num_items, chunk):
-            # A gather reads just these rows (a slice of the variable would read, and copy, all of it).
-            x = self.projection(tf.gather(self.table, tf.range(start, min(start + chunk, self.num_items))))
+            x = self.projection(tf.gather(table, tf.range(start, min(start + chunk, self.num_items))))
             if self.use_id_embedding:
                 x = x + tf.gather(self.id_embedding, row_to_key[start:start + chunk] + 1)
             out[start:start + chunk] = x.numpy()
