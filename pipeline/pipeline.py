@@ -44,13 +44,13 @@ def create_pipeline(config: PipelineConfig, *, pipeline_root: str, inputs_dir: s
       schemas_dir: the package's schema files (mtin_tf.schemas) as the orchestrator's workers see them (in the
         image: the installed package's, mtin_tf.pipeline.runners.kubeflow.IMAGE_SCHEMAS_DIR).
     """
+    config.validate()  # before TFX is even imported
     from tfx import v1 as tfx
     from tfx.proto import example_gen_pb2
 
     from mtin_tf.pipeline.components.history import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT, HistoryGen
     from mtin_tf.pipeline.evaluation import eval_config
 
-    config.validate()
     build = lambda components: _pipeline(pipeline_name, pipeline_root, components, metadata_path, config)
     split_all = example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name=ALL_SPLIT, pattern="*")])
     interactions = tfx.components.CsvExampleGen(

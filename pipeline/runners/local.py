@@ -59,13 +59,14 @@ def run_local(data_dir: str, run_dir: str, config: Optional[PipelineConfig] = No
     ``strict``: stop at the first CSV line of the wrong shape while staging (mtin_tf.pipeline.inputs.stage_inputs),
     instead of skipping and counting it.
     """
+    from mtin_tf.pipeline.config import PipelineConfig
+
+    config = (config or PipelineConfig()).validate()  # before TFX is imported or anything staged
     from tfx import v1 as tfx
 
-    from mtin_tf.pipeline.config import PipelineConfig
     from mtin_tf.pipeline.inputs import stage_inputs
     from mtin_tf.pipeline.pipeline import create_pipeline
 
-    config = (config or PipelineConfig()).validate()
     config = dataclasses.replace(config, beam_pipeline_args=beam_args(config.beam_pipeline_args, direct_num_workers))
     dirs = RunDirs.at(run_dir)
     os.makedirs(dirs.run_dir, exist_ok=True)
