@@ -170,7 +170,11 @@ def test_pipeline_cli_registers_its_subcommands():
     parser = build_parser(load="pipeline")
     args = parser.parse_args(["pipeline", "run", "--data", "d", "--beam-arg=--direct_num_workers=2",
                               "--set", "epochs=1"])
-    assert args.data == "d" and args.beam_arg == ["--direct_num_workers=2"] and callable(args.func)
+    assert args.data == "d" and callable(args.func)
+    from mtin_tf.pipeline.cli import pipeline_config
+
+    config = pipeline_config(args)
+    assert config.beam_pipeline_args == ("--direct_num_workers=2",) and config.mtin_config == {"epochs": 1}
     from mtin_tf.pipeline.runners.local import beam_args
 
     assert beam_args([], 2)[:2] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
