@@ -39,8 +39,8 @@ def create_dag(run_dir: str = DEFAULT_RUN_DIR, dag_id: str = DAG_ID, schedule_in
     dirs = RunDirs.at(run_dir)
     pipe = create_pipeline(config, pipeline_name=dag_id, pipeline_root=dirs.root, inputs_dir=dirs.inputs,
                            serving_model_dir=dirs.serving, metadata_path=dirs.metadata)
-    config = {"schedule_interval": schedule_interval, "start_date": datetime.datetime(2024, 1, 1), "catchup": False}
-    return AirflowDagRunner(AirflowPipelineConfig(config)).run(pipe)
+    dag_config = {"schedule_interval": schedule_interval, "start_date": datetime.datetime(2024, 1, 1), "catchup": False}
+    return AirflowDagRunner(AirflowPipelineConfig(dag_config)).run(pipe)
 
 
 def load_settings(path: str | None = None) -> dict:
