@@ -9,7 +9,8 @@ Modules, one per mechanism:
 - :mod:`mtin_tf.pipeline.transform` — Transform's ``preprocessing_fn`` (vocabularies, dense padded histories).
 - :mod:`mtin_tf.pipeline.trainer` — Trainer's ``run_fn`` (the shared mtin_tf training loop) and the serving signatures.
 - :mod:`mtin_tf.pipeline.evaluation` — TFMA EvalConfig and the per-user ranking metrics (gAUC, Precision/Recall@K).
-- :mod:`mtin_tf.pipeline.pipeline` — ``create_pipeline``.
+- :mod:`mtin_tf.pipeline.config` — ``PipelineConfig``: every run setting that is not a location, validated.
+- :mod:`mtin_tf.pipeline.pipeline` — ``create_pipeline(config, pipeline_root=..., ...)``.
 - :mod:`mtin_tf.pipeline.metadata` — what ML Metadata recorded about the latest run (component states, timings,
   outputs).
 - :mod:`mtin_tf.pipeline.runners` — local (LocalDagRunner), Kubeflow (KubeflowV2DagRunner) and Airflow

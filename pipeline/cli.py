@@ -8,42 +8,78 @@
 DIR holds canonical data: interactions.parquet (or *.csv with user_id,item_id,timestamp,click) and item_features.npz.
 ``run`` prints the evaluation metrics, the blessing and the pushed model's path; rerunning with the same data is
 served from the ML Metadata cache, and rerunning after a killed run resumes it.
+
+The three subcommands share the run settings' options, one per field of :class:`mtin_tf.pipeline.config.PipelineConfig`
+(generated from the fields: add a setting there), checked before anything runs (a bad value: one error line, exit 2).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
 
-from mtin_tf.data.history import TEST_FRACTION, VALIDATION_FRACTION
-from mtin_tf.features import DEFAULT_MAX_HISTORY
-from mtin_tf.pipeline.pipeline import STOP_POINTS
+from mtin_tf.pipeline.config import PipelineConfig
+
+# PipelineConfig fields whose options are not generated from the field: mtin_config (--config FILE, --set
+# KEY=VALUE ...) and gpu_request (compile-kubeflow's --gpus, --gpu-type). Every other field is one option.
+COMPOSED_FIELDS = ("mtin_config", "gpu_request")
 
 
-def _pipeline_options(p) -> None:
+def add_config_options(p) -> None:
+    """The options of every PipelineConfig field, generated from the fields: ``--kebab-case`` (or the field's
+    ``flag``), type, default, choices and help from the field; plus --config / --set for ``mtin_config``."""
     p.add_argument("--config", help="JSON file of MTINConfig fields for the Trainer (default: the paper's settings)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="MTINConfig overrides (JSON values)")
-    p.add_argument("--max-history", type=int, default=DEFAULT_MAX_HISTORY,
-                   help=f"history length L (default {DEFAULT_MAX_HISTORY})")
-    p.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
-                   help=f"per-user share of latest interactions in test (default {TEST_FRACTION})")
-    p.add_argument("--time-cut", type=int, default=0, help="global time split: test = timestamp >= this (if > 0)")
-    p.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION,
-                   help="per-user share of interactions just before test in validation (early stopping; default "
-                        f"{VALIDATION_FRACTION})")
-    p.add_argument("--validation-cut", type=int, default=0,
-                   help="global cut instead: non-test interactions with timestamp >= this are validation (if > 0)")
-    p.add_argument("--auc-floor", type=float, default=0.5, help="blessing: minimum test AUC")
-    p.add_argument("--max-auc-drop", type=float, default=0.01, help="blessing: max AUC drop vs the last blessed model")
-    p.add_argument("--max-anomalous-features", type=int, default=0, help="stop when more features are anomalous")
-    p.add_argument("--max-bad-row-fraction", type=float, default=0.0, help="stop when more rows are unreadable")
-    p.add_argument("--train-steps", type=int, default=0,
-                   help="Trainer: total training steps (TrainArgs.num_steps; default 0: the config's epochs)")
-    p.add_argument("--eval-steps", type=int, default=0,
-                   help="Trainer: validation steps per epoch (EvalArgs.num_steps; default 0: the whole split)")
-    p.add_argument("--shuffle-buffer", type=int, default=None,
-                   help="Trainer: rows in the training shuffle buffer (default 10000)")
-    p.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
-                   help="Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
+    hints = typing.get_type_hints(PipelineConfig)
+    for field in dataclasses.fields(PipelineConfig):
+        if field.name in COMPOSED_FIELDS:
+            continue
+        flag = field.metadata.get("flag", "--" + field.name.replace("_", "-"))
+        kind, help_text = _option_type(field.name, hints[field.name]), field.metadata["help"].replace("%", "%%")
+        if kind is bool:
+            if field.default is not True:
+                raise TypeError(f"PipelineConfig.{field.name}: only bool fields that default to True have an option")
+            p.add_argument(flag, dest=field.name, action="store_false", help=help_text)
+        elif kind is tuple:
+            p.add_argument(flag, dest=field.name, action="append", default=list(field.default), metavar="ARG",
+                           help=f"{help_text} (repeatable)")
+        else:
+            p.add_argument(flag, dest=field.name, type=kind, default=field.default,
+                           choices=field.metadata.get("choices"),
+                           help=help_text + ("" if field.default is None else " (default: %(default)s)"))
+
+
+def _option_type(name: str, hint):
+    """The option's type for a field annotation: Optional[X] → X; int, float, str, bool; Tuple[str, ...] → tuple."""
+    args = [t for t in typing.get_args(hint) if t is not type(None)] if typing.get_origin(hint) is typing.Union \
+        else [hint]
+    kind = typing.get_origin(args[0]) or args[0] if len(args) == 1 else None
+    if kind not in (int, float, str, bool, tuple):
+        raise TypeError(f"PipelineConfig.{name}: no option for {hint}; declare its options and add it to "
+                        "COMPOSED_FIELDS")
+    return kind
+
+
+def pipeline_config(args) -> PipelineConfig:
+    """The validated PipelineConfig of the parsed options (ValueError, TypeError or OSError: the message to print)."""
+    from mtin_tf.config import MTINConfig
+
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(PipelineConfig)
+              if field.name not in COMPOSED_FIELDS}
+    gpus = getattr(args, "gpus", 0)  # compile-kubeflow only
+    return PipelineConfig(mtin_config=MTINConfig.overrides(args.config, args.set),
+                          gpu_request={"type": args.gpu_type, "count": gpus} if gpus > 0 else None,
+                          **values).validate()
+
+
+def _checked_config(args):
+    """pipeline_config(args), or None after printing its error as one line (the command then exits 2)."""
+    try:
+        return pipeline_config(args)
+    except (OSError, TypeError, ValueError) as exc:
+        print(f"mtin pipeline: {exc}", file=sys.stderr)
+        return None
 
 
 def register(subparsers) -> None:
@@ -58,13 +94,10 @@ def register(subparsers) -> None:
     run.add_argument("--run-dir", default="runs/pipeline", help="artifacts, metadata.sqlite, serving/ (pushed models)")
     run.add_argument("--direct-num-workers", type=int, default=0,
                      help="> 1: Beam DirectRunner in multi-process mode with this many workers")
-    run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.add_argument("--strict", action="store_true",
                      help="stop at the first CSV line of the wrong shape (default: skip it, count it in "
                           "RUN_DIR/inputs/staging_report.json)")
-    run.add_argument("--stop-after", choices=STOP_POINTS, default=None,
-                     help="run the pipeline only up to this component (data checks without training)")
-    _pipeline_options(run)
+    add_config_options(run)
     run.set_defaults(func=run_command)
 
     kfp = sub.add_parser("compile-kubeflow", help="write the Kubeflow (KFP v2) pipeline spec")
@@ -77,7 +110,7 @@ def register(subparsers) -> None:
     kfp.add_argument("--serving-dir", default="gs://YOUR_BUCKET/mtin/serving", help="Pusher's model base directory")
     kfp.add_argument("--gpus", type=int, default=1, help="GPUs requested by the Trainer (0: none)")
     kfp.add_argument("--gpu-type", default="NVIDIA_TESLA_T4", help="accelerator type of the Trainer's GPUs")
-    _pipeline_options(kfp)
+    add_config_options(kfp)
     kfp.set_defaults(func=compile_kubeflow_command)
 
     af = sub.add_parser("airflow-dag", help="write an Airflow DAG file (AirflowDagRunner) into a dags folder")
@@ -85,25 +118,8 @@ def register(subparsers) -> None:
     af.add_argument("--run-dir", default="runs/pipeline", help="artifacts, metadata.sqlite, serving/")
     af.add_argument("--data", help="canonical data directory to stage into RUN_DIR/inputs now")
     af.add_argument("--strict", action="store_true", help="stop staging at the first CSV line of the wrong shape")
-    _pipeline_options(af)
+    add_config_options(af)
     af.set_defaults(func=airflow_dag_command)
-
-
-def pipeline_kwargs(args) -> dict:
-    """create_pipeline keywords from the shared options."""
-    from mtin_tf.config import MTINConfig
-
-    try:
-        mtin_config = MTINConfig.overrides(args.config, args.set)
-    except (ValueError, TypeError) as exc:
-        raise SystemExit(f"mtin pipeline: {exc}") from None
-    return dict(mtin_config=mtin_config, max_history=args.max_history,
-                test_fraction=args.test_fraction, time_cut=args.time_cut,
-                validation_fraction=args.validation_fraction, validation_cut=args.validation_cut,
-                auc_floor=args.auc_floor, max_auc_drop=args.max_auc_drop,
-                max_anomalous_features=args.max_anomalous_features, max_bad_row_fraction=args.max_bad_row_fraction,
-                train_steps=args.train_steps, eval_steps=args.eval_steps,
-                **({} if args.shuffle_buffer is None else {"shuffle_buffer": args.shuffle_buffer}))
 
 
 def run_command(args) -> int:
@@ -111,10 +127,12 @@ def run_command(args) -> int:
     from mtin_tf.pipeline.runners.local import run_local, run_summary
     from mtin_tf.pipeline.validation import DataValidationError
 
+    config = _checked_config(args)
+    if config is None:
+        return 2
     try:
-        dirs = run_local(args.data, args.run_dir, beam_pipeline_args=args.beam_arg,
-                         direct_num_workers=args.direct_num_workers, enable_cache=not args.no_cache,
-                         strict=args.strict, stop_after=args.stop_after, **pipeline_kwargs(args))
+        dirs = run_local(args.data, args.run_dir, config, direct_num_workers=args.direct_num_workers,
+                         strict=args.strict)
     except (BadInputError, DataValidationError) as e:
         print(f"mtin pipeline: data validation stopped the run:\n{e}", file=sys.stderr)
         return 1
@@ -144,9 +162,11 @@ def print_run_summary(summary: dict) -> None:
 def compile_kubeflow_command(args) -> int:
     from mtin_tf.pipeline.runners.kubeflow import DEFAULT_IMAGE, compile_kubeflow
 
-    path = compile_kubeflow(args.output, image=args.image or DEFAULT_IMAGE, pipeline_root=args.pipeline_root,
-                            inputs_dir=args.inputs, serving_model_dir=args.serving_dir, gpu_type=args.gpu_type,
-                            gpu_count=args.gpus, beam_pipeline_args=args.beam_arg, **pipeline_kwargs(args))
+    config = _checked_config(args)
+    if config is None:
+        return 2
+    path = compile_kubeflow(args.output, config, image=args.image or DEFAULT_IMAGE, pipeline_root=args.pipeline_root,
+                            inputs_dir=args.inputs, serving_model_dir=args.serving_dir)
     print(f"mtin pipeline: Kubeflow pipeline spec written to {path}")
     return 0
 
@@ -155,12 +175,15 @@ def airflow_dag_command(args) -> int:
     from mtin_tf.pipeline.runners.airflow import write_dag_file
     from mtin_tf.pipeline.runners.local import RunDirs, beam_args
 
+    config = _checked_config(args)
+    if config is None:
+        return 2
     dirs = RunDirs.at(args.run_dir)
     if args.data:
         from mtin_tf.pipeline.inputs import stage_inputs
 
         stage_inputs(args.data, dirs.inputs, strict=args.strict)
-    settings = dict(run_dir=dirs.run_dir, beam_pipeline_args=beam_args(args.beam_arg), **pipeline_kwargs(args))
-    path = write_dag_file(args.dags_folder, settings)
+    config = dataclasses.replace(config, beam_pipeline_args=beam_args(config.beam_pipeline_args))
+    path = write_dag_file(args.dags_folder, {"run_dir": dirs.run_dir, "config": config.to_dict()})
     print(f"mtin pipeline: Airflow DAG file written to {path} (DAG id mtin; inputs expected in {dirs.inputs})")
     return 0

@@ -40,6 +40,7 @@ def run_pipeline(args) -> int:
 
     from mtin_tf.data import planted
     from mtin_tf.pipeline.cli import print_run_summary
+    from mtin_tf.pipeline.config import PipelineConfig
     from mtin_tf.pipeline.runners.local import run_local, run_summary
 
     out = os.path.abspath(args.out)
@@ -51,8 +52,8 @@ def run_pipeline(args) -> int:
     generate_s = time.perf_counter() - start
     config = {k: v for k, v in demo.DEMO_MODEL.items() if k != "max_history"}
     start = time.perf_counter()
-    dirs = run_local(data_dir, run_dir, max_history=demo.DEMO_MODEL["max_history"],
-                     mtin_config=dict(config, seed=args.seed))
+    dirs = run_local(data_dir, run_dir, PipelineConfig(max_history=demo.DEMO_MODEL["max_history"],
+                                                       mtin_config=dict(config, seed=args.seed)))
     pipeline_s = time.perf_counter() - start
     result = run_summary(dirs)
     print_run_summary(result)

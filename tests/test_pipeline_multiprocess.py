@@ -26,6 +26,7 @@ def test_history_gen_and_transform_on_two_worker_processes_equal_the_in_memory_b
     from mtin_tf.data.canonical import INTERACTIONS_FILE
     from mtin_tf.data.examples import to_model_arrays
     from mtin_tf.data.history import build_examples
+    from mtin_tf.pipeline.config import PipelineConfig
     from mtin_tf.pipeline.metadata import run_outputs
     from mtin_tf.pipeline.runners.local import run_local
     from mtin_tf.pipeline.trainer import read_transformed
@@ -33,7 +34,8 @@ def test_history_gen_and_transform_on_two_worker_processes_equal_the_in_memory_b
     data = str(tmp_path / "data")
     assert mtin(["data", "generate", "--out", data, "--num-users", "30", "--num-items", "100",
                  "--interactions-per-user", "10", "--seed", "3"]) == 0
-    dirs = run_local(data, str(tmp_path / "run"), direct_num_workers=2, stop_after="Transform", max_history=L)
+    dirs = run_local(data, str(tmp_path / "run"), PipelineConfig(stop_after="Transform", max_history=L),
+                     direct_num_workers=2)
     outputs = run_outputs(dirs.metadata)
     assert outputs["HistoryGen"]["examples"] and outputs["Transform"]["transformed_examples"]
     tft_out = tft.TFTransformOutput(outputs["Transform"]["transform_graph"][0])

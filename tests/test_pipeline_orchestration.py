@@ -101,6 +101,7 @@ def test_a_pipeline_run_on_bad_rows_stops_at_validation_with_the_report(tmp_path
 
     from mtin_tf.data.canonical import write_item_features
     from mtin_tf.data.report import BadInputError
+    from mtin_tf.pipeline.config import PipelineConfig
     from mtin_tf.pipeline.runners.local import run_local
     from mtin_tf.pipeline.validation import DataValidationError
 
@@ -108,16 +109,17 @@ def test_a_pipeline_run_on_bad_rows_stops_at_validation_with_the_report(tmp_path
     data.mkdir()
     (data / "interactions.csv").write_text(BAD_CSV)
     write_item_features(str(data / "item_features.npz"), item_ids=np.arange(1, 20), features=np.ones((19, 4)))
+    up_to_history = PipelineConfig(stop_after="HistoryGen")
     with pytest.raises(DataValidationError, match="anomalous feature") as err:
-        run_local(str(data), str(tmp_path / "run"), stop_after="HistoryGen")
+        run_local(str(data), str(tmp_path / "run"), up_to_history)
     assert "feature 'user_id'" in str(err.value) and "feature 'click'" in str(err.value)
     # Lines with the wrong number of fields (CsvExampleGen cannot parse them) are left out of the staged copy and
     # counted by file:line; --strict stops at the first.
     (data / "interactions.csv").write_text(BAD_CSV + "4,15,600,1,extra\n4,16\n")
     with pytest.raises(BadInputError, match=r"malformed_row at .*interactions.csv:9: 5 fields"):
-        run_local(str(data), str(tmp_path / "strict"), stop_after="HistoryGen", strict=True)
+        run_local(str(data), str(tmp_path / "strict"), up_to_history, strict=True)
     with pytest.raises(DataValidationError, match="anomalous feature"):  # the bad values still reach validation
-        run_local(str(data), str(tmp_path / "run"), stop_after="HistoryGen")
+        run_local(str(data), str(tmp_path / "run"), up_to_history)
     report = json.loads((tmp_path / "run" / "inputs" / "staging_report.json").read_text())
     assert report["bad_input"]["malformed_row"]["count"] == 1 and report["bad_input"]["missing_field"]["count"] == 1
     first = report["bad_input"]["missing_field"]["examples"][0]
@@ -168,7 +170,11 @@ def test_pipeline_cli_registers_its_subcommands():
     parser = build_parser(load="pipeline")
     args = parser.parse_args(["pipeline", "run", "--data", "d", "--beam-arg=--direct_num_workers=2",
                               "--set", "epochs=1"])
-    assert args.data == "d" and args.beam_arg == ["--direct_num_workers=2"] and callable(args.func)
+    assert args.data == "d" and callable(args.func)
+    from mtin_tf.pipeline.cli import pipeline_config
+
+    config = pipeline_config(args)
+    assert config.beam_pipeline_args == ("--direct_num_workers=2",) and config.mtin_config == {"epochs": 1}
     from mtin_tf.pipeline.runners.local import beam_args
 
     assert beam_args([], 2)[:2] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]

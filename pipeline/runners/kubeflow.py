@@ -2,13 +2,16 @@
 
 Every component runs in ``image`` (built from this repository's Dockerfile, or Dockerfile.gpu for the Trainer's GPU
 nodes); paths (pipeline root, inputs, serving directory) are as the cluster sees them, e.g. ``gs://`` URIs or a shared
-volume. The Trainer requests ``gpu_count`` accelerators of ``gpu_type`` (platform config → the KFP task's resource
-spec) when ``gpu_count`` > 0. Upload the spec with the KFP client or the Kubeflow UI.
+volume. The Trainer requests the accelerators of the config's ``gpu_request`` (platform config → the KFP task's
+resource spec), if any. Upload the spec with the KFP client or the Kubeflow UI.
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from mtin_tf.pipeline.config import PipelineConfig
 
 DEFAULT_IMAGE = "mtin-tf:0.1.0"
 # The schema files of the package installed in the image (the python image's site-packages; `pip install .`, not
@@ -17,19 +20,18 @@ DEFAULT_IMAGE = "mtin-tf:0.1.0"
 IMAGE_SCHEMAS_DIR = "/usr/local/lib/python3.10/site-packages/mtin_tf/schemas"
 
 
-def compile_kubeflow(output: str, *, image: str = DEFAULT_IMAGE, pipeline_root: str, inputs_dir: str,
-                     serving_model_dir: str, gpu_type: str = "NVIDIA_TESLA_T4", gpu_count: int = 0,
-                     beam_pipeline_args: Sequence[str] = (), schemas_dir: str = IMAGE_SCHEMAS_DIR,
-                     **pipeline_kwargs) -> str:
-    """Write the KFP v2 pipeline spec of the MTIN pipeline to ``output``; returns its path."""
+def compile_kubeflow(output: str, config: Optional[PipelineConfig] = None, *, image: str = DEFAULT_IMAGE,
+                     pipeline_root: str, inputs_dir: str, serving_model_dir: str,
+                     schemas_dir: str = IMAGE_SCHEMAS_DIR) -> str:
+    """Write the KFP v2 pipeline spec of the MTIN pipeline with the run settings ``config`` (default:
+    PipelineConfig(), no GPUs) to ``output``; returns its path."""
     from tfx import v1 as tfx
 
+    from mtin_tf.pipeline.config import PipelineConfig
     from mtin_tf.pipeline.pipeline import create_pipeline
 
-    pipe = create_pipeline(pipeline_root=pipeline_root, inputs_dir=inputs_dir, serving_model_dir=serving_model_dir,
-                           metadata_path=None, beam_pipeline_args=beam_pipeline_args, schemas_dir=schemas_dir,
-                           gpu_request={"type": gpu_type, "count": gpu_count} if gpu_count > 0 else None,
-                           **pipeline_kwargs)
+    pipe = create_pipeline(config or PipelineConfig(), pipeline_root=pipeline_root, inputs_dir=inputs_dir,
+                           serving_model_dir=serving_model_dir, metadata_path=None, schemas_dir=schemas_dir)
     output = os.path.abspath(output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

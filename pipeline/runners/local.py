@@ -12,8 +12,12 @@ the same command resumes: the components that completed are cached, the rest run
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+
+if TYPE_CHECKING:
+    from mtin_tf.pipeline.config import PipelineConfig
 
 # The DirectRunner ignores the container image; setting it keeps TFX from building an sdist of itself for every Beam
 # component whenever Beam arguments are given (tfx.utils.dependency_utils.make_beam_dependency_flags).
@@ -46,26 +50,29 @@ def beam_args(extra: Sequence[str] = (), direct_num_workers: int = 0) -> list:
     return args
 
 
-def run_local(data_dir: str, run_dir: str, *, beam_pipeline_args: Sequence[str] = (), direct_num_workers: int = 0,
-              stop_after: Optional[str] = None, strict: bool = False, **pipeline_kwargs) -> RunDirs:
+def run_local(data_dir: str, run_dir: str, config: Optional[PipelineConfig] = None, *, direct_num_workers: int = 0,
+              strict: bool = False) -> RunDirs:
     """Stage ``data_dir`` and run the pipeline with LocalDagRunner; returns the run directory layout.
 
+    ``config``: the run settings (default: PipelineConfig()), validated before anything is staged; its
+    ``beam_pipeline_args`` get the DirectRunner's (:func:`beam_args` with ``direct_num_workers``).
     ``strict``: stop at the first CSV line of the wrong shape while staging (mtin_tf.pipeline.inputs.stage_inputs),
     instead of skipping and counting it.
-    ``pipeline_kwargs`` go to :func:`mtin_tf.pipeline.pipeline.create_pipeline` (mtin_config, max_history,
-    thresholds...).
     """
+    from mtin_tf.pipeline.config import PipelineConfig
+
+    config = (config or PipelineConfig()).validate()  # before TFX is imported or anything staged
     from tfx import v1 as tfx
 
     from mtin_tf.pipeline.inputs import stage_inputs
     from mtin_tf.pipeline.pipeline import create_pipeline
 
+    config = dataclasses.replace(config, beam_pipeline_args=beam_args(config.beam_pipeline_args, direct_num_workers))
     dirs = RunDirs.at(run_dir)
     os.makedirs(dirs.run_dir, exist_ok=True)
     stage_inputs(data_dir, dirs.inputs, strict=strict)
-    pipe = create_pipeline(pipeline_root=dirs.root, inputs_dir=dirs.inputs, serving_model_dir=dirs.serving,
-                           metadata_path=dirs.metadata, stop_after=stop_after,
-                           beam_pipeline_args=beam_args(beam_pipeline_args, direct_num_workers), **pipeline_kwargs)
+    pipe = create_pipeline(config, pipeline_root=dirs.root, inputs_dir=dirs.inputs, serving_model_dir=dirs.serving,
+                           metadata_path=dirs.metadata)
     tfx.orchestration.LocalDagRunner().run(pipe)
     return dirs
 
