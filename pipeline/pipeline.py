@@ -63,6 +63,7 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     from tfx import v1 as tfx
     from tfx.proto import example_gen_pb2
 
+    from mtin_tf.config import MTINConfig
     from mtin_tf.pipeline.components.history import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT, HistoryGen
     from mtin_tf.pipeline.evaluation import eval_config
 
@@ -83,12 +84,16 @@ def create_pipeline(*, pipeline_root: str, inputs_dir: str, serving_model_dir: s
     if stop_after == "InteractionsValidator":
         return _pipeline(pipeline_name, pipeline_root, components, metadata_path, enable_cache, beam_pipeline_args)
 
+    # Memory pretraining runs in HistoryGen's Beam pipeline (mtin_tf.data.beam_pretrain), with the Trainer's settings.
+    model_config = MTINConfig.from_dict({**(mtin_config or {}), "max_history": max_history})
+    pretraining = dict(num_groups=model_config.num_groups, memory_anchors=model_config.memory_anchors,
+                       pretrain_memory=int(model_config.pretrain_memory), seed=model_config.seed)
     history = HistoryGen(
         interactions=interactions.outputs["examples"], items=items.outputs["examples"],
         anomalies=validator.outputs["anomalies"], max_history=max_history, test_fraction=test_fraction,
         time_cut=time_cut, validation_fraction=validation_fraction, validation_cut=validation_cut,
         max_anomalous_features=max_anomalous_features,
-        max_bad_row_fraction=max_bad_row_fraction).with_id("HistoryGen")
+        max_bad_row_fraction=max_bad_row_fraction, **pretraining).with_id("HistoryGen")
     components.append(history)
     if stop_after == "HistoryGen":
         return _pipeline(pipeline_name, pipeline_root, components, metadata_path, enable_cache, beam_pipeline_args)
