@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import tf_keras
 from apache_beam.metrics.metric import MetricsFilter
+from training_support import latest_examples, reference_anchors
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
@@ -117,26 +118,9 @@ def test_beam_gives_each_user_the_anchors_of_their_latest_training_row(planted):
     then longest clicked history), computed here in plain Python: each branch's distinct items with the first time
     the row shows each, the items without features left out, in id order."""
     features = dict(zip(planted["item_ids"].tolist(), planted["feats"]))
-    latest = {}
-    for ex in planted["train"]:
-        best = latest.get(ex[F.USER_ID])
-        if best is None or (ex[F.TIMESTAMP], len(ex[F.CLICKED_ITEMS])) > (best[F.TIMESTAMP],
-                                                                          len(best[F.CLICKED_ITEMS])):
-            latest[ex[F.USER_ID]] = ex
-    want = {}
-    for user, ex in latest.items():
-        record = {}
-        for (items_key, times_key), names in zip(F.HISTORY_PAIRS, ANCHOR_FEATURES):
-            first = {}
-            for item, time in zip(ex[items_key].tolist(), ex[times_key].tolist()):
-                if item in features:
-                    first[item] = min(time, first.get(item, time))
-            ids = sorted(first)
-            got = user_anchors(ids, [first[i] for i in ids], np.array([features[i] for i in ids]).reshape(len(ids), 4),
-                               K, M, seed=SEED, user_id=user)
-            record.update(zip(names, got))
-        if any(record[names[0]].any() for names in ANCHOR_FEATURES):
-            want[user] = record
+    latest = latest_examples(planted["train"])
+    want = {user: reference_anchors(ex, features, K, M, SEED) for user, ex in latest.items()}
+    want = {user: record for user, record in want.items() if any(value.any() for value in record.values())}
     assert planted["lonely"] in latest and planted["lonely"] not in want  # met only items without features
     assert len(want) > 20
     got = _read_records(planted["pattern"])
