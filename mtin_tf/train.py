@@ -260,6 +260,9 @@ def pretrain_memories(model, config: MTINConfig, history_arrays=None, anchor_fil
         if result["unknown_users"]:
             log.warning("%d users of the anchor records are not in the memory table: skipped", result["unknown_users"])
     else:
+        if history_arrays is None:
+            raise ValueError("in-memory memory pretraining needs history_arrays (anchor records serve anchored "
+                             "memories only: config.memory_anchors > 0)")
         result = {"source": "in_memory", "users": int(np.unique(history_arrays[F.USER_ID]).size)}
         for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
             result[layer] = pretrain_memory(model, user_histories_from_arrays(history_arrays, key, times_key),
