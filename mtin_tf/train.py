@@ -26,7 +26,7 @@ import tf_keras
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.model import NEGATIVE_MEMORY, POSITIVE_MEMORY, build_mtin, compile_model, set_exposure_prior
-from mtin_tf.pretrain import pretrain_memory, user_histories_from_arrays
+from mtin_tf.pretrain import assign_anchors, pretrain_memory, read_anchor_records, user_histories_from_arrays
 
 log = logging.getLogger(__name__)
 EVAL_AUC = f"val_{F.OUTPUT_LOGIT}_auc"
@@ -208,16 +208,20 @@ def fit_mtin(model, config: MTINConfig, train_ds, eval_ds=None, *, epochs=None, 
 
 
 def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, history_arrays, candidate_share, *,
-                       strategy=None, builder=build_mtin):
+                       strategy=None, builder=build_mtin, anchor_files=None):
     """train_mtin's steps before fit, shared with the TFX Trainer's streaming run_fn: the precision policy, the seed,
     the model built under the strategy (wrapped for the retrieval task when config.retrieval_weight > 0) and MTIN's
-    memories pretrained (unless MTIN-P). Returns (model, model to fit, strategy).
+    memories pretrained (unless MTIN-P). Returns (model, model to fit, strategy, pretraining) — pretraining:
+    {"source": "beam", "in_memory" or None (not pretrained), "users": users given to it, each memory's name: users
+    whose rows were set} (:func:`pretrain_memories`).
 
-    history_arrays: model-input arrays whose rows hold the users' histories for memory pretraining — all training rows
-    (train_mtin), or each user's latest training row (mtin_tf.pipeline.trainer, streaming). candidate_share: a callable
-    returning (candidate ids, impression share) of the training candidates, called for the retrieval task and the
-    exposure prior. strategy: default select_strategy(). Under a multi-worker strategy every worker must pass the
-    same arguments (the same data, vocabularies and config.seed): check_same_model raises otherwise.
+    history_arrays: model-input arrays whose rows hold the users' histories for in-memory pretraining — all training
+    rows (train_mtin), or each user's latest training row (mtin_tf.pipeline.trainer, streaming); unused (may be None)
+    with ``anchor_files``: file patterns of the anchor records memory pretraining computed in Beam (HistoryGen,
+    mtin_tf.data.beam_pretrain), streamed into the anchored memories instead. candidate_share: a callable returning
+    (candidate ids, impression share) of the training candidates, called for the retrieval task and the exposure
+    prior. strategy: default select_strategy(). Under a multi-worker strategy every worker must pass the same
+    arguments (the same data, vocabularies and config.seed): check_same_model raises otherwise.
     """
     strategy = strategy or select_strategy()  # first: a multi-worker strategy must precede TensorFlow's runtime
     if config.mixed_precision:
@@ -237,13 +241,34 @@ def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, hi
                 from mtin_tf.retrieval_task import MultiTaskTraining
 
                 fitted = compile_model(MultiTaskTraining(model, config.retrieval_weight, *shares), config)
+    pretraining = {"source": None, "users": 0}
     if config.pretrain_memory and builder is build_mtin:
-        for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
-            n = pretrain_memory(model, user_histories_from_arrays(history_arrays, key, times_key), memory_layer=layer,
-                                seed=config.seed)
-            log.info("pretrained %s for %d users", layer, n)
+        pretraining = pretrain_memories(model, config, history_arrays, anchor_files)
     check_same_model(strategy, model, item_ids, item_features, user_ids)
-    return model, fitted, strategy
+    return model, fitted, strategy, pretraining
+
+
+def pretrain_memories(model, config: MTINConfig, history_arrays=None, anchor_files=None) -> dict:
+    """MTIN's two memories pretrained (after the model is built, outside the strategy's scope: the writes go to every
+    replica) — from Beam's anchor records when ``anchor_files`` is given and the memories are anchored
+    (mtin_tf.pretrain.assign_anchors), else in memory from ``history_arrays`` (mtin_tf.pretrain.pretrain_memory; the
+    only path for memory_anchors = 0, which needs the model's embeddings). Returns build_for_training's
+    ``pretraining`` dict."""
+    if anchor_files and config.memory_anchors:
+        batches = read_anchor_records(anchor_files, config.num_groups, config.memory_anchors)
+        result = {"source": "beam", **assign_anchors(model, batches.as_numpy_iterator())}
+        if result["unknown_users"]:
+            log.warning("%d users of the anchor records are not in the memory table: skipped", result["unknown_users"])
+    else:
+        if history_arrays is None:
+            raise ValueError("in-memory memory pretraining needs history_arrays (anchor records serve anchored "
+                             "memories only: config.memory_anchors > 0)")
+        result = {"source": "in_memory", "users": int(np.unique(history_arrays[F.USER_ID]).size)}
+        for layer, (key, times_key) in zip((POSITIVE_MEMORY, NEGATIVE_MEMORY), F.HISTORY_PAIRS):
+            result[layer] = pretrain_memory(model, user_histories_from_arrays(history_arrays, key, times_key),
+                                            memory_layer=layer, seed=config.seed)
+    log.info("memory pretraining (%s): %s", result["source"], result)
+    return result
 
 
 def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eval_arrays=None, user_ids=None,
@@ -263,8 +288,8 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
 
         return impression_share(train_arrays[F.ITEM_ID])
 
-    model, fitted, strategy = build_for_training(config, item_ids, item_features, user_ids, train_arrays,
-                                                 candidate_share, strategy=strategy, builder=builder)
+    model, fitted, strategy, _ = build_for_training(config, item_ids, item_features, user_ids, train_arrays,
+                                                    candidate_share, strategy=strategy, builder=builder)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(train_arrays, global_batch, shuffle=True, seed=config.seed)
     eval_ds = make_dataset(eval_arrays, global_batch) if eval_arrays is not None else None

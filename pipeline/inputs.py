@@ -127,6 +127,18 @@ def write_item_examples(npz_path: str, out_path: str) -> int:
     return len(items)
 
 
+def parse_item_example(record: bytes):
+    """One item tf.Example of :func:`write_item_examples` (ImportExampleGen passes them through) → (item id int,
+    features float32 [F]): the Trainer's item table (mtin_tf.pipeline.trainer.read_item_table) and HistoryGen's
+    memory pretraining in Beam read items with it."""
+    import numpy as np
+    import tensorflow as tf
+
+    feature = tf.train.Example.FromString(record).features.feature
+    return int(feature[F.ITEM_ID].int64_list.value[0]), np.asarray(feature[F.ITEM_FEATURES].float_list.value,
+                                                                   np.float32)
+
+
 def _replace_dir_contents(src_dir: str, names: list, dst_dir: str) -> None:
     """Make dst_dir hold exactly ``names`` from src_dir, leaving files whose content is unchanged untouched."""
     for name in os.listdir(dst_dir):

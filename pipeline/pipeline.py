@@ -48,6 +48,7 @@ def create_pipeline(config: PipelineConfig, *, pipeline_root: str, inputs_dir: s
     from tfx import v1 as tfx
     from tfx.proto import example_gen_pb2
 
+    from mtin_tf.config import MTINConfig
     from mtin_tf.pipeline.components.history import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT, HistoryGen
     from mtin_tf.pipeline.evaluation import eval_config
 
@@ -69,13 +70,17 @@ def create_pipeline(config: PipelineConfig, *, pipeline_root: str, inputs_dir: s
     if config.stop_after == "InteractionsValidator":
         return build(components)
 
+    # Memory pretraining runs in HistoryGen's Beam pipeline (mtin_tf.data.beam_pretrain), with the Trainer's settings.
+    trained = MTINConfig.from_dict({**config.mtin_config, "max_history": config.max_history})
+    pretraining = dict(num_groups=trained.num_groups, memory_anchors=trained.memory_anchors,
+                       pretrain_memory=int(trained.pretrain_memory), seed=trained.seed)
     history = HistoryGen(
         interactions=interactions.outputs["examples"], items=items.outputs["examples"],
         anomalies=validator.outputs["anomalies"], max_history=config.max_history,
         test_fraction=config.test_fraction, time_cut=config.time_cut,
         validation_fraction=config.validation_fraction, validation_cut=config.validation_cut,
         max_anomalous_features=config.max_anomalous_features,
-        max_bad_row_fraction=config.max_bad_row_fraction).with_id("HistoryGen")
+        max_bad_row_fraction=config.max_bad_row_fraction, **pretraining).with_id("HistoryGen")
     components.append(history)
     if config.stop_after == "HistoryGen":
         return build(components)

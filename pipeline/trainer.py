@@ -8,12 +8,14 @@ the visible devices (:func:`mtin_tf.train.select_strategy`: MultiWorkerMirroredS
 workers — only the chief's model and logs stay —, else MirroredStrategy over every GPU, else the default strategy).
 
 The transformed splits are streamed with tf.data (:func:`transformed_dataset`; any filesystem TensorFlow reads), never
-loaded whole: one summary pass over ``train`` counts the examples and impressions and keeps each user's latest row,
-whose histories pretrain the interest memories (keyed by Transform's user vocabulary); fit then reads shuffled batches
-through a bounded buffer (``custom_config["shuffle_buffer"]`` rows, default :data:`SHUFFLE_BUFFER`), honours
-``fn_args.train_steps`` / ``eval_steps`` (TrainArgs / EvalArgs ``num_steps``) and stops early on the AUC of the eval
-files — the ``validation`` split (the pipeline's EvalArgs); the test split is the Evaluator's alone. TensorBoard logs
-and ``training.json`` go to ``fn_args.model_run_dir``.
+loaded whole: one summary pass over ``train`` counts the examples and impressions; the interest memories (keyed by
+Transform's user vocabulary) are pretrained from the anchors HistoryGen computed in Beam (training_inputs'
+``memory_anchors``, :func:`memory_anchor_files`), or, when there are none, the pass also keeps each user's latest row,
+whose histories pretrain them in memory (``training.json`` records which: ``pretraining.source``); fit then reads
+shuffled batches through a bounded buffer (``custom_config["shuffle_buffer"]`` rows, default
+:data:`SHUFFLE_BUFFER`), honours ``fn_args.train_steps`` / ``eval_steps`` (TrainArgs / EvalArgs ``num_steps``) and
+stops early on the AUC of the eval files — the ``validation`` split (the pipeline's EvalArgs); the test split is the
+Evaluator's alone. TensorBoard logs and ``training.json`` go to ``fn_args.model_run_dir``.
 
 The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output keys of :mod:`mtin_tf.signatures`:
 ``serving_default`` takes serialized tf.Example and runs the Transform graph (TFT layer) before the model;
@@ -33,6 +35,7 @@ import tensorflow_transform as tft
 import tf_keras
 
 from mtin_tf import features as F
+from mtin_tf.pretrain import latest_per_user
 
 log = logging.getLogger(__name__)
 MTIN_CONFIG_KEY = "mtin_config"
@@ -62,12 +65,14 @@ def read_transformed(file_patterns, tf_transform_output, batch_size: int = 4096)
 
 def read_item_table(file_patterns):
     """Item-feature tf.Examples (gzipped TFRecord) → (item_ids int64 [N], features float32 [N, F])."""
+    from mtin_tf.pipeline.inputs import parse_item_example
+
     files = _matching(file_patterns)
     ids, vectors = [], []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
-        feature = tf.train.Example.FromString(record).features.feature
-        ids.append(feature[F.ITEM_ID].int64_list.value[0])
-        vectors.append(np.asarray(feature[F.ITEM_FEATURES].float_list.value, np.float32))
+        item, vector = parse_item_example(record)
+        ids.append(item)
+        vectors.append(vector)
     if not ids:
         raise ValueError(f"no item features in {file_patterns}")
     return np.asarray(ids, np.int64), np.stack(vectors)
@@ -136,29 +141,20 @@ def count_examples(file_patterns) -> int:
 _HISTORY_KEYS = (F.USER_ID, F.TIMESTAMP) + tuple(key for pair in F.HISTORY_PAIRS for key in pair)
 
 
-def _latest_per_user(arrays: dict) -> dict:
-    """The latest row (largest timestamp; then longest clicked history) of each user in ``arrays``."""
-    users = arrays[F.USER_ID]
-    if not len(users):
-        return arrays
-    length = (arrays[F.CLICKED_ITEMS] != F.PADDING_ID).sum(1)
-    order = np.lexsort((length, arrays[F.TIMESTAMP], users))
-    last = np.r_[users[order][1:] != users[order][:-1], True]
-    return {name: value[order[last]] for name, value in arrays.items()}
-
-
 class TrainingSummary:
     """What run_fn needs from one streaming pass over the training split, in memory that grows with users and items,
-    not rows: the example count, each candidate item's impression count (for the retrieval task) and each user's
-    latest row — its history arrays — for memory pretraining (the examples carry each user's history up to the
-    impression, so the latest row holds the user's last L clicked and L browsed items).
+    not rows: the example count, each candidate item's impression count (for the retrieval task) and, with
+    ``keep_latest``, each user's latest row (:func:`mtin_tf.pretrain.latest_per_user`) — its history arrays — for
+    in-memory memory pretraining (the examples carry each user's history up to the impression, so the latest row holds
+    the user's last L clicked and L browsed items). Not needed when HistoryGen pretrained the memories in Beam.
 
     Each batch is reduced to its users' latest rows and kept; the kept rows are merged (one row per user) whenever
     they exceed twice the users of the last merge plus ``compact_rows``, so at most about 3 rows per user plus
     ``compact_rows`` rows are held at any time."""
 
-    def __init__(self, compact_rows: int = 65536):
+    def __init__(self, compact_rows: int = 65536, keep_latest: bool = True):
         self.compact_rows = int(compact_rows)
+        self.keep_latest = bool(keep_latest)
         self.examples = 0
         self._impressions = collections.Counter()
         self._chunks, self._rows, self._kept = [], 0, 0
@@ -168,7 +164,9 @@ class TrainingSummary:
         self.examples += len(batch[F.USER_ID])
         ids, counts = np.unique(batch[F.ITEM_ID], return_counts=True)
         self._impressions.update(dict(zip(ids.tolist(), counts.tolist())))
-        chunk = _latest_per_user({name: np.asarray(batch[name], np.int64) for name in _HISTORY_KEYS})
+        if not self.keep_latest:
+            return
+        chunk = latest_per_user({name: np.asarray(batch[name], np.int64) for name in _HISTORY_KEYS})
         self._chunks.append(chunk)
         self._rows += len(chunk[F.USER_ID])
         if self._rows > 2 * self._kept + self.compact_rows:
@@ -177,11 +175,12 @@ class TrainingSummary:
     def _compact(self) -> None:
         if len(self._chunks) > 1:
             merged = {name: np.concatenate([c[name] for c in self._chunks]) for name in _HISTORY_KEYS}
-            self._chunks = [_latest_per_user(merged)]
+            self._chunks = [latest_per_user(merged)]
         self._rows = self._kept = len(self._chunks[0][F.USER_ID]) if self._chunks else 0
 
     def latest_rows(self) -> dict:
-        """{name: array} with one row per user: user_id, timestamp and the four history arrays."""
+        """{name: array} with one row per user: user_id, timestamp and the four history arrays (none without
+        ``keep_latest``)."""
         self._compact()
         if not self._chunks:
             return {name: np.zeros([0], np.int64) for name in _HISTORY_KEYS}
@@ -196,10 +195,10 @@ class TrainingSummary:
 
 
 def summarize_training(file_patterns, tf_transform_output, batch_size: int = 4096,
-                       compact_rows: int = 65536) -> TrainingSummary:
+                       compact_rows: int = 65536, keep_latest: bool = True) -> TrainingSummary:
     """One streaming pass over transformed training examples → :class:`TrainingSummary`."""
     files = _matching(file_patterns)
-    summary = TrainingSummary(compact_rows)
+    summary = TrainingSummary(compact_rows, keep_latest)
     if not files:
         return summary
     spec = {name: value for name, value in tf_transform_output.transformed_feature_spec().items()
@@ -239,11 +238,31 @@ class StopAtStep(tf_keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def memory_anchor_files(training_inputs: dict, config):
+    """The file patterns of the memory anchors HistoryGen computed in Beam (training_inputs' ``memory_anchors``), or
+    None when there are none or the config does not pretrain anchored memories (in-memory pretraining then, or
+    none). Raises when they were computed for another memory shape (num_groups, memory_anchors) than ``config``'s."""
+    from mtin_tf.pipeline.components.history import MEMORY_ANCHORS_KEY
+
+    entry = training_inputs.get(MEMORY_ANCHORS_KEY)
+    if not entry or not (config.pretrain_memory and config.memory_anchors):
+        return None
+    shape, want = (entry["num_groups"], entry["anchor_size"]), (config.num_groups, config.memory_anchors)
+    if tuple(shape) != want:
+        raise ValueError(f"HistoryGen pretrained memories of {shape} (num_groups, memory_anchors); the Trainer's "
+                         f"config has {want}: give both the same mtin_config")
+    if entry.get("seed") != config.seed:
+        log.warning("memory anchors were computed with seed %s, the Trainer's config.seed is %s", entry.get("seed"),
+                    config.seed)
+    return list(entry["files"])
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``run_fn='mtin_tf.pipeline.trainer.run_fn'``).
 
     Streams the transformed splits (:func:`transformed_dataset`): one summary pass over ``train`` (example count,
-    impressions, each user's latest history for memory pretraining), then fit on shuffled batches (a buffer of
+    impressions; each user's latest history only when memory pretraining runs in memory: HistoryGen's anchors are
+    streamed into the memories otherwise), then fit on shuffled batches (a buffer of
     ``custom_config["shuffle_buffer"]`` rows, default SHUFFLE_BUFFER) with early stopping on ``validation``.
     ``fn_args.train_steps`` (TrainArgs.num_steps) bounds the total training steps (:func:`training_plan`);
     ``fn_args.eval_steps`` (EvalArgs.num_steps) the validation steps of each epoch (the validation data then
@@ -267,18 +286,19 @@ def run_fn(fn_args) -> None:
         raise ValueError(f"{SHUFFLE_BUFFER_KEY} must be >= 1, got {shuffle_buffer}")
     train_steps, eval_steps = fn_args.train_steps or None, fn_args.eval_steps or None
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    summary = summarize_training(fn_args.train_files, tf_transform_output)
+    anchors = memory_anchor_files(inputs, config)
+    summary = summarize_training(fn_args.train_files, tf_transform_output, keep_latest=not anchors)
     validation_examples = count_examples(fn_args.eval_files)
     if summary.examples == 0 or validation_examples == 0:
         raise ValueError(f"need train and validation examples, got {summary.examples} and {validation_examples}")
-    latest = summary.latest_rows()
     item_ids, item_features = read_item_table(inputs["item_examples"])
     users = vocabulary_ids(tf_transform_output, USER_VOCABULARY)
     unseen = np.setdiff1d(item_ids, vocabulary_ids(tf_transform_output, ITEM_VOCABULARY)).size
     log.info("training MTIN on %d examples (%d validation), %d users, %d items (%d unseen in training), %d replica(s)",
              summary.examples, validation_examples, len(users), len(item_ids), unseen, strategy.num_replicas_in_sync)
-    model, fitted, strategy = build_for_training(config, item_ids, item_features, users, latest,
-                                                 summary.candidate_share, strategy=strategy)
+    model, fitted, strategy, pretraining = build_for_training(
+        config, item_ids, item_features, users, None if anchors else summary.latest_rows(), summary.candidate_share,
+        strategy=strategy, anchor_files=anchors)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     epochs, steps_per_epoch = training_plan(config.epochs, train_steps)
     train_ds = transformed_dataset(fn_args.train_files, tf_transform_output, global_batch,
@@ -301,7 +321,7 @@ def run_fn(fn_args) -> None:
                    "replicas": strategy.num_replicas_in_sync, "unseen_items": int(unseen),
                    "train_steps": train_steps, "eval_steps": eval_steps, "steps_per_epoch": steps_per_epoch,
                    "steps_run": int(fitted.optimizer.iterations.numpy()), "shuffle_buffer": shuffle_buffer,
-                   "pretraining_users": int(len(latest[F.USER_ID]))}, f, indent=2)
+                   "pretraining_users": int(pretraining["users"]), "pretraining": pretraining}, f, indent=2)
     for path in (fn_args.serving_model_dir, fn_args.model_run_dir):
         remove_worker_path(path, strategy)
     barrier(strategy)  # when any worker returns, the chief's model is complete (TFX then checks that it exists)

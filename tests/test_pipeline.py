@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 import tf_keras
+from training_support import latest_examples, reference_anchors
 
 from mtin_tf import features as F
 from mtin_tf import metrics as M
@@ -262,6 +263,36 @@ def test_trainer_used_the_device_strategy_and_logged_training(run):
     assert record["train_examples"] == len(_history_split(run, "train"))
     assert len(record["history"][EVAL_AUC]) == record["epochs_run"]
     assert glob.glob(os.path.join(model_run, "**", "events.out.tfevents.*"), recursive=True)  # TensorBoard
+    # The memories were pretrained from HistoryGen's Beam anchors, for every training user (all items have features).
+    train_users = {e[F.USER_ID] for e in _history_split(run, "train")}
+    assert record["pretraining"]["source"] == "beam" and record["pretraining"]["unknown_users"] == 0
+    assert record["pretraining_users"] == record["pretraining"]["positive_memory"] == len(train_users)
+
+
+def test_history_gen_wrote_each_training_users_memory_anchors_and_listed_them_for_the_trainer(run):
+    """HistoryGen's memory_pretraining artifact holds one anchor record per training user, of the Trainer's memory
+    shape (num_groups from the model config, memory_anchors its default), listed in training_inputs.json; the
+    records equal user_anchors of each user's latest training example, read back from the train split."""
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.pipeline.components.history import MEMORY_ANCHORS_KEY, TRAINING_INPUTS_FILE
+    from mtin_tf.pipeline.trainer import read_item_table
+    from mtin_tf.pretrain import read_anchor_records
+
+    with open(os.path.join(_uri(run, "HistoryGen", "training_inputs"), TRAINING_INPUTS_FILE)) as f:
+        training_inputs = json.load(f)
+    entry = training_inputs[MEMORY_ANCHORS_KEY]
+    k, m = TINY_MODEL["num_groups"], MTINConfig.memory_anchors
+    assert (entry["num_groups"], entry["anchor_size"], entry["seed"]) == (k, m, SEED)
+    assert all(p.startswith(_uri(run, "HistoryGen", "memory_pretraining")) for p in entry["files"])
+    batches = list(read_anchor_records(entry["files"], k, m).as_numpy_iterator())
+    got = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    latest = latest_examples(_history_split(run, "train"))
+    assert sorted(got[F.USER_ID].tolist()) == sorted(latest)
+    features = dict(zip(*read_item_table(training_inputs["item_examples"])))
+    for row, user in enumerate(got[F.USER_ID].tolist()):
+        want = reference_anchors(latest[user], features, k, m, SEED)
+        for name, value in want.items():
+            np.testing.assert_array_equal(got[name][row], value, err_msg=f"user {user} {name}")
 
 
 def _to_ram(run, split):
@@ -372,6 +403,7 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
     assert record["steps_run"] == 7 and record["steps_per_epoch"] == 3 and record["epochs_run"] == 3
     assert len(record["history"][EVAL_AUC]) == 3 and record["shuffle_buffer"] == 16 and record["eval_steps"] == 2
     assert record["pretraining_users"] == len({e[F.USER_ID] for e in _history_split(run, "train")})
+    assert record["pretraining"]["source"] == "beam"
     loaded = tf.saved_model.load(str(tmp_path / "model"))
     assert "serving_default" in loaded.signatures
 

@@ -57,3 +57,34 @@ def planted_run(out_dir, batch_size, strategy, epochs=2):
                                     log_dir=os.path.join(where, "logs"), verbose=0)
         model.save_weights(os.path.join(where, "checkpoint", "weights"))
     return model, history
+
+
+def latest_examples(examples):
+    """{user id: the user's latest example dict} — largest timestamp, then longest clicked history — in plain
+    Python: the reference of memory pretraining's latest-row rule."""
+    latest = {}
+    for ex in examples:
+        best = latest.get(ex[F.USER_ID])
+        if best is None or (ex[F.TIMESTAMP], len(ex[F.CLICKED_ITEMS])) > (best[F.TIMESTAMP],
+                                                                          len(best[F.CLICKED_ITEMS])):
+            latest[ex[F.USER_ID]] = ex
+    return latest
+
+
+def reference_anchors(example, features, num_groups, anchor_size, seed):
+    """{name of mtin_tf.pretrain.ANCHOR_FEATURES: int64 [k, m]} of one example dict: per branch the distinct history
+    items that have features (``features``: {item id: vector}) with the first time the example shows each, in id
+    order, through mtin_tf.pretrain.user_anchors — in plain Python."""
+    from mtin_tf.pretrain import ANCHOR_FEATURES, user_anchors
+
+    record = {}
+    for (items_key, times_key), names in zip(F.HISTORY_PAIRS, ANCHOR_FEATURES):
+        first = {}
+        for item, time in zip(np.asarray(example[items_key]).tolist(), np.asarray(example[times_key]).tolist()):
+            if item in features:
+                first[item] = min(time, first.get(item, time))
+        ids = sorted(first)
+        points = np.array([features[i] for i in ids], np.float32).reshape(len(ids), -1 if ids else 0)
+        record.update(zip(names, user_anchors(ids, [first[i] for i in ids], points, num_groups, anchor_size,
+                                              seed=seed, user_id=example[F.USER_ID])))
+    return record

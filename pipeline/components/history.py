@@ -19,9 +19,16 @@ Outputs
 of
   ``mtin_tf.features.EXAMPLE_FEATURES`` plus ``history_bucket`` (bytes; the clicked-history length bucket, for
   TFMA slices — not a model input, not in the schema, so Transform ignores it).
+- ``memory_pretraining`` (Examples, split ``memory_anchors``, gzipped TFRecord): when memory pretraining is anchored
+  (``pretrain_memory`` and ``memory_anchors`` > 0), each user's memory anchors, computed in Beam by
+  :class:`mtin_tf.data.beam_pretrain.PretrainAnchors` from the ``train`` split and the ``items`` input (one record
+  per user: :data:`mtin_tf.pretrain.ANCHOR_FEATURES`, 2 × ``num_groups`` × ``memory_anchors`` ids and as many
+  times); custom properties ``pretraining_users`` and ``pretraining_users_without_known_items``. Empty (no split)
+  otherwise. Its own artifact: TFX's Trainer reads the hyperparameters artifact as a directory of exactly one file.
 - ``training_inputs`` (HyperParameters, one JSON file): run-time inputs of the Trainer's run_fn that TFX's Trainer has
-  no input channel for — the file pattern of the item-feature examples (the item table the model owns) and the
-  history length. The Trainer reads it as ``fn_args.hyperparameters``.
+  no input channel for — the file pattern of the item-feature examples (the item table the model owns), the
+  history length and, when computed, ``memory_anchors`` (:data:`MEMORY_ANCHORS_KEY`: the anchors' file patterns, their
+  ``num_groups``, ``anchor_size``, ``seed`` and ``iterations``). The Trainer reads it as ``fn_args.hyperparameters``.
 """
 # No `from __future__ import annotations`: TFX reads the component signature's type hints at run time.
 
@@ -33,13 +40,17 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
 from mtin_tf.data.history import SPLIT_NAMES, TEST_FRACTION, VALIDATION_FRACTION
 from mtin_tf.data.ranges import RANGES
+from mtin_tf.pretrain import KMEANS_ITERATIONS
 
 SLICE_FEATURE = "history_bucket"
 HISTORY_BUCKETS = (0, 1, 5, 20, 50)  # lower bounds of the clicked-history length buckets
 TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = SPLIT_NAMES  # the artifact's split names (Split-<name>/)
 TRAINING_INPUTS_FILE = "training_inputs.json"
+MEMORY_ANCHORS_KEY = "memory_anchors"  # training_inputs' entry of the anchors computed in Beam
+ANCHORS_SPLIT = "memory_anchors"  # memory_pretraining's one split
 COUNTER_NAMESPACE = "mtin_pipeline"
 REQUIRED = RANGES  # (min, max) of each raw field, defined once in mtin_tf.data.ranges
 
@@ -116,10 +127,10 @@ def _split_patterns(artifact) -> list:
             for split in artifact_utils.decode_split_names(artifact.split_names)]
 
 
-def _counter(result, name: str) -> int:
+def _counter(result, name: str, namespace: str = COUNTER_NAMESPACE) -> int:
     from apache_beam.metrics.metric import MetricsFilter
 
-    found = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE).with_name(name))["counters"]
+    found = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))["counters"]
     return int(sum(c.committed or c.attempted or 0 for c in found))
 
 
@@ -130,6 +141,7 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
         examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
         training_inputs: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.HyperParameters],
+        memory_pretraining: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
         max_history: tfx.dsl.components.Parameter[int] = F.DEFAULT_MAX_HISTORY,
         test_fraction: tfx.dsl.components.Parameter[float] = TEST_FRACTION,
         time_cut: tfx.dsl.components.Parameter[int] = 0,
@@ -138,8 +150,16 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         min_history: tfx.dsl.components.Parameter[int] = 0,
         max_anomalous_features: tfx.dsl.components.Parameter[int] = 0,
         max_bad_row_fraction: tfx.dsl.components.Parameter[float] = 0.0,
+        num_groups: tfx.dsl.components.Parameter[int] = MTINConfig.num_groups,
+        memory_anchors: tfx.dsl.components.Parameter[int] = MTINConfig.memory_anchors,
+        pretrain_memory: tfx.dsl.components.Parameter[int] = int(MTINConfig.pretrain_memory),
+        seed: tfx.dsl.components.Parameter[int] = MTINConfig.seed,
+        kmeans_iterations: tfx.dsl.components.Parameter[int] = KMEANS_ITERATIONS,
         beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None):
-    """Validate, then build MTIN examples from raw interactions with mtin_tf's Beam history building."""
+    """Validate, then build MTIN examples from raw interactions with mtin_tf's Beam history building; with anchored
+    memory pretraining (``pretrain_memory`` 1 and ``memory_anchors`` > 0; ``num_groups``, ``seed`` and
+    ``kmeans_iterations`` as the model's config.num_groups, config.seed and k-means iterations), compute each user's
+    memory anchors in the same Beam pipeline (:class:`mtin_tf.data.beam_pretrain.PretrainAnchors`)."""
     import tensorflow as tf
 
     from mtin_tf.data.beam_history import BuildExamples
@@ -162,6 +182,11 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         _ = (getattr(built, split_name) | f"Serialize[{split_name}]" >> beam.Map(_serialize)
              | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "data_tfrecord"),
                                                                   file_name_suffix=".gz"))
+    anchored = bool(pretrain_memory) and memory_anchors > 0
+    memory_pretraining.split_names = artifact_utils.encode_split_names([ANCHORS_SPLIT] if anchored else [])
+    if anchored:
+        anchors_dir = _write_anchors(p, built.train, items, memory_pretraining, num_groups=num_groups,
+                                     anchor_size=memory_anchors, iterations=kmeans_iterations, seed=seed)
     result = p.run()
     result.wait_until_finish()
 
@@ -172,5 +197,32 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         raise DataValidationError(
             f"{bad} of {rows} interaction rows ({bad / rows:.2%}) are unreadable (missing or non-integer fields, ids "
             f"<= 0, negative timestamps or clicks outside 0/1); allowed: {max_bad_row_fraction:.2%}")
+    inputs = {"item_examples": _split_patterns(items), "max_history": int(max_history)}
+    if anchored:
+        from mtin_tf.data.beam_pretrain import NAMESPACE
+
+        for name in ("pretraining_users", "pretraining_users_without_known_items"):
+            memory_pretraining.set_int_custom_property(name, _counter(result, name, NAMESPACE))
+        inputs[MEMORY_ANCHORS_KEY] = {"files": [os.path.join(anchors_dir, "*")], "num_groups": int(num_groups),
+                                      "anchor_size": int(memory_anchors), "seed": int(seed),
+                                      "iterations": int(kmeans_iterations)}
     with tf.io.gfile.GFile(os.path.join(training_inputs.uri, TRAINING_INPUTS_FILE), "w") as f:
-        json.dump({"item_examples": _split_patterns(items), "max_history": int(max_history)}, f)
+        json.dump(inputs, f)
+
+
+def _write_anchors(p, train, items, memory_pretraining, **options) -> str:
+    """Adds memory pretraining to the Beam pipeline ``p``: the ``items`` artifact's item examples read (Beam IO) and
+    parsed (mtin_tf.pipeline.inputs.parse_item_example), PretrainAnchors(**options) on the ``train`` examples, the
+    records written as gzipped TFRecord into memory_pretraining's split. Returns that split's directory."""
+    from mtin_tf.data.beam_pretrain import PretrainAnchors
+    from mtin_tf.pipeline.inputs import parse_item_example
+    from mtin_tf.pretrain import anchor_record
+
+    records = [p | f"ReadItems[{i}]" >> beam.io.ReadFromTFRecord(pattern)
+               for i, pattern in enumerate(_split_patterns(items))]
+    item_features = records | "FlattenItems" >> beam.Flatten() | "ParseItems" >> beam.Map(parse_item_example)
+    out_dir = artifact_utils.get_split_uri([memory_pretraining], ANCHORS_SPLIT)
+    _ = ((train, item_features) | "PretrainAnchors" >> PretrainAnchors(**options)
+         | "SerializeAnchors" >> beam.Map(anchor_record)
+         | "WriteAnchors" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "anchors"), file_name_suffix=".gz"))
+    return out_dir
