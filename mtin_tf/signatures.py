@@ -35,6 +35,18 @@ def example_parse_spec():
             for spec in F.MODEL_INPUTS}
 
 
+def pad_history(x, max_history: int) -> tf.Tensor:
+    """A variable-length history (tf.RaggedTensor, tf.SparseTensor, or dense [B, ?] whose zeros are padding; oldest
+    first) → its most recent ``max_history`` entries, right-padded with PADDING_ID: int64 [B, L]. The one TensorFlow
+    definition, shared by serving (parse_examples) and the pipeline's Transform; mtin_tf.data.examples.to_model_arrays
+    is its NumPy twin."""
+    if not isinstance(x, (tf.RaggedTensor, tf.sparse.SparseTensor)):
+        x = tf.sparse.from_dense(x)
+    if isinstance(x, tf.sparse.SparseTensor):
+        x = tf.RaggedTensor.from_sparse(x)
+    return tf.cast(x, tf.int64)[:, -max_history:].to_tensor(default_value=F.PADDING_ID, shape=[None, max_history])
+
+
 def parse_examples(serialized, max_history: int) -> dict:
     """Serialized tf.Example [N] → model inputs: int64 [N] scalars, int64 [N, L] histories (most recent L).
 
@@ -50,8 +62,7 @@ def parse_examples(serialized, max_history: int) -> dict:
     with tf.control_dependencies(checks):
         for spec in F.MODEL_INPUTS:
             if spec.is_history:
-                inputs[spec.name] = ragged[spec.name][:, -max_history:].to_tensor(
-                    default_value=F.PADDING_ID, shape=[None, max_history])
+                inputs[spec.name] = pad_history(ragged[spec.name], max_history)
             else:
                 inputs[spec.name] = tf.identity(parsed[spec.name])
     return inputs

@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from mtin_tf import features as F
+from mtin_tf.signatures import pad_history
 
 USER_VOCABULARY, ITEM_VOCABULARY = "user_vocabulary", "item_vocabulary"
 
@@ -30,14 +31,6 @@ def _dense(x) -> tf.Tensor:
     if isinstance(x, tf.sparse.SparseTensor):
         x = tf.sparse.to_dense(x, default_value=0)
     return tf.reshape(tf.cast(x, tf.int64), [-1])
-
-
-def pad_history(x, max_history: int) -> tf.Tensor:
-    """A variable-length history (SparseTensor [B, ?]) → its most recent ``max_history`` entries, int64 [B, L]."""
-    if not isinstance(x, tf.sparse.SparseTensor):
-        x = tf.sparse.from_dense(x)
-    ragged = tf.RaggedTensor.from_sparse(tf.cast(x, tf.int64))
-    return ragged[:, -max_history:].to_tensor(default_value=F.PADDING_ID, shape=[None, max_history])
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:

@@ -180,3 +180,23 @@ def test_old_examples_dir_without_validation_asks_to_rebuild(tmp_path):
         E.read_split_arrays(str(tmp_path), max_history=4)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         E.read_split_arrays(str(tmp_path / "nowhere"), max_history=4)
+
+
+def test_the_tensorflow_history_padding_is_to_model_arrays_twin():
+    """signatures.pad_history (serving and the pipeline's Transform) keeps the most recent L entries and right-pads
+    with 0, as to_model_arrays does in training, whatever form the history comes in (sparse from tf.io, ragged,
+    dense with 0 as padding)."""
+    import tensorflow as tf
+
+    from mtin_tf.signatures import pad_history
+
+    rng = np.random.default_rng(0)
+    histories = [rng.integers(1, 100, n).tolist() for n in (0, 1, 3, 4, 9)]  # shorter than, equal to, longer than L
+    examples = [{**{spec.name: [] if spec.is_history else 0 for spec in F.EXAMPLE_FEATURES}, F.CLICKED_ITEMS: h}
+                for h in histories]
+    want = E.to_model_arrays(examples, max_history=4)[F.CLICKED_ITEMS]
+    ragged = tf.ragged.constant(histories, dtype=tf.int64, ragged_rank=1)
+    dense = ragged.to_tensor(default_value=0)
+    for form in (ragged, ragged.to_sparse(), dense):
+        np.testing.assert_array_equal(pad_history(form, 4).numpy(), want)
+    assert want[4].tolist() == histories[4][-4:] and want[1].tolist() == [histories[1][0], 0, 0, 0]
