@@ -247,3 +247,15 @@ if LEGACY:
         assert theirs["weights"] == mine["weights"]  # same paths and shapes
         assert theirs["names"] == mine["names"] and theirs["assignment"] == mine["assignment"]
         np.testing.assert_allclose(theirs["logit"], mine["logit"], rtol=1e-5, atol=1e-5)
+
+
+def test_the_branch_settings_are_mtin_config_fields_with_the_same_defaults():
+    """InterestBranch takes its settings by MTINConfig's field names (the model passes them by name, no hand-kept
+    copy); a standalone branch defaults to what MTINConfig does, except XLA for routing (off outside a model)."""
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.layers.branch import BRANCH_SETTINGS
+
+    defaults = MTINConfig()
+    differ = {key: (value, getattr(defaults, key)) for key, value in BRANCH_SETTINGS.items()
+              if getattr(defaults, key) != value}
+    assert differ == {"jit_routing": (False, True)}
