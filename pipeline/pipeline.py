@@ -90,7 +90,10 @@ def create_pipeline(config: PipelineConfig, *, pipeline_root: str, inputs_dir: s
     transform = tfx.components.Transform(
         examples=history.outputs["examples"], schema=examples_schema.outputs["schema"],
         preprocessing_fn="mtin_tf.pipeline.transform.preprocessing_fn",
-        custom_config={"max_history": config.max_history})
+        custom_config={"max_history": config.max_history},
+        # No TFDV statistics of the data before and after Transform: nothing reads them (InteractionsStats checks
+        # the raw data), and at 1 M interactions they took Transform from 1.3 GB to 8.2 GB of peak memory.
+        disable_statistics=True)
     if config.stop_after == "Transform":
         components += [examples_schema, transform]
         return build(components)
