@@ -86,7 +86,7 @@ class TwoTower(tfrs.models.Model):
     def query(self, features):
         user = tf.reshape(self.user_embedding(features[F.USER_ID]), [-1, self.mtin_config.embedding_dim])  # [B, d]
         clicked, known = self.item_embedding(features[F.CLICKED_ITEMS])  # [B, L, d], [B, L]
-        return self.query_tower(tf.concat([user, self.history_mean([clicked, known])], axis=-1))
+        return self.query_tower(tf.concat([user, self.history_mean(clicked, mask=known)], axis=-1))
 
     def candidate(self, item_ids):
         return self.candidate_tower(self.item_embedding(item_ids)[0])

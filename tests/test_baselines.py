@@ -130,7 +130,7 @@ def test_masked_pooling_ignores_padding_and_empty_rows():
     mask = tf.constant([[True, True, False], [False, False, False]])
     np.testing.assert_allclose(MaskedPooling("mean")(values, mask=mask).numpy(), [[3.0], [0.0]])
     np.testing.assert_allclose(MaskedPooling("max")(values, mask=mask).numpy(), [[5.0], [0.0]])
-    # The form models saved before the mask= convention recorded (and mtin_tf.two_tower still calls): the same.
+    # The form models saved before the mask= convention recorded: the same.
     np.testing.assert_allclose(MaskedPooling("mean")([values, mask]).numpy(), [[3.0], [0.0]])
     with pytest.raises(ValueError, match="needs mask="):
         MaskedPooling("mean")(values)
