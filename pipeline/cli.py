@@ -19,7 +19,7 @@ import dataclasses
 import sys
 import typing
 
-from mtin_tf.pipeline.config import PipelineConfig
+from mtin_tf.pipeline.config import PipelineConfig, annotation_types
 
 # PipelineConfig fields whose options are not generated from the field: mtin_config (--config FILE, --set
 # KEY=VALUE ...) and gpu_request (compile-kubeflow's --gpus, --gpu-type). Every other field is one option.
@@ -52,9 +52,8 @@ def add_config_options(p) -> None:
 
 def _option_type(name: str, hint):
     """The option's type for a field annotation: Optional[X] → X; int, float, str, bool; Tuple[str, ...] → tuple."""
-    args = [t for t in typing.get_args(hint) if t is not type(None)] if typing.get_origin(hint) is typing.Union \
-        else [hint]
-    kind = typing.get_origin(args[0]) or args[0] if len(args) == 1 else None
+    kinds = [t for t in annotation_types(hint) if t is not type(None)]
+    kind = kinds[0] if len(kinds) == 1 else None
     if kind not in (int, float, str, bool, tuple):
         raise TypeError(f"PipelineConfig.{name}: no option for {hint}; declare its options and add it to "
                         "COMPOSED_FIELDS")

@@ -122,10 +122,15 @@ class PipelineConfig:
         return cls(**values)
 
 
+def annotation_types(hint) -> tuple:
+    """The plain types a field annotation admits: Optional[X] → (X, NoneType), Tuple[str, ...] → (tuple,)."""
+    admitted = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+    return tuple(typing.get_origin(t) or t for t in admitted)
+
+
 def _check_type(name: str, value, hint) -> None:
     """ValueError unless ``value`` fits the field's annotation (Optional, int for float, no bool for numbers)."""
-    allowed = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
-    allowed = tuple(typing.get_origin(t) or t for t in allowed)  # Tuple[str, ...] → tuple
+    allowed = annotation_types(hint)
     if float in allowed:
         allowed += (int,)
     ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
