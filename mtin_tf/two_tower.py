@@ -172,7 +172,8 @@ class CatalogueRecall(tf_keras.callbacks.Callback):
 def train_two_tower(config: MTINConfig, train_arrays, item_ids, item_features, *, validation_arrays, user_ids=None,
                     patience: int = 2, verbose: int = 0, callbacks=()):
     """Train the two-tower on the clicks of ``train_arrays`` (model-input arrays with labels); early stopping on
-    validation Recall@50 over the catalogue (``validation_arrays``; train's clicks excluded), best weights restored.
+    validation Recall@50 over the catalogue (``validation_arrays``; train's clicks excluded), best weights restored;
+    ``validation_arrays`` None: config.epochs epochs, no validation (a refit for an epoch count chosen before).
     user_ids: the users with an embedding row (default: the users of train). Returns (model, history); history
     holds ``mean_loss`` (L averaged over the epoch's batches) and ``val_retrieval_recall@50`` per epoch."""
     tf_keras.utils.set_random_seed(config.seed)
@@ -180,9 +181,11 @@ def train_two_tower(config: MTINConfig, train_arrays, item_ids, item_features, *
         user_ids = np.unique(np.asarray(train_arrays[F.USER_ID]))
     model = TwoTower(config, item_ids, item_features, user_ids)
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-    stop = tf_keras.callbacks.EarlyStopping(monitor=VALIDATION_METRIC, mode="max", patience=patience,
-                                            restore_best_weights=True)
+    selection = []
+    if validation_arrays is not None:
+        selection = [CatalogueRecall([train_arrays], validation_arrays),
+                     tf_keras.callbacks.EarlyStopping(monitor=VALIDATION_METRIC, mode="max", patience=patience,
+                                                      restore_best_weights=True)]
     history = model.fit(click_dataset(train_arrays, config.batch_size, seed=config.seed), epochs=config.epochs,
-                        callbacks=[CatalogueRecall([train_arrays], validation_arrays), stop, *callbacks],
-                        verbose=verbose)
+                        callbacks=[*selection, *callbacks], verbose=verbose)
     return model, history

@@ -130,3 +130,46 @@ def test_markdown_marks_exactly_the_runs_under_the_best_floor(tmp_path):
     assert "| Strong | 0.7500 ± " in markdown and "Strong ▽" not in markdown
     assert "| Floor: logit user rate + logit item rate | 0.6600 | 0.6000 |" in markdown
     assert "(0.6600)" in markdown
+
+
+def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_planted, tiny_base, tmp_path):
+    """"refit": the epoch is chosen on validation by the model trained on train, then a model trained from the same
+    seed on train + validation for that many epochs is what test scores; the floors are fitted on the same rows."""
+    from mtin_tf import metrics
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.experiment.runner import load_dataset
+    from mtin_tf.floors import floor_metrics
+    from mtin_tf.train import make_dataset, train_mtin
+    from mtin_tf.baselines import BUILDERS
+
+    base = {**tiny_base, "epochs": 3, "use_id_embedding": False}
+    runs = [{"name": "BPR", "model": "bpr"}, {"name": "MTIN"}]
+    results = {}
+    for refit in (False, True):
+        config = {"out": str(tmp_path / f"out{refit}"), "seeds": [0], "base": base, "refit": refit, "patience": 3,
+                  "datasets": {"tiny": tiny_planted}, "tables": [{"name": "t", "runs": runs}]}
+        path = tmp_path / f"experiment{refit}.json"
+        path.write_text(json.dumps(config))
+        assert mtin(["experiment", "--config", str(path)]) == 0
+        results[refit] = json.load(open(tmp_path / f"out{refit}" / "results.json"))
+    plain, refit = ({r["run"]: r for r in results[k]["rows"]} for k in (False, True))
+    ds = load_dataset("tiny", tiny_planted, base["max_history"])
+    for name in ("BPR", "MTIN"):
+        # The selection is the same training as without refit: same curve, epoch and validation metrics.
+        assert refit[name]["curves"]["validation_auc"] == plain[name]["curves"]["validation_auc"]
+        assert refit[name]["validation"] == plain[name]["validation"]
+        assert refit[name]["refit_epochs"] == refit[name]["best_epoch"] and "refit_epochs" not in plain[name]
+        assert refit[name]["key"] != plain[name]["key"]  # another protocol, another cache entry
+        assert refit[name]["auc"] != plain[name]["auc"]  # test scored by another model
+    # BPR's test AUC is that of BPR trained from seed 0 on train + validation for the chosen epochs.
+    config = MTINConfig.from_dict({**base, "seed": 0, "epochs": refit["BPR"]["best_epoch"]})
+    model, _ = train_mtin(config, ds.refit_arrays(), ds.item_ids, ds.item_features, builder=BUILDERS["bpr"],
+                          verbose=0)
+    scores = np.asarray(model.predict(make_dataset(ds.test, 1024), verbose=0)[F.OUTPUT_PROBABILITY]).reshape(-1)
+    assert refit["BPR"]["auc"] == pytest.approx(metrics.auc(ds.test[F.LABEL], scores), abs=1e-6)
+    # The floors: fitted on train + validation under refit, on train without.
+    floors = results[True]["floors"]["tiny"]
+    expected = floor_metrics(ds.refit_arrays(), ds.test, ks=(10, 50))
+    assert floors["user_item_rate"]["auc"] == pytest.approx(expected["user_item_rate"]["auc"])
+    assert floors["user_item_rate"]["auc"] != results[False]["floors"]["tiny"]["user_item_rate"]["auc"]
+    assert "trained again on train + validation" in (tmp_path / "outTrue" / "results.md").read_text()

@@ -60,7 +60,9 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
         if not table_rows:
             continue
         seeds = sorted({r["seed"] for r in table_rows})
-        parts.append(f"### {table.get('title', table['name'])}\n\nSeeds {seeds}; mean ± std over seeds.\n")
+        protocol = (" Epochs chosen on validation, then each model trained again on train + validation for that many "
+                    "epochs and scored on test." if config.get("refit") else "")
+        parts.append(f"### {table.get('title', table['name'])}\n\nSeeds {seeds}; mean ± std over seeds.{protocol}\n")
         for d in table["datasets"]:
             stats = {spec.name: summary.get((table["name"], spec.name, d)) for spec in table["parsed_runs"]}
             if not any(stats.values()):
@@ -90,7 +92,8 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
                              + " |")
             if floor_auc is not None:
                 lines.append(f"\n{BELOW_FLOOR}: mean test AUC under the best popularity floor's ({floor_auc:.4f}); "
-                             "floors are fitted on the training rows (docs/EVALUATION.md).")
+                             f"floors are fitted on the {'train + validation' if config.get('refit') else 'training'} "
+                             "rows (docs/EVALUATION.md).")
             parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 

@@ -15,6 +15,9 @@ from mtin_tf.experiment.analysis import group_recovery, truth_click_probabilitie
 from mtin_tf.experiment.report import write_results
 
 PROTOCOL = "train/validation/test"  # part of every run's cache key: runs early-stopped on test are never reused
+# The protocol with the config's "refit": the epoch count is chosen on validation as above, then the model is trained
+# again from its initialisation on train + validation for that many epochs and scored on test (refit_arrays).
+REFIT_PROTOCOL = PROTOCOL + ", refit on train+validation"
 # Part of an MTIN run's cache key: how `recommend` ranks the catalogue (mtin_tf.retrieval), which the run's catalogue
 # metrics measure; rows recorded under an older rule (by log click probability + log q, before 2026-12-06) are not
 # reused.
@@ -36,10 +39,11 @@ class RunSpec:
 
         return MTINConfig.variant(self.variant, **{**base, **dict(self.overrides), "seed": seed})
 
-    def key(self, base: dict, dataset: str, seed: int) -> str:
-        """Stable id of (model, full config, dataset): runs that train the same thing share one training."""
+    def key(self, base: dict, dataset: str, seed: int, *, refit: bool = False) -> str:
+        """Stable id of (model, full config, dataset, protocol): runs that train the same thing share one training."""
         rule = [RECOMMEND_RULE] if self.model == "mtin" else []
-        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset, PROTOCOL, *rule],
+        protocol = REFIT_PROTOCOL if refit else PROTOCOL
+        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset, protocol, *rule],
                              sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
@@ -102,6 +106,12 @@ class Dataset:
     item_cluster: dict | None = None  # planted: item id -> true cluster
     oracle_auc: float | None = None  # planted: AUC of the true p_click on the test rows
 
+    def refit_arrays(self) -> dict:
+        """The train and validation rows as one set of model-input arrays (train's rows first): what a refit trains
+        on, and what the floors are fitted on under the refit protocol."""
+        return {name: np.concatenate([np.asarray(self.train[name]), np.asarray(self.validation[name])])
+                for name in self.train}
+
 
 def load_dataset(name: str, spec: dict, max_history: int) -> Dataset:
     """Train/validation/test model arrays of a built dataset (+ ground truth and oracle AUC when ``planted`` is
@@ -127,42 +137,53 @@ def load_dataset(name: str, spec: dict, max_history: int) -> Dataset:
 
 
 # ----------------------------------------------------------------------------- training one run
-def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: int = 2) -> dict:
+def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: int = 2, refit: bool = False) -> dict:
     """Train one model on one dataset with one seed (early stopping on validation); returns a result row (test
-    metrics, ``validation`` metrics, validation-AUC curve and chosen epoch, timings, ARI)."""
+    metrics, ``validation`` metrics, validation-AUC curve and chosen epoch, timings, ARI).
+
+    refit: once the epoch is chosen, train the model again from the same seed on train + validation for that many
+    epochs (no early stopping) and score test with it (``refit_epochs``; ``train_seconds`` counts both trainings);
+    the validation metrics stay those of the model trained on train alone, which chose the epoch."""
     from mtin_tf import features as F
     from mtin_tf import metrics
     from mtin_tf.baselines import BUILDERS
     from mtin_tf.model import POSITIVE_BRANCH, build_mtin
+    from mtin_tf.retrieval import catalogue_metrics
     from mtin_tf.train import EVAL_AUC, make_dataset, predict_probabilities, train_mtin
     from mtin_tf.two_tower import TWO_TOWER
 
     config = spec.config(base, seed)
     if spec.model == TWO_TOWER:
-        return train_two_tower_run(spec, ds, config, patience=patience)
+        return train_two_tower_run(spec, ds, config, patience=patience, refit=refit)
     builder = build_mtin if spec.model == "mtin" else BUILDERS[spec.model]
     start = time.perf_counter()
     model, history = train_mtin(config, ds.train, ds.item_ids, ds.item_features, eval_arrays=ds.validation,
                                 builder=builder, verbose=0, patience=patience)
-    seconds = time.perf_counter() - start
     curve = [float(v) for v in history.history.get(EVAL_AUC, [])]
     validation = predict_probabilities(model, ds.validation)
+    validation_catalogue = {}
+    if spec.model == "mtin":  # recommending from the whole catalogue (the recommend signature's path)
+        validation_catalogue = catalogue_metrics(model, [ds.train], ds.validation)
+    best_epoch = int(np.argmax(curve)) + 1 if curve else None
+    if refit:  # the same model and seed, trained on every row before test for the epochs chosen above
+        model, _ = train_mtin(dataclasses.replace(config, epochs=best_epoch or config.epochs), ds.refit_arrays(),
+                              ds.item_ids, ds.item_features, builder=builder, verbose=0)
+    seconds = time.perf_counter() - start
     out = model.predict(make_dataset(ds.test, 1024), verbose=0)
     scores = np.asarray(out[F.OUTPUT_PROBABILITY]).reshape(-1)
     row = {"run": spec.name, "model": spec.model, "variant": spec.variant if spec.model == "mtin" else spec.model,
            "overrides": dict(spec.overrides), "dataset": ds.name, "seed": seed,
            **metrics.summary(ds.test[F.USER_ID], ds.test[F.LABEL], scores, ks=(10, 50)),
-           "validation": metrics.summary(ds.validation[F.USER_ID], ds.validation[F.LABEL], validation, ks=(10, 50)),
-           "epochs_run": len(history.history["loss"]), "best_epoch": int(np.argmax(curve)) + 1 if curve else None,
-           "train_seconds": round(seconds, 1),
+           "validation": {**metrics.summary(ds.validation[F.USER_ID], ds.validation[F.LABEL], validation, ks=(10, 50)),
+                          **validation_catalogue},
+           "epochs_run": len(history.history["loss"]), "best_epoch": best_epoch, "train_seconds": round(seconds, 1),
            "curves": {"loss": [float(v) for v in history.history["loss"]], "validation_auc": curve}}
+    if refit:
+        row["refit_epochs"] = best_epoch or config.epochs
     if ds.oracle_auc is not None:
         row["oracle_auc"] = ds.oracle_auc
-    if spec.model == "mtin":  # recommending from the whole catalogue (the recommend signature's path)
-        from mtin_tf.retrieval import catalogue_metrics
-
+    if spec.model == "mtin":
         row.update(catalogue_metrics(model, [ds.train, ds.validation], ds.test))
-        row["validation"].update(catalogue_metrics(model, [ds.train], ds.validation))
     dropped = history.history.get(f"val_{POSITIVE_BRANCH}_dropped")
     if dropped and row["best_epoch"]:  # share of the real clicked items routing left out, at the chosen epoch
         row["dropped"] = float(dropped[row["best_epoch"] - 1])
@@ -175,22 +196,27 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
     return row
 
 
-def train_two_tower_run(spec: RunSpec, ds: Dataset, config, *, patience: int = 2) -> dict:
+def train_two_tower_run(spec: RunSpec, ds: Dataset, config, *, patience: int = 2, refit: bool = False) -> dict:
     """The result row of a two-tower run (mtin_tf.two_tower): test catalogue retrieval (the queries and exclusions of
-    MTIN's rows), ``validation`` Recall@50 at the restored epoch, the per-epoch curves, timings; no click metrics."""
+    MTIN's rows), ``validation`` Recall@50 at the restored epoch, the per-epoch curves, timings; no click metrics.
+    refit: as train_run's (trained again on train + validation for the chosen epochs before test is scored)."""
     from mtin_tf.two_tower import EPOCH_LOSS, VALIDATION_METRIC, train_two_tower, two_tower_catalogue_metrics
 
     start = time.perf_counter()
     model, history = train_two_tower(config, ds.train, ds.item_ids, ds.item_features, validation_arrays=ds.validation,
                                      patience=patience)
-    seconds = time.perf_counter() - start
     curve = [float(v) for v in history.history[VALIDATION_METRIC]]
     best = int(np.argmax(curve))
+    if refit:
+        model, _ = train_two_tower(dataclasses.replace(config, epochs=best + 1), ds.refit_arrays(), ds.item_ids,
+                                   ds.item_features, validation_arrays=None)
+    seconds = time.perf_counter() - start
     return {"run": spec.name, "model": spec.model, "variant": spec.model, "overrides": dict(spec.overrides),
             "dataset": ds.name, "seed": config.seed,
             **two_tower_catalogue_metrics(model, [ds.train, ds.validation], ds.test),
             "validation": {VALIDATION_METRIC[len("val_"):]: curve[best]},
             "epochs_run": len(curve), "best_epoch": best + 1, "train_seconds": round(seconds, 1),
+            **({"refit_epochs": best + 1} if refit else {}),
             "curves": {"loss": [float(v) for v in history.history[EPOCH_LOSS]], "validation_auc": [],
                        VALIDATION_METRIC: curve}}
 
@@ -233,13 +259,14 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
     loaded: dict[str, Dataset] = {}
     rows = []
     cells = planned_runs(config, only, datasets)
+    refit = bool(config.get("refit", False))
     floors = {}
     for dataset in dict.fromkeys(cell[2] for cell in cells):
         floors[dataset] = dataset_floors(config, dataset, loaded, max_history)
     bar = tqdm(cells, desc="mtin experiment", unit="run")
     for table, spec, dataset, seed in bar:
         dataset_base = base_for(config, dataset)
-        key = spec.key(dataset_base, dataset, seed)
+        key = spec.key(dataset_base, dataset, seed, refit=refit)
         cache = os.path.join(out, "runs", f"{key}.json")
         bar.set_postfix_str(f"{table['name']}: {spec.name} on {dataset}, seed {seed}")
         result = None
@@ -251,7 +278,8 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
         if result is None:
             if dataset not in loaded:
                 loaded[dataset] = load_dataset(dataset, config["datasets"][dataset], max_history)
-            result = train_run(spec, loaded[dataset], dataset_base, seed, patience=config.get("patience", 2))
+            result = train_run(spec, loaded[dataset], dataset_base, seed, patience=config.get("patience", 2),
+                               refit=refit)
             with open(cache, "w") as f:
                 json.dump(result, f)
             scores = " ".join(f"{label} {result[m]:.4f}" for m, label in (("auc", "AUC"), ("gauc", "gAUC"),
@@ -265,13 +293,16 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
 
 
 def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int) -> dict:
-    """{floor name: test metrics} of one dataset's popularity floors (fitted on its training rows), cached in
-    OUT/floors/<dataset>.json for the same examples directory; loads the dataset into ``loaded`` when needed."""
+    """{floor name: test metrics} of one dataset's popularity floors, fitted on the rows the models are fitted on
+    before test is scored (train, or train + validation under the config's "refit"), cached in
+    OUT/floors/<dataset>.json (refit: <dataset>_refit.json) for the same examples directory; loads the dataset into
+    ``loaded`` when needed."""
     from mtin_tf.floors import POPULAR, floor_metrics
     from mtin_tf.retrieval import popularity_floor_metrics
 
     spec = config["datasets"][dataset]
-    path = os.path.join(config["out"], "floors", f"{dataset}.json")
+    refit = bool(config.get("refit", False))
+    path = os.path.join(config["out"], "floors", f"{dataset}{'_refit' if refit else ''}.json")
     if os.path.exists(path):
         with open(path) as f:
             cached = json.load(f)
@@ -280,7 +311,7 @@ def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int) -
     if dataset not in loaded:
         loaded[dataset] = load_dataset(dataset, spec, max_history)
     ds = loaded[dataset]
-    result = floor_metrics(ds.train, ds.test, ks=(10, 50))
+    result = floor_metrics(ds.refit_arrays() if refit else ds.train, ds.test, ks=(10, 50))
     result[POPULAR] = popularity_floor_metrics([ds.train, ds.validation], ds.test)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
