@@ -136,11 +136,11 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_p
     """"refit": the epoch is chosen on validation by the model trained on train, then a model trained from the same
     seed on train + validation for that many epochs is what test scores; the floors are fitted on the same rows."""
     from mtin_tf import metrics
+    from mtin_tf.baselines import BUILDERS
     from mtin_tf.config import MTINConfig
     from mtin_tf.experiment.runner import load_dataset
     from mtin_tf.floors import floor_metrics
     from mtin_tf.train import make_dataset, train_mtin
-    from mtin_tf.baselines import BUILDERS
 
     base = {**tiny_base, "epochs": 3, "use_id_embedding": False}
     runs = [{"name": "BPR", "model": "bpr"}, {"name": "MTIN"}]
