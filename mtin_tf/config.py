@@ -111,6 +111,10 @@ class MTINConfig:
     # γ log q_j, an estimate of how likely the user is to be shown the item and click it, the event a catalogue
     # recommendation is judged on. False: u_p·x_j alone (cold-start data, whose test items have no impressions).
     exposure_prior: bool = True
+    # The user's recent click level (ours, mtin_tf.layers.ClickLevel): a per-user logit offset learnt from the click
+    # share of the last ``click_level`` impressions of the two histories together (0 = off). It moves all of a user's
+    # click probabilities together: AUC over users, not gAUC or any one user's ranking.
+    click_level: int = 0
     mixed_precision: bool = False  # mixed_float16 compute on GPUs
     # Compile the whole train step with XLA (model.compile(jit_compile=...)). Off by default: measured slower on CPU
     # for MTIN and DIN alike (docs/MODEL.md, "Cost"); worth trying on a GPU.
@@ -125,6 +129,8 @@ class MTINConfig:
             self.num_groups = 1
         if self.retrieval_weight < 0:
             raise ValueError(f"retrieval_weight must be >= 0, got {self.retrieval_weight}")
+        if self.click_level < 0:
+            raise ValueError(f"click_level must be >= 0 (0 = off), got {self.click_level}")
         for name in ("embedding_dim", "num_masks", "num_groups", "max_history", "batch_size", "routing_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

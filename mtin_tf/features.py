@@ -70,6 +70,10 @@ OUTPUT_GROUP_ASSIGNMENT = "group_assignment"
 OUTPUT_POSITIVE_ROWS = "positive_rows"
 OUTPUT_NEGATIVE_ROWS = "negative_rows"
 OUTPUT_ROWS = (OUTPUT_POSITIVE_ROWS, OUTPUT_NEGATIVE_ROWS)  # in the order of HISTORY_PAIRS (clicked, browsed)
+# The user's recent click level, a logit offset [B] (config.click_level; mtin_tf.layers.ClickLevel).
+OUTPUT_CLICK_LEVEL = "click_level"
+# What the user encoder hands the candidate scorer: the rows, and the click level when the model has it.
+USER_STATE = OUTPUT_ROWS + (OUTPUT_CLICK_LEVEL,)
 # The candidate's embedding x_e [B, d]: an output of an MTIN trained with the retrieval objective (with positive_rows).
 OUTPUT_CANDIDATE_EMBEDDING = "candidate_embedding"
 # The candidate's exposure prior log q_j [B]: the log of its share of the training impressions (config.exposure_prior).

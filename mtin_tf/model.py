@@ -11,6 +11,7 @@ from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.layers.backend import require_legacy_keras
 from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
+from mtin_tf.layers.click_level import ClickLevel
 from mtin_tf.layers.combiner import ClickCombiner
 from mtin_tf.layers.exposure import ExposurePrior
 from mtin_tf.layers.readout import InterestReadout
@@ -22,6 +23,7 @@ POSITIVE_READOUT, NEGATIVE_READOUT = "positive_readout", "negative_readout"
 ITEM_EMBEDDING = "item_embedding"
 ITEM_BIAS = "item_bias"
 EXPOSURE_PRIOR = "exposure_prior"
+CLICK_LEVEL = F.OUTPUT_CLICK_LEVEL
 
 
 def model_inputs(max_history: int, names=F.MODEL_INPUT_NAMES) -> dict:
@@ -110,11 +112,16 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
 
     inputs: user_id [B], timestamp [B] (the impression time), the four histories [B, L] (mtin_tf.features).
     Returns {positive_rows, negative_rows: u [B, s, d] (eq. 10), group_weights [B, s, s] and group_assignment [B, L]
-    of the positive branch}. ``report_metrics``: whether the branches update their routing metrics (the training
-    model does; the serving and scoring paths do not)."""
+    of the positive branch}, and click_level [B] (the logit offset of the user's recent click share) when the model
+    has that layer (config.click_level). ``report_metrics``: whether the branches update their routing metrics (the
+    training model does; the serving and scoring paths do not)."""
     embed = layer(ITEM_EMBEDDING)
     embedded = {ids_key: embed(inputs[ids_key]) for (ids_key, _), *_ in BRANCHES}
     out = {}
+    click_level = _optional_layer(layer, CLICK_LEVEL)
+    if click_level is not None:
+        out[F.OUTPUT_CLICK_LEVEL] = click_level([inputs[times_key] for (_, times_key), *_ in BRANCHES],
+                                                mask=tuple(embedded[ids_key][1] for (ids_key, _), *_ in BRANCHES))
     for (ids_key, times_key), memory_name, branch_name, _, rows_key in BRANCHES:
         memory = layer(memory_name)(inputs[F.USER_ID])
         if isinstance(memory, (tuple, list)):  # anchored rows: residual + mean of the past anchors' embeddings
@@ -135,15 +142,28 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     return out
 
 
+def _optional_layer(layer, name):
+    """``layer(name)``, or None when the model has no layer of that name (``layer`` is Model.get_layer, which
+    raises ValueError, or a dict's get)."""
+    try:
+        return layer(name)
+    except ValueError:
+        return None
+
+
 def score_candidates(layer, rows: dict, candidate_ids, *, item_bias: bool, with_candidate: bool = False) -> dict:
-    """The candidate half: rows {positive_rows, negative_rows} [B, s, d] and candidate ids [B] or [B, N] →
-    {logit, click_probability} [B] or [B, N]: ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (section 4.4);
+    """The candidate half: rows {positive_rows, negative_rows} [B, s, d] (and click_level [B] when the user encoder
+    gave it) and candidate ids [B] or [B, N] → {logit, click_probability} [B] or [B, N]:
+    ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (+ the user's click level) (section 4.4);
     ``with_candidate`` adds candidate_embedding x_e [B, d] (or [B, N, d]), the lookup the scores used (a second
     lookup would add the id embedding's L2 term twice)."""
     candidate, _ = layer(ITEM_EMBEDDING)(candidate_ids)
     scores = [layer(readout_name)([rows[rows_key], candidate]) for *_, readout_name, rows_key in BRANCHES]
     if item_bias:
         scores.append(layer(ITEM_BIAS)(candidate_ids))
+    if F.OUTPUT_CLICK_LEVEL in rows:  # one offset per user, the same for each of its candidates
+        level = rows[F.OUTPUT_CLICK_LEVEL]
+        scores.append(level[:, None] * tf.ones_like(scores[0]) if candidate_ids.shape.rank == 2 else level)
     logit = layer(F.OUTPUT_LOGIT)(scores)
     out = {F.OUTPUT_LOGIT: logit, F.OUTPUT_PROBABILITY: layer(F.OUTPUT_PROBABILITY)(logit)}
     if with_candidate:
@@ -185,6 +205,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
         layers[ITEM_BIAS] = item_bias(config, item_ids)
     if config.exposure_prior:
         layers[EXPOSURE_PRIOR] = exposure_prior(item_ids)
+    if config.click_level:
+        layers[CLICK_LEVEL] = ClickLevel(config.click_level, name=CLICK_LEVEL)
     layers[F.OUTPUT_LOGIT] = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)
     layers[F.OUTPUT_PROBABILITY] = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)
     inputs = model_inputs(config.max_history)
@@ -218,7 +240,7 @@ def user_encoder(model) -> tf_keras.Model:
 
     Inputs: user_id, timestamp int64 [B] and the four histories int64 [B, L]. Outputs: positive_rows,
     negative_rows float [B, s, d] (each branch's updated memory rows u_p), group_weights [B, s, s],
-    group_assignment int32 [B, L] (as the fused model's)."""
+    group_assignment int32 [B, L] (as the fused model's), click_level [B] when the model has it."""
     check_mtin(model)
     inputs = model_inputs(int(model.input[F.CLICKED_ITEMS].shape[-1]), names=F.USER_INPUT_NAMES)
     return tf_keras.Model(inputs, encode_user(model.get_layer, inputs), name="mtin_user_encoder")
@@ -227,12 +249,15 @@ def user_encoder(model) -> tf_keras.Model:
 def candidate_scorer(model) -> tf_keras.Model:
     """The candidate half of an MTIN ``model`` as a Model on the same layers.
 
-    Inputs: positive_rows, negative_rows float [B, s, d] (user_encoder's outputs) and candidate_ids int64 [B, N].
+    Inputs: positive_rows, negative_rows float [B, s, d] (user_encoder's outputs; click_level float [B] too when the
+    model has it) and candidate_ids int64 [B, N].
     Outputs: logit, click_probability float [B, N], each candidate scored against its row's user."""
     check_mtin(model)
     branch = model.get_layer(POSITIVE_BRANCH)
     s, d = branch.num_groups, int(model.get_layer(ITEM_EMBEDDING).embedding_dim)
     rows = {key: tf_keras.Input(shape=(s, d), name=key) for *_, key in BRANCHES}
+    if CLICK_LEVEL in {layer.name for layer in model.layers}:
+        rows[F.OUTPUT_CLICK_LEVEL] = tf_keras.Input(shape=(), name=F.OUTPUT_CLICK_LEVEL)
     candidates = tf_keras.Input(shape=(None,), dtype=tf.int64, name=F.CANDIDATE_IDS)
     outputs = score_candidates(model.get_layer, rows, candidates, item_bias=has_item_bias(model))
     return tf_keras.Model({**rows, F.CANDIDATE_IDS: candidates}, outputs, name="mtin_candidate_scorer")

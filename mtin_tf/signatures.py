@@ -128,7 +128,7 @@ def row_scorer(model):
     def scored(inputs):
         users, index = distinct_users(inputs)
         encoded = encode(users)
-        rows = {key: tf.gather(encoded[key], index) for key in F.OUTPUT_ROWS}
+        rows = {key: tf.gather(encoded[key], index) for key in F.USER_STATE if key in encoded}
         out = {key: value[:, 0] for key, value in score(rows, inputs[F.ITEM_ID][:, None]).items()}
         out.update({key: tf.gather(encoded[key], index) for key in _GROUP_OUTPUTS})
         return out
@@ -147,7 +147,7 @@ def candidates_scorer(model):
 
         def scored(users, candidate_ids):
             encoded = encode(users)
-            out = score({key: encoded[key] for key in F.OUTPUT_ROWS}, candidate_ids)
+            out = score({key: encoded[key] for key in F.USER_STATE if key in encoded}, candidate_ids)
             out.update({key: encoded[key] for key in _GROUP_OUTPUTS})
             return out
         return scored

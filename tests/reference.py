@@ -244,9 +244,30 @@ def regularised_kernels(model, config):
     return kernels
 
 
+def click_level(layer, x, last):
+    """mtin_tf.layers.ClickLevel on the histories of batch ``x``, row by row: the K = ``last`` latest real items of
+    both histories (by time, a click before a browse of the same second), ρ = (clicks + 1) / (n + 2), and
+    w · [logit ρ, n / K] + b with the layer's weights → [B]."""
+    kernel, bias = (w.numpy().astype(np.float64) for w in layer.dense.weights)
+    out = []
+    for b in range(len(x["user_id"])):
+        events = []  # (-time, position in [clicked, browsed], clicked)
+        for offset, (ids_key, times_key, clicked) in enumerate((("clicked_item_ids", "clicked_timestamps", 1),
+                                                                 ("browsed_item_ids", "browsed_timestamps", 0))):
+            length = len(x[ids_key][b])
+            for j in range(length):
+                if x[ids_key][b][j] > 0:
+                    events.append((-int(x[times_key][b][j]), offset * length + j, clicked))
+        latest = sorted(events)[:last]
+        n, c = len(latest), sum(e[2] for e in latest)
+        rho = (c + 1.0) / (n + 2.0)
+        out.append(np.log(rho / (1 - rho)) * kernel[0, 0] + n / last * kernel[1, 0] + bias[0])
+    return np.array(out)
+
+
 def mtin(model, config, x, labels, item_ids, item_features, user_ids):
     """The MTIN model of mtin_tf.model.build_mtin on a batch ``x`` (model inputs, raw ids), from the model's weights:
-    ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) and eq. 12's loss, the mean sigmoid cross-entropy plus λ on the
+    ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (+ the click level) and eq. 12's loss, the mean sigmoid cross-entropy plus λ on the
     kernels, the memory rows a batch uses (mean over the batch) and the id-embedding rows each lookup uses.
 
     Returns {logit, positive, negative, assignment (of the clicked history), group_weights, cross_entropy,
@@ -285,6 +306,8 @@ def mtin(model, config, x, labels, item_ids, item_features, user_ids):
         bias = model.get_layer("item_bias").bias.numpy().astype(np.float64)
         logit = logit + bias[table_rows(item_ids, x["item_id"])]
         l2 += config.l2 * np.sum(bias ** 2)
+    if config.click_level:  # the user's recent click level (no L2)
+        logit = logit + click_level(model.get_layer("click_level"), x, config.click_level)
     y = np.asarray(labels, np.float64)
     cross_entropy = np.mean(np.maximum(logit, 0) - logit * y + np.log1p(np.exp(-np.abs(logit))))
     return {**out, "logit": logit, "cross_entropy": cross_entropy, "regularisation": l2, "loss": cross_entropy + l2}

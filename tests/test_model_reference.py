@@ -20,11 +20,11 @@ CASES = {
                   routing_center=False, parallel_routing=False, tau=0.2, pretrain_memory=False, memory_anchors=0,
                   use_id_embedding=False, use_item_bias=False, learnable_branch_weights=True),
     # this project's additions: attention readout, concat_pool, P_ii = 1, time gaps, centred parallel routing,
-    # anchored memory rows, id embeddings and the item bias
+    # anchored memory rows, id embeddings, the item bias and the click level of the last 4 impressions
     "attention": dict(readout="attention", aggregation="concat_pool", temporal_self=True, use_time_gaps=True,
                       routing_epsilon=0.45, routing_center=True, parallel_routing=True, tau=0.3,
                       pretrain_memory=True, memory_anchors=2, use_id_embedding=True, use_item_bias=True,
-                      learnable_branch_weights=True),
+                      learnable_branch_weights=True, click_level=4),
     # routing that starts from the item-row similarity
     "similarity": dict(readout="attention", routing_similarity=True, aggregation="concat_pool",
                        temporal_self=True, use_time_gaps=False, routing_epsilon=0.45, routing_center=True,
@@ -63,6 +63,8 @@ def _model(case):
     combiner.beta.assign(-0.7)
     if config.use_item_bias:
         model.get_layer("item_bias").bias.assign(rng.normal(size=13))
+    if config.click_level:  # away from its zero start
+        model.get_layer("click_level").dense.set_weights([np.array([[0.8], [-0.5]], np.float32), np.array([0.3])])
     if config.use_id_embedding:
         embed = model.get_layer("item_embedding")
         embed.id_embedding.assign(0.5 * rng.normal(size=embed.id_embedding.shape))

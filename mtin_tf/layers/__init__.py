@@ -2,6 +2,7 @@
 tf.keras is in the process (mtin_tf.layers.backend)."""
 from mtin_tf.layers.aggregation import InterestAggregation
 from mtin_tf.layers.branch import InterestBranch
+from mtin_tf.layers.click_level import ClickLevel
 from mtin_tf.layers.combiner import ClickCombiner
 from mtin_tf.layers.exposure import ExposurePrior
 from mtin_tf.layers.grouped_matmul import grouped_matmul
@@ -11,6 +12,6 @@ from mtin_tf.layers.routing import InterestGroupRouting, route_interest_groups
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
 from mtin_tf.layers.temporal_mask import ParallelTemporalMask
 
-__all__ = ["AnchoredMemory", "ClickCombiner", "ExposurePrior", "InterestAggregation", "InterestBranch",
+__all__ = ["AnchoredMemory", "ClickCombiner", "ClickLevel", "ExposurePrior", "InterestAggregation", "InterestBranch",
            "InterestGroupRouting", "InterestMask", "InterestReadout", "ItemBias", "ItemEmbedding", "NpyRows",
            "ParallelTemporalMask", "UserMemory", "grouped_matmul", "route_interest_groups"]
