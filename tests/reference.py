@@ -267,8 +267,9 @@ def click_level(layer, x, last):
 
 def mtin(model, config, x, labels, item_ids, item_features, user_ids):
     """The MTIN model of mtin_tf.model.build_mtin on a batch ``x`` (model inputs, raw ids), from the model's weights:
-    ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (+ the click level) and eq. 12's loss, the mean sigmoid cross-entropy plus λ on the
-    kernels, the memory rows a batch uses (mean over the batch) and the id-embedding rows each lookup uses.
+    ŷ = α·P(x_e|H_pos) + β·P(x_e|H_neg) (+ b_item) (+ the click level) and eq. 12's loss, the mean sigmoid
+    cross-entropy plus λ on the kernels, the memory rows a batch uses (mean over the batch) and the id-embedding rows
+    each lookup uses.
 
     Returns {logit, positive, negative, assignment (of the clicked history), group_weights, cross_entropy,
     regularisation, loss}."""
