@@ -133,7 +133,7 @@ def test_markdown_marks_exactly_the_runs_under_the_best_floor(tmp_path):
 
 
 def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_planted, tiny_base, tmp_path):
-    """"refit": the epoch is chosen on validation by the model trained on train, then a model trained from the same
+    """--refit (the config's "refit"): the epoch is chosen on validation by the model trained on train, then a model trained from the same
     seed on train + validation for that many epochs is what test scores; the floors are fitted on the same rows."""
     from mtin_tf import metrics
     from mtin_tf.baselines import BUILDERS
@@ -146,11 +146,11 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_p
     runs = [{"name": "BPR", "model": "bpr"}, {"name": "MTIN"}]
     results = {}
     for refit in (False, True):
-        config = {"out": str(tmp_path / f"out{refit}"), "seeds": [0], "base": base, "refit": refit, "patience": 3,
+        config = {"out": str(tmp_path / f"out{refit}"), "seeds": [0], "base": base, "patience": 3,
                   "datasets": {"tiny": tiny_planted}, "tables": [{"name": "t", "runs": runs}]}
         path = tmp_path / f"experiment{refit}.json"
         path.write_text(json.dumps(config))
-        assert mtin(["experiment", "--config", str(path)]) == 0
+        assert mtin(["experiment", "--config", str(path), *(["--refit"] if refit else [])]) == 0
         results[refit] = json.load(open(tmp_path / f"out{refit}" / "results.json"))
     plain, refit = ({r["run"]: r for r in results[k]["rows"]} for k in (False, True))
     ds = load_dataset("tiny", tiny_planted, base["max_history"])

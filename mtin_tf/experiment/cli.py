@@ -14,6 +14,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="results directory (overrides the config's out)")
     p.add_argument("--only", nargs="*", default=None, help="run only these tables (by name)")
     p.add_argument("--datasets", nargs="*", default=None, help="run only these datasets")
+    p.add_argument("--refit", action="store_true",
+                   help="after choosing each run's epoch on validation, train it again on train + validation for "
+                        "that many epochs and score test with it; floors fitted on the same rows (the config's "
+                        "\"refit\": true does the same)")
     p.set_defaults(func=run)
 
 
@@ -21,6 +25,8 @@ def run(args) -> int:
     from mtin_tf.experiment.runner import load_config, run_experiment
 
     config = load_config(args.config, args.out)
+    if args.refit:
+        config["refit"] = True
     run_experiment(config, only=args.only, datasets=args.datasets)
     with open(os.path.join(config["out"], "results.md")) as f:
         print(f.read())
