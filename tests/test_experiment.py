@@ -133,8 +133,9 @@ def test_markdown_marks_exactly_the_runs_under_the_best_floor(tmp_path):
 
 
 def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_planted, tiny_base, tmp_path):
-    """--refit (the config's "refit"): the epoch is chosen on validation by the model trained on train, then a model trained from the same
-    seed on train + validation for that many epochs is what test scores; the floors are fitted on the same rows."""
+    """--refit (the config's "refit"): the epoch is chosen on validation by the model trained on train, then a model
+    trained from the same seed on train + validation for that many epochs is what test scores; the floors are fitted
+    on the same rows."""
     from mtin_tf import metrics
     from mtin_tf.baselines import BUILDERS
     from mtin_tf.config import MTINConfig
