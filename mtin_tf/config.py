@@ -15,7 +15,7 @@ READOUTS = ("paper", "attention", "target")
 # τ = 0.1.
 PAPER_FAITHFUL = {"temporal_self": False, "readout": "paper", "memory_anchors": 0, "use_id_embedding": False,
                   "use_item_bias": False, "learnable_branch_weights": True, "routing_epsilon": 0.1,
-                  "routing_center": False, "tau": 0.1, "retrieval_weight": 0.0}
+                  "routing_center": False, "tau": 0.1, "retrieval_weight": 0.0, "click_level": 0}
 
 VARIANTS = {"MTIN": {}, "MTIN-I": {"use_routing": False}, "MTIN-P": {"pretrain_memory": False},
             "MTIN-paper": PAPER_FAITHFUL}
@@ -113,7 +113,8 @@ class MTINConfig:
     exposure_prior: bool = True
     # The user's recent click level (ours, mtin_tf.layers.ClickLevel): a per-user logit offset learnt from the click
     # share of the last ``click_level`` impressions of the two histories together (0 = off). It moves all of a user's
-    # click probabilities together: AUC over users, not gAUC or any one user's ranking.
+    # click probabilities together: AUC over users, not gAUC or any one user's ranking. Every baseline gets the same
+    # term (mtin_tf.baselines.common.finish).
     click_level: int = 0
     mixed_precision: bool = False  # mixed_float16 compute on GPUs
     # Compile the whole train step with XLA (model.compile(jit_compile=...)). Off by default: measured slower on CPU

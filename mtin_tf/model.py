@@ -120,8 +120,7 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     out = {}
     click_level = _optional_layer(layer, CLICK_LEVEL)
     if click_level is not None:
-        out[F.OUTPUT_CLICK_LEVEL] = click_level([inputs[times_key] for (_, times_key), *_ in BRANCHES],
-                                                mask=tuple(embedded[ids_key][1] for (ids_key, _), *_ in BRANCHES))
+        out[F.OUTPUT_CLICK_LEVEL] = click_level([inputs[key] for pair in F.HISTORY_PAIRS for key in pair])
     for (ids_key, times_key), memory_name, branch_name, _, rows_key in BRANCHES:
         memory = layer(memory_name)(inputs[F.USER_ID])
         if isinstance(memory, (tuple, list)):  # anchored rows: residual + mean of the past anchors' embeddings

@@ -28,9 +28,7 @@ def _histories(rng, batch=12):
 
 
 def _call(layer, x):
-    times = [tf.constant(x[t]) for _, t in F.HISTORY_PAIRS]
-    known = [tf.constant(x[i] > 0) for i, _ in F.HISTORY_PAIRS]
-    return layer(times, mask=known).numpy()
+    return layer([tf.constant(x[key]) for pair in F.HISTORY_PAIRS for key in pair]).numpy()
 
 
 @pytest.mark.parametrize("last", [1, 3, L, 2 * L, 2 * L + 5])
@@ -44,9 +42,7 @@ def test_click_level_matches_the_loop_reference(last):
     assert _call(layer, x)[0] == pytest.approx(0.25)  # no history: logit ½ = 0 and n = 0
 
 
-def test_click_level_needs_its_mask_and_a_positive_k():
-    with pytest.raises(ValueError, match="mask"):
-        ClickLevel(3)([tf.zeros([1, 2], tf.int64), tf.zeros([1, 2], tf.int64)])
+def test_click_level_needs_a_positive_k():
     with pytest.raises(ValueError, match="last"):
         ClickLevel(0)
     with pytest.raises(ValueError, match="click_level"):
@@ -93,3 +89,19 @@ def test_training_moves_the_click_level_and_the_served_model_keeps_it(table, tmp
     assert all(np.abs(a - b).max() > 0 for a, b in zip(after, before))  # trained from its zero start
     served = serving_model(model)
     np.testing.assert_allclose(served(x)[F.OUTPUT_LOGIT].numpy(), model(x)[F.OUTPUT_LOGIT].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["din", "ncf"])
+def test_every_baseline_gets_the_same_click_level(table, name):
+    """A baseline's logit with the click level is its logit without it + the same per-user offset (finish)."""
+    from mtin_tf.baselines import BUILDERS
+
+    x = raw_batch(np.random.default_rng(6), table)
+    tf_keras.utils.set_random_seed(0)
+    model = BUILDERS[name](small_config(click_level=6), *table)
+    level = model.get_layer(F.OUTPUT_CLICK_LEVEL)
+    level.dense.set_weights([np.array([[0.9], [0.4]], np.float32), np.array([-0.2], np.float32)])
+    shifted = model(x)[F.OUTPUT_LOGIT].numpy()
+    offset = ref.click_level(level, x, 6)
+    level.dense.set_weights([np.zeros([2, 1], np.float32), np.zeros([1], np.float32)])
+    np.testing.assert_allclose(shifted - model(x)[F.OUTPUT_LOGIT].numpy(), offset, atol=1e-5)

@@ -13,6 +13,7 @@ import tf_keras
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.layers.backend import Layer, register, split_mask
+from mtin_tf.layers.click_level import ClickLevel
 from mtin_tf.layers.tables import UserMemory
 from mtin_tf.model import compile_model, item_bias, item_embedding, model_inputs
 
@@ -91,11 +92,17 @@ def mlp_score(x, units, prefix="mlp"):
 
 def finish(inputs, score, name: str, config: MTINConfig, item_ids, *, compile: bool = True,
            compile_fn=compile_model):
-    """The model {logit = score [B] (+ the per-item bias b_i when config.use_item_bias, as MTIN's), click_probability
-    = σ(logit)} named ``name``; compiled with ``compile_fn(model, config)``."""
+    """The model {logit = score [B] (+ the per-item bias b_i when config.use_item_bias, + the user's recent click level
+    when config.click_level, as MTIN's), click_probability = σ(logit)} named ``name``; compiled with
+    ``compile_fn(model, config)``."""
+    terms = [score]
     if config.use_item_bias:
-        bias = item_bias(config, item_ids)(inputs[F.ITEM_ID])
-        logit = tf_keras.layers.Add(name=F.OUTPUT_LOGIT)([score, bias])
+        terms.append(item_bias(config, item_ids)(inputs[F.ITEM_ID]))
+    if config.click_level:
+        terms.append(ClickLevel(config.click_level, name=F.OUTPUT_CLICK_LEVEL)(
+            [inputs[key] for pair in F.HISTORY_PAIRS for key in pair]))
+    if len(terms) > 1:
+        logit = tf_keras.layers.Add(name=F.OUTPUT_LOGIT)(terms)
     else:
         logit = tf_keras.layers.Activation("linear", name=F.OUTPUT_LOGIT)(score)
     prob = tf_keras.layers.Activation("sigmoid", dtype="float32", name=F.OUTPUT_PROBABILITY)(logit)

@@ -26,19 +26,19 @@ class ClickLevel(Layer):
 
       n = Σ_{j ∈ last K} 1,  c = Σ_{j ∈ last K} clicked_j,  ρ = (c + 1) / (n + 2)
       offset = Dense_1([logit ρ, n / K])
-    over the K latest real items of the clicked and browsed histories together (by time; a click and a browse at
-    the same second: the click first), with clicked_j = 1 for an item of the clicked history.
+    over the K latest items of the clicked and browsed histories together (by time; a click and a browse at the
+    same second: the click first), with clicked_j = 1 for an item of the clicked history.
 
     Args:
       last: K, the number of latest impressions (at most the two histories' lengths together, 2L).
       **kwargs: Layer arguments (name, dtype, ...).
 
     Call arguments:
-      inputs: [clicked_times, browsed_times], int [B, L] each (the histories' seconds).
-      mask: (clicked_known, browsed_known), bool [B, L] each, True for real items (required).
+      inputs: [clicked_ids, clicked_times, browsed_ids, browsed_times], int [B, L] each (mtin_tf.features'
+        HISTORY_PAIRS): an item id of 0 is padding; any other id is an impression, known to the item table or not.
 
     Input shape:
-      [(B, L), (B, L')]; mask [(B, L), (B, L')].
+      [(B, L), (B, L), (B, L'), (B, L')].
 
     Output shape:
       (B,): the logit offset.
@@ -46,12 +46,11 @@ class ClickLevel(Layer):
     Example:
 
     >>> import numpy as np
-    >>> times = np.array([[1, 2, 3]]), np.array([[4, 0, 0]])
-    >>> known = np.array([[True] * 3]), np.array([[True, False, False]])
+    >>> histories = [np.array([[5, 6, 7]]), np.array([[1, 2, 3]]), np.array([[9, 0, 0]]), np.array([[4, 0, 0]])]
     >>> layer = ClickLevel(2)
-    >>> layer.features(times, known).numpy()  # the last 2 impressions: one browse (t=4), one click (t=3)
+    >>> layer.features(histories).numpy()  # the last 2 impressions: one browse (t=4), one click (t=3)
     array([[0., 1.]], dtype=float32)
-    >>> layer(times, mask=known).numpy()  # w = 0, b = 0 before training
+    >>> layer(histories).numpy()  # w = 0, b = 0 before training
     array([0.], dtype=float32)
     """
 
@@ -62,11 +61,12 @@ class ClickLevel(Layer):
             raise ValueError(f"last must be >= 1, got {last}")
         self.dense = keras.layers.Dense(1, kernel_initializer="zeros", name="offset")
 
-    def features(self, times, known):
-        """[logit ρ, n / K] float [B, 2] (the class docstring's ρ and n)."""
-        (clicked_times, browsed_times), (clicked_known, browsed_known) = times, known
-        known = tf.concat([tf.cast(clicked_known, tf.bool), tf.cast(browsed_known, tf.bool)], axis=1)  # [B, 2L]
-        times = tf.concat([tf.cast(clicked_times, tf.int64), tf.cast(browsed_times, tf.int64)], axis=1)
+    def features(self, histories):
+        """[logit ρ, n / K] float [B, 2] (the class docstring's ρ and n) of [clicked_ids, clicked_times, browsed_ids,
+        browsed_times]."""
+        clicked_ids, clicked_times, browsed_ids, browsed_times = histories
+        known = tf.concat([tf.not_equal(tf.cast(ids, tf.int64), 0) for ids in (clicked_ids, browsed_ids)], axis=1)
+        times = tf.concat([tf.cast(clicked_times, tf.int64), tf.cast(browsed_times, tf.int64)], axis=1)  # [B, 2L]
         clicked = tf.concat([tf.ones_like(clicked_times, tf.float32), tf.zeros_like(browsed_times, tf.float32)], 1)
         # Latest first; padding (and nothing else) sorts last. top_k keeps the lower index first among equal keys,
         # so a click precedes a browse of the same second.
@@ -79,11 +79,8 @@ class ClickLevel(Layer):
         rho = (c + 1.0) / (n + 2.0)
         return tf.stack([tf.math.log(rho) - tf.math.log1p(-rho), n / self.last], axis=-1)
 
-    def call(self, inputs, mask=None):
-        mask = self.given_mask(mask)
-        if mask is None:
-            raise ValueError("ClickLevel needs mask=(clicked_known, browsed_known)")
-        return self.dense(self.features(inputs, mask))[..., 0]
+    def call(self, inputs):
+        return self.dense(self.features(inputs))[..., 0]
 
     def get_config(self):
         return {**super().get_config(), "last": self.last}
