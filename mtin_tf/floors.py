@@ -72,3 +72,54 @@ def best_floor_auc(floors: Mapping[str, Mapping[str, float]]) -> float:
     """The highest AUC among the floors' metrics (a model below it is marked "below floor" in reports); floors that
     rank no impressions (the retrieval floor) have none."""
     return max(m["auc"] for m in floors.values() if "auc" in m)
+
+
+def user_rate_shift(train: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """How far users' click rates move between the rows a model is fitted on (``train``) and ``arrays`` (test), and
+    how much of an AUC over all users that is worth. Not a floor: ``own_user_rate_auc`` reads the labels it scores.
+
+    Returns {click_rate_fit, click_rate: the two row sets' click rates; user_rate_correlation: Pearson correlation,
+    over the users with rows in ``arrays``, of each user's smoothed click rate in ``train`` and in ``arrays`` (both
+    smoothed towards the fitted rows' rate g as the floors are); floor_auc: the user + item floor's AUC on ``arrays``;
+    own_user_rate_auc: the same score with each user's rate measured on ``arrays``' own rows instead — what knowing
+    every user's current click rate exactly would give, with the item rates of the fitted rows}."""
+    from mtin_tf import metrics
+
+    labels = np.asarray(train[F.LABEL], np.float64)
+    prior = float(labels.mean())
+    item = smoothed_rates(train[F.ITEM_ID], labels, arrays[F.ITEM_ID], prior)
+    before = smoothed_rates(train[F.USER_ID], labels, arrays[F.USER_ID], prior)
+    now = smoothed_rates(arrays[F.USER_ID], arrays[F.LABEL], arrays[F.USER_ID], prior)
+    _, first = np.unique(np.asarray(arrays[F.USER_ID]), return_index=True)  # one value per user
+    y = np.asarray(arrays[F.LABEL], np.float64)
+    return {"click_rate_fit": prior, "click_rate": float(y.mean()),
+            "user_rate_correlation": float(np.corrcoef(before[first], now[first])[0, 1]),
+            "floor_auc": float(metrics.auc(y, _logit(before) + _logit(item))),
+            "own_user_rate_auc": float(metrics.auc(y, _logit(now) + _logit(item)))}
+
+
+def main(argv=None) -> int:
+    """``python -m mtin_tf.floors EXAMPLES_DIR [--refit]``: the floors' test metrics and the users' click-rate shift
+    (user_rate_shift) of a ``mtin data build`` directory, fitted on train (``--refit``: train + validation), as JSON."""
+    import argparse
+    import json
+
+    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.features import DEFAULT_MAX_HISTORY
+
+    parser = argparse.ArgumentParser(prog="python -m mtin_tf.floors", description=main.__doc__)
+    parser.add_argument("examples", help="a `mtin data build` output directory")
+    parser.add_argument("--refit", action="store_true", help="fit on train + validation (as `mtin experiment --refit`)")
+    args = parser.parse_args(argv)
+    splits = read_split_arrays(args.examples, DEFAULT_MAX_HISTORY)
+    fit = splits["train"]
+    if args.refit:
+        fit = {k: np.concatenate([np.asarray(fit[k]), np.asarray(splits["validation"][k])]) for k in fit}
+    print(json.dumps({"fit": "train + validation" if args.refit else "train",
+                      "floors": floor_metrics(fit, splits["test"]),
+                      "user_rate_shift": user_rate_shift(fit, splits["test"])}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

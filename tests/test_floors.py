@@ -73,3 +73,48 @@ def test_one_class_training_labels_are_rejected():
     train = {F.USER_ID: np.array([1, 2]), F.ITEM_ID: np.array([1, 2]), F.LABEL: np.array([1, 1])}
     with pytest.raises(ValueError, match="clicks and non-clicks"):
         floors.floor_scores(train, train)
+
+
+def test_user_rate_shift_against_the_loop_reference():
+    rng = np.random.default_rng(5)
+    train, test = _arrays(rng, 400), _arrays(rng, 150)
+    shift = floors.user_rate_shift(train, test)
+    # The floor's AUC, and the same score with each user's rate counted on the test rows themselves.
+    want_floor = _loop_reference(train, test)[floors.USER_ITEM_RATE]
+    assert shift["floor_auc"] == pytest.approx(M.auc(test[F.LABEL], np.array(want_floor)))
+    g = train[F.LABEL].mean()
+    own = {}
+    for u, y in zip(test[F.USER_ID], test[F.LABEL]):
+        c, n = own.get(u, (0, 0))
+        own[u] = (c + y, n + 1)
+    own_rate = {u: (c + 10 * g) / (n + 10) for u, (c, n) in own.items()}
+    item_rate = _loop_reference(train, test)[floors.ITEM_RATE]
+    scores = [math.log(own_rate[u] / (1 - own_rate[u])) + math.log(p / (1 - p))
+              for u, p in zip(test[F.USER_ID], item_rate)]
+    assert shift["own_user_rate_auc"] == pytest.approx(M.auc(test[F.LABEL], np.array(scores)))
+    users = sorted(own_rate)
+    stats = {}
+    for u, y in zip(train[F.USER_ID], train[F.LABEL]):
+        c, n = stats.get(u, (0, 0))
+        stats[u] = (c + y, n + 1)
+    before = [(stats[u][0] + 10 * g) / (stats[u][1] + 10) if u in stats else g for u in users]
+    assert shift["user_rate_correlation"] == pytest.approx(np.corrcoef(before, [own_rate[u] for u in users])[0, 1])
+    assert shift["click_rate_fit"] == pytest.approx(g) and shift["click_rate"] == pytest.approx(test[F.LABEL].mean())
+
+
+def test_the_command_prints_floors_and_the_shift_for_either_fit(tiny_planted, capsys):
+    import json
+
+    from mtin_tf.data.examples import read_split_arrays
+
+    splits = read_split_arrays(tiny_planted["examples"], 6)
+    for refit in (False, True):
+        assert floors.main([tiny_planted["examples"], *(["--refit"] if refit else [])]) == 0
+        out = json.loads(capsys.readouterr().out)
+        fit = splits["train"]
+        if refit:
+            fit = {k: np.concatenate([fit[k], splits["validation"][k]]) for k in fit}
+        assert out["fit"] == ("train + validation" if refit else "train")
+        assert out["user_rate_shift"] == pytest.approx(floors.user_rate_shift(fit, splits["test"]))
+        assert out["floors"][floors.ITEM_RATE]["auc"] == pytest.approx(
+            floors.floor_metrics(fit, splits["test"])[floors.ITEM_RATE]["auc"])
