@@ -210,14 +210,15 @@ def test_readout_matches_its_formula(table, readout):
 
 @pytest.mark.parametrize("overrides", [dict(readout="paper"), dict(readout="attention"), dict(readout="target"),
                                        dict(readout="paper", memory_anchors=0, use_item_bias=False),
-                                       dict(use_routing=False), dict(click_level=5)],
-                         ids=["paper", "attention", "target", "paper-free-rows", "MTIN-I", "click-level"])
+                                       dict(use_routing=False), dict(click_level=0)],
+                         ids=["paper", "attention", "target", "paper-free-rows", "MTIN-I", "no-click-level"])
 def test_user_encoder_and_candidate_scorer_compose_to_the_fused_model(table, overrides):
     from mtin_tf.model import candidate_scorer, user_encoder
     from mtin_tf.signatures import candidates_scorer, row_scorer
 
-    model = build_mtin(small_config(**overrides), *table)
-    if "click_level" in overrides:  # away from its zero start, so that a path that drops it shows
+    config = small_config(**overrides)
+    model = build_mtin(config, *table)
+    if config.click_level:  # away from its zero start, so that a path that drops it shows
         model.get_layer(F.OUTPUT_CLICK_LEVEL).dense.set_weights([np.array([[0.8], [-0.5]], np.float32),
                                                                   np.array([0.3], np.float32)])
     x = raw_batch(np.random.default_rng(7), table)
@@ -228,7 +229,7 @@ def test_user_encoder_and_candidate_scorer_compose_to_the_fused_model(table, ove
     encoded = encoder(users)
     others = np.roll(x[F.ITEM_ID], 3)
     candidates = np.stack([x[F.ITEM_ID], others], axis=1)  # [B, 2]: the row's own candidate and another row's
-    assert (F.OUTPUT_CLICK_LEVEL in encoded) == ("click_level" in overrides)
+    assert (F.OUTPUT_CLICK_LEVEL in encoded) == bool(config.click_level)
     split = scorer({**{key: encoded[key] for key in F.USER_STATE if key in encoded}, F.CANDIDATE_IDS: candidates})
     np.testing.assert_allclose(split[F.OUTPUT_LOGIT].numpy()[:, 0], fused[F.OUTPUT_LOGIT].numpy(), atol=1e-5)
     np.testing.assert_allclose(split[F.OUTPUT_LOGIT].numpy()[:, 1], model({**x, F.ITEM_ID: others})[F.OUTPUT_LOGIT],
