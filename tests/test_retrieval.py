@@ -94,7 +94,8 @@ def reference(model, item_ids, users, k):
                     best[int(item_ids[j])] = (float(scores[j]), p)
         ranked = sorted(best, key=lambda i: -best[i][0])[:k[u]]
         pool = np.array(ranked, np.int64)
-        scored = scorer({key: rows[key][u:u + 1] for key in F.OUTPUT_ROWS} | {F.CANDIDATE_IDS: pool[None]})
+        state = {key: rows[key][u:u + 1] for key in F.USER_STATE if key in rows}  # the rows (and click level)
+        scored = scorer(state | {F.CANDIDATE_IDS: pool[None]})
         probability = scored[F.OUTPUT_PROBABILITY].numpy()[0]
         out.append([(int(i), float(probability[n]), best[int(i)][1], best[int(i)][0]) for n, i in enumerate(pool)])
     return out
