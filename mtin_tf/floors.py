@@ -87,14 +87,15 @@ def user_rate_shift(train: Mapping[str, np.ndarray], arrays: Mapping[str, np.nda
 
     labels = np.asarray(train[F.LABEL], np.float64)
     prior = float(labels.mean())
-    item = smoothed_rates(train[F.ITEM_ID], labels, arrays[F.ITEM_ID], prior)
+    scores = floor_scores(train, arrays)
+    item = scores[ITEM_RATE]
     before = smoothed_rates(train[F.USER_ID], labels, arrays[F.USER_ID], prior)
     now = smoothed_rates(arrays[F.USER_ID], arrays[F.LABEL], arrays[F.USER_ID], prior)
     _, first = np.unique(np.asarray(arrays[F.USER_ID]), return_index=True)  # one value per user
     y = np.asarray(arrays[F.LABEL], np.float64)
     return {"click_rate_fit": prior, "click_rate": float(y.mean()),
             "user_rate_correlation": float(np.corrcoef(before[first], now[first])[0, 1]),
-            "floor_auc": float(metrics.auc(y, _logit(before) + _logit(item))),
+            "floor_auc": float(metrics.auc(y, scores[USER_ITEM_RATE])),
             "own_user_rate_auc": float(metrics.auc(y, _logit(now) + _logit(item)))}
 
 
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     import argparse
     import json
 
-    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.data.examples import join_arrays, read_split_arrays
     from mtin_tf.features import DEFAULT_MAX_HISTORY
 
     parser = argparse.ArgumentParser(prog="python -m mtin_tf.floors", description=main.__doc__)
@@ -112,9 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--refit", action="store_true", help="fit on train + validation (as `mtin experiment --refit`)")
     args = parser.parse_args(argv)
     splits = read_split_arrays(args.examples, DEFAULT_MAX_HISTORY)
-    fit = splits["train"]
-    if args.refit:
-        fit = {k: np.concatenate([np.asarray(fit[k]), np.asarray(splits["validation"][k])]) for k in fit}
+    fit = join_arrays(splits["train"], splits["validation"]) if args.refit else splits["train"]
     print(json.dumps({"fit": "train + validation" if args.refit else "train",
                       "floors": floor_metrics(fit, splits["test"]),
                       "user_rate_shift": user_rate_shift(fit, splits["test"])}, indent=1))

@@ -161,3 +161,9 @@ def read_split_arrays(examples_dir: str, max_history: int, splits: Sequence[str]
         if len(out[split][F.LABEL]) == 0:
             raise ValueError(f"{path} holds no examples; every split of {tuple(splits)} must be non-empty")
     return out
+
+
+def join_arrays(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Model-input arrays of several splits as one, rows in the order given (e.g. train + validation, what a refit
+    is fitted on)."""
+    return {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}

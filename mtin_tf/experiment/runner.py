@@ -109,8 +109,9 @@ class Dataset:
     def refit_arrays(self) -> dict:
         """The train and validation rows as one set of model-input arrays (train's rows first): what a refit trains
         on, and what the floors are fitted on under the refit protocol."""
-        return {name: np.concatenate([np.asarray(self.train[name]), np.asarray(self.validation[name])])
-                for name in self.train}
+        from mtin_tf.data.examples import join_arrays
+
+        return join_arrays(self.train, self.validation)
 
 
 def load_dataset(name: str, spec: dict, max_history: int) -> Dataset:
@@ -165,8 +166,9 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
     if spec.model == "mtin":  # recommending from the whole catalogue (the recommend signature's path)
         validation_catalogue = catalogue_metrics(model, [ds.train], ds.validation)
     best_epoch = int(np.argmax(curve)) + 1 if curve else None
+    refit_epochs = best_epoch or config.epochs
     if refit:  # the same model and seed, trained on every row before test for the epochs chosen above
-        model, _ = train_mtin(dataclasses.replace(config, epochs=best_epoch or config.epochs), ds.refit_arrays(),
+        model, _ = train_mtin(dataclasses.replace(config, epochs=refit_epochs), ds.refit_arrays(),
                               ds.item_ids, ds.item_features, builder=builder, verbose=0)
     seconds = time.perf_counter() - start
     out = model.predict(make_dataset(ds.test, 1024), verbose=0)
@@ -179,7 +181,7 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
            "epochs_run": len(history.history["loss"]), "best_epoch": best_epoch, "train_seconds": round(seconds, 1),
            "curves": {"loss": [float(v) for v in history.history["loss"]], "validation_auc": curve}}
     if refit:
-        row["refit_epochs"] = best_epoch or config.epochs
+        row["refit_epochs"] = refit_epochs
     if ds.oracle_auc is not None:
         row["oracle_auc"] = ds.oracle_auc
     if spec.model == "mtin":
