@@ -19,4 +19,4 @@ $MTIN experiment --config experiments/paper.json --only overall baselines --data
 $MTIN experiment --config experiments/paper.json
 # The main table of docs/EXPERIMENTS.md "2026-12-06 (5)": the refit protocol (each run trained again on train +
 # validation for the epochs validation chose; floors fitted on the same rows). Its results.md replaces the one above.
-$MTIN experiment --config experiments/paper.json --refit --only final_1206 final_1206_baselines
+$MTIN experiment --config experiments/paper.json --refit --only final_1206 final_1206_baselines ablation_1206
