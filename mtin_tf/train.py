@@ -321,29 +321,34 @@ ROUTING_METRICS = ("_dropped", "_groups_used", "_largest_group")
 
 
 def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", variant="MTIN", overrides=None,
-                       verbose=2) -> dict:
+                       verbose=2, refit=False) -> dict:
     """The whole standalone run; returns the metrics dict (also written to out_dir/metrics.json).
 
     Early stopping and the restored epoch are decided on the validation split; test is scored once, at the end.
+    refit: then train the model again from the same seed on train + validation for the chosen number of epochs (no
+    early stopping; TensorBoard logs in out_dir/logs/refit) and score test, fit the floors and export with that
+    model — the refit protocol of ``mtin experiment --refit``; the ``validation`` block stays the first model's, which
+    chose the epoch (``refit``: {"epochs", "examples"} in the result).
     Under TF_CONFIG naming several workers (select_strategy), every worker runs this on the same data and only the
     chief's out_dir stays (chief_writes); a non-chief worker's result has ``model_path`` None.
     """
     strategy = select_strategy()  # first: a multi-worker strategy must precede TensorFlow's runtime
     with chief_writes(out_dir, strategy) as write_dir:
         result = _train_and_evaluate(examples_dir, items_path, write_dir, strategy, model_name=model_name,
-                                     variant=variant, overrides=overrides, verbose=verbose)
+                                     variant=variant, overrides=overrides, verbose=verbose, refit=refit)
     if write_dir != out_dir:
         result["model_path"] = None  # removed: the chief's model is the run's
     return result
 
 
-def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_name, variant, overrides, verbose):
+def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_name, variant, overrides, verbose,
+                        refit):
     import dataclasses
 
     from mtin_tf import floors, metrics
     from mtin_tf.baselines import BUILDERS, MODELS
     from mtin_tf.data.canonical import read_item_features
-    from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.data.examples import join_arrays, read_split_arrays
     from mtin_tf.export import export_saved_model
     from mtin_tf.model import is_mtin
     from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
@@ -363,17 +368,28 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
                                 builder=builder, strategy=strategy, log_dir=os.path.join(out_dir, "logs"),
                                 verbose=verbose)
     curve = [float(v) for v in history.history.get(EVAL_AUC, [])]
-    blocks = {name: metrics.summary(arrays[F.USER_ID], arrays[F.LABEL], predict_probabilities(model, arrays),
-                                    ks=(10, 50)) for name, arrays in (("validation", validation), ("test", test))}
-    floor = floors.floor_metrics(train, test, ks=(10, 50))
+    # EarlyStopping(restore_best_weights) restores the first epoch with the best validation AUC
+    best_epoch = int(np.argmax(curve)) + 1 if curve else len(history.history["loss"])
+    blocks = {"validation": metrics.summary(validation[F.USER_ID], validation[F.LABEL],
+                                            predict_probabilities(model, validation), ks=(10, 50))}
+    if is_mtin(model):
+        blocks["validation"].update(catalogue_metrics(model, [train], validation))
+    fit = train
+    if refit:  # the same model and seed on every row before test, for the epochs validation chose
+        fit = join_arrays(train, validation)
+        model, _ = train_mtin(dataclasses.replace(config, epochs=best_epoch), fit, items.item_ids, items.features,
+                              builder=builder, strategy=strategy, log_dir=os.path.join(out_dir, "logs", "refit"),
+                              verbose=verbose)
+    blocks["test"] = metrics.summary(test[F.USER_ID], test[F.LABEL], predict_probabilities(model, test), ks=(10, 50))
+    floor = floors.floor_metrics(fit, test, ks=(10, 50))
     result = dict(blocks["test"])  # top level: the test metrics, as before the validation split
     result.update(model=model_name, variant=variant if model_name == "mtin" else model_name, **blocks,
                   floors=floor, below_floor=bool(blocks["test"]["auc"] < floors.best_floor_auc(floor)),
                   train_examples=int(len(train[F.LABEL])), validation_examples=int(len(validation[F.LABEL])),
                   test_examples=int(len(test[F.LABEL])), epochs_run=len(history.history["loss"]),
-                  # EarlyStopping(restore_best_weights) restores the first epoch with the best validation AUC
-                  best_epoch=int(np.argmax(curve)) + 1 if curve else len(history.history["loss"]),
-                  curves={"validation_auc": curve})
+                  best_epoch=best_epoch, curves={"validation_auc": curve})
+    if refit:
+        result["refit"] = {"epochs": best_epoch, "examples": int(len(fit[F.LABEL]))}
     # Routing diagnostics at the chosen epoch (validation): share of real items dropped, groups used, largest group.
     best = result["best_epoch"] - 1
     result["routing"] = {k[len("val_"):]: float(v[best]) for k, v in history.history.items()
@@ -388,7 +404,6 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
     if is_mtin(model):  # recommending from the whole catalogue (the recommend signature's path), next to its floor
         result["retrieval"] = {"model": catalogue_metrics(model, [train, validation], test),
                                floors.POPULAR: popularity_floor_metrics([train, validation], test)}
-        result["validation"].update(catalogue_metrics(model, [train], validation))
     result["model_path"] = export_saved_model(model, os.path.join(out_dir, "model"))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -404,6 +419,9 @@ def floor_report(result: dict) -> str:
     val, test = result["validation"], result["test"]
     lines = [f"{result['variant']}: test AUC {test['auc']:.4f} gAUC {test['gauc']:.4f} (epoch {result['best_epoch']} "
              f"of {result['epochs_run']}, chosen on validation: AUC {val['auc']:.4f} gAUC {val['gauc']:.4f})"]
+    if result.get("refit"):
+        lines.append(f"  refit: trained again on train + validation ({result['refit']['examples']} examples) for "
+                     f"{result['refit']['epochs']} epochs; test and the floors (fitted on the same rows) use it")
     for name, m in result["floors"].items():
         lines.append(f"  {LABELS[name]}: test AUC {m['auc']:.4f} gAUC {m['gauc']:.4f}")
     if result.get("retrieval"):

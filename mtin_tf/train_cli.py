@@ -2,18 +2,19 @@
 
   mtin train --examples DIR --items item_features.npz --out DIR
              [--model mtin|bpr|lstm|cnn|ncf|atrank|din|mind|thacil|alpine] [--variant MTIN|MTIN-I|MTIN-P]
-             [--config config.json] [--set key=value ...]
+             [--config config.json] [--set key=value ...] [--refit]
   mtin evaluate --model-dir OUT/model/<version> --examples DIR [--split test|validation|train]
              [--signature keras|predict_raw] [--out metrics.json]
 
 Reads DIR/train.tfrecord, DIR/validation.tfrecord and DIR/test.tfrecord (``mtin data build``), trains on train with
-early stopping on validation AUC (the restored epoch is the best on validation), then scores test once. Writes
-OUT/metrics.json — ``validation`` and ``test`` blocks (AUC, gAUC, Precision/Recall/F1@10,50 with the protocol of
-docs/EVALUATION.md; the test metrics also at the top level), ``floors`` (the popularity floors' test metrics, fitted
-on the training rows: mtin_tf.floors) and ``below_floor`` (test AUC under the best floor's) — plus OUT/config.json,
-TensorBoard logs in OUT/logs and the SavedModel in OUT/model/<version>/. Baselines (mtin_tf.baselines) read the same
-MTINConfig fields (embedding_dim, max_history, num_groups for MIND's interests and THACIL's blocks, time_scale for
-ALPINE's edges, training settings) and ignore the rest.
+early stopping on validation AUC (the restored epoch is the best on validation), then scores test once (--refit: with
+the model trained again on train + validation for the epoch count validation chose). Writes OUT/metrics.json —
+``validation`` and ``test`` blocks (AUC, gAUC, Precision/Recall/F1@10,50 with the protocol of docs/EVALUATION.md; the
+test metrics also at the top level), ``floors`` (the popularity floors' test metrics, fitted on the training rows,
+--refit: train + validation; mtin_tf.floors) and ``below_floor`` (test AUC under the best floor's) — plus
+OUT/config.json, TensorBoard logs in OUT/logs and the SavedModel in OUT/model/<version>/. Baselines
+(mtin_tf.baselines) read the same MTINConfig fields (embedding_dim, max_history, num_groups for MIND's interests and
+THACIL's blocks, time_scale for ALPINE's edges, training settings) and ignore the rest.
 `mtin evaluate` scores an exported SavedModel on built examples with the same metrics.
 """
 # This module parses the arguments and prints; the run itself is mtin_tf.train.train_and_evaluate (and floor_report),
@@ -41,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--variant", default="MTIN", choices=tuple(VARIANTS))
     p.add_argument("--config", help="JSON file of MTINConfig fields")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="MTINConfig overrides (JSON values)")
+    p.add_argument("--refit", action="store_true",
+                   help="after choosing the epoch count on validation, train again from the same seed on train + "
+                        "validation for that many epochs; test, the floors and the exported model use that model")
     p.add_argument("--verbose", type=int, default=None,
                    help="Keras fit verbosity (default: a progress bar on a terminal, one line per epoch otherwise)")
     p.set_defaults(func=run)
@@ -70,7 +74,7 @@ def run(args) -> int:
         return 2
     try:
         result = train_and_evaluate(args.examples, args.items, args.out, model_name=args.model, variant=args.variant,
-                                    overrides=overrides, verbose=args.verbose)
+                                    overrides=overrides, verbose=args.verbose, refit=args.refit)
     except ValueError as exc:
         print(f"mtin train: {exc}", file=sys.stderr)
         return 1

@@ -33,16 +33,52 @@ def test_evaluate_exported_model_matches_in_process_scoring(tiny_planted, tiny_b
             assert evaluated[key] == pytest.approx(result[key], abs=1e-6), (signature, key)
 
 
-def test_train_cli_accepts_a_baseline_and_evaluate_reports_clear_errors(tiny_planted, tiny_base, tmp_path, capsys):
-    sets = [f"{k}={v}" for k, v in tiny_base.items()]
-    assert mtin(["train", "--examples", tiny_planted["examples"], "--items", tiny_planted["items"], "--out",
-                 str(tmp_path / "bpr"), "--model", "bpr", "--verbose", "0", "--set", *sets]) == 0
-    metrics = json.load(open(tmp_path / "bpr" / "metrics.json"))
-    assert metrics["model"] == "bpr" and 0.0 <= metrics["auc"] <= 1.0
+def test_train_cli_trains_a_baseline_refits_it_and_evaluate_reports_clear_errors(tiny_planted, tiny_base, tmp_path,
+                                                                                   capsys):
+    """`mtin train --model bpr`, then with --refit: the epoch is chosen on validation by the model trained on train
+    (the same validation block as without it); then BPR trained from the same seed on train + validation for that
+    many epochs is what test scores, what is exported, and the floors are fitted on the same rows."""
+    from mtin_tf import features as F
+    from mtin_tf import metrics as M
+    from mtin_tf.baselines import BUILDERS
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.data.canonical import read_item_features
+    from mtin_tf.data.examples import join_arrays, read_split_arrays
+    from mtin_tf.floors import floor_metrics
+    from mtin_tf.train import predict_probabilities, train_mtin
+
+    base = {**tiny_base, "epochs": 3}
+    sets = [f"{k}={json.dumps(v)}" for k, v in base.items()]
+    results = {}
+    for refit in (False, True):
+        out = tmp_path / f"refit{refit}"
+        assert mtin(["train", "--examples", tiny_planted["examples"], "--items", tiny_planted["items"], "--out",
+                     str(out), "--model", "bpr", "--verbose", "0", "--set", *sets,
+                     *(["--refit"] if refit else [])]) == 0
+        results[refit] = json.load(open(out / "metrics.json"))
+    plain, refit = results[False], results[True]
+    assert plain["model"] == "bpr" and 0.0 <= plain["auc"] <= 1.0
+    assert "refit: trained again on train + validation" in capsys.readouterr().out
+    assert refit["validation"] == plain["validation"] and refit["best_epoch"] == plain["best_epoch"]
+    assert "refit" not in plain and refit["refit"]["epochs"] == refit["best_epoch"]
+    data = read_split_arrays(tiny_planted["examples"], base["max_history"])
+    fit = join_arrays(data["train"], data["validation"])
+    assert refit["refit"]["examples"] == len(fit[F.LABEL])
+    items = read_item_features(tiny_planted["items"])
+    config = MTINConfig.from_dict({**base, "epochs": refit["best_epoch"]})
+    model, _ = train_mtin(config, fit, items.item_ids, items.features, builder=BUILDERS["bpr"], verbose=0)
+    test = data["test"]
+    expected = M.auc(test[F.LABEL], predict_probabilities(model, test))
+    assert refit["auc"] == pytest.approx(expected, abs=1e-6) and refit["auc"] != plain["auc"]
+    assert evaluate_saved_model(refit["model_path"], tiny_planted["examples"])["auc"] == pytest.approx(expected,
+                                                                                                      abs=1e-6)
+    floors = floor_metrics(fit, test, ks=(10, 50))
+    assert refit["floors"]["user_item_rate"]["auc"] == pytest.approx(floors["user_item_rate"]["auc"])
+    assert refit["floors"]["user_item_rate"]["auc"] != plain["floors"]["user_item_rate"]["auc"]
     with pytest.raises(ValueError, match="no SavedModel directory"):
         evaluate_saved_model(str(tmp_path / "missing"), tiny_planted["examples"])
     with pytest.raises(ValueError, match="does not exist"):
-        evaluate_saved_model(metrics["model_path"], str(tmp_path))
+        evaluate_saved_model(plain["model_path"], str(tmp_path))
     # the CLI answers the library's ValueError with its message and exit code 1
     capsys.readouterr()
     assert mtin(["evaluate", "--model-dir", str(tmp_path / "missing"), "--examples", tiny_planted["examples"]]) == 1
