@@ -98,6 +98,7 @@ def serving_model(model, *, jit_routing: bool | None = None):
             table, unknown = old.projected_table()
             new.keys.assign(old.keys)
             new.table_rows.assign(old.table_rows)
+            new.table_ids.assign(old.table_ids)
             assign_rows(new.table, table)
             del table
             new.unknown.assign(unknown)

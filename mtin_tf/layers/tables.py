@@ -157,7 +157,8 @@ class ItemEmbedding(Layer):
         ``projected_table``, and x for unknown ids; a 1.7 M × 512 feature table becomes 1.7 M × d.
 
     The table keeps the caller's row order (no sorted copy): raw ids are found by binary search over their sorted
-    copy ``item_keys`` and ``item_rows`` points from there into the table.
+    copy ``item_keys`` and ``item_rows`` points from there into the table; ``item_table_ids`` holds the raw ids in
+    table order (what ``catalogue`` returns with every request, so that it need not invert ``item_rows``).
 
     Args:
       num_items: N, the rows of the table.
@@ -202,7 +203,7 @@ class ItemEmbedding(Layer):
         if self.projected and self.feature_dim != self.embedding_dim:
             raise ValueError(f"a projected table has embedding_dim columns; got feature_dim={feature_dim}")
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self._init_keys = self._init_rows = self._init_table = None
+        self._init_keys = self._init_rows = self._init_table = self._init_ids = None
         if item_ids is not None:
             keys, order = sorted_unique_keys(item_ids, "item")
             # No copy when the caller's array is float32 already; an NpyRows file is read by chunks, never whole.
@@ -212,6 +213,7 @@ class ItemEmbedding(Layer):
             if not all(np.isfinite(table[i:i + 65536]).all() for i in range(0, len(table), 65536)):
                 raise ValueError("item_features contain NaN or infinite values")
             self._init_keys, self._init_rows, self._init_table = keys, order.astype(np.int32), table
+            self._init_ids = np.asarray(item_ids, np.int64).reshape(-1)
 
     def build(self, input_shape):
         def init(name, value, shape, dtype=tf.float32, trainable=False, fallback="zeros"):
@@ -221,6 +223,7 @@ class ItemEmbedding(Layer):
         n, d = self.num_items, self.embedding_dim
         self.keys = init("item_keys", self._init_keys, [n], tf.int64)
         self.table_rows = init("item_rows", self._init_rows, [n], tf.int32)
+        self.table_ids = init("item_table_ids", self._init_ids, [n], tf.int64)
         # The table is copied in by chunks (peak memory: the caller's array + the variable), except under a
         # distribution strategy, whose replicated variables take their initial value whole.
         chunked = self._init_table is not None and not tf.distribute.has_strategy()
@@ -242,7 +245,7 @@ class ItemEmbedding(Layer):
                     assign_rows(self.id_embedding, normal)
         if chunked:
             assign_rows(self.table, self._init_table)
-        self._init_keys = self._init_rows = self._init_table = None  # the weights hold them now
+        self._init_keys = self._init_rows = self._init_table = self._init_ids = None  # the weights hold them now
         super().build(input_shape)
 
     def rows(self, ids):
@@ -269,13 +272,12 @@ class ItemEmbedding(Layer):
         """(x of every item in the table [N, d], its raw id int64 [N]) as tensors, in table order: the candidates
         of retrieval over the whole catalogue (mtin_tf.retrieval). Projected (serving), x is the table itself, not a
         copy; otherwise it is computed from the features (W_e f_j + b_e (+ e_j)) on each call."""
-        key_of_row = tf.math.invert_permutation(self.table_rows)  # table row → index in the sorted keys
-        ids = tf.gather(frozen_value(self.keys), key_of_row)
+        ids = tf.convert_to_tensor(self.table_ids)
         if self.projected:
             return tf.convert_to_tensor(self.table), ids
         x = self.projection(tf.convert_to_tensor(self.table))
-        if self.use_id_embedding:
-            x = x + tf.gather(self.id_embedding, key_of_row + 1)
+        if self.use_id_embedding:  # e_j's rows are in sorted-key order: table row → index in the sorted keys
+            x = x + tf.gather(self.id_embedding, tf.math.invert_permutation(self.table_rows) + 1)
         return x, ids
 
     def projected_table(self, chunk: int = 65536):
