@@ -37,10 +37,9 @@ def add_config_options(p) -> None:
             continue
         flag = field.metadata.get("flag", "--" + field.name.replace("_", "-"))
         kind, help_text = _option_type(field.name, hints[field.name]), field.metadata["help"].replace("%", "%%")
-        if kind is bool:
-            if field.default is not True:
-                raise TypeError(f"PipelineConfig.{field.name}: only bool fields that default to True have an option")
-            p.add_argument(flag, dest=field.name, action="store_false", help=help_text)
+        if kind is bool:  # a switch that flips the default
+            p.add_argument(flag, dest=field.name, action="store_false" if field.default else "store_true",
+                           help=help_text)
         elif kind is tuple:
             p.add_argument(flag, dest=field.name, action="append", default=list(field.default), metavar="ARG",
                            help=f"{help_text} (repeatable)")

@@ -56,6 +56,9 @@ class PipelineConfig:
         0, "Trainer: validation steps per epoch (EvalArgs.num_steps; 0: the whole validation split)")
     shuffle_buffer: Optional[int] = _field(
         None, "Trainer: rows in the training shuffle buffer (unset: mtin_tf.pipeline.trainer.SHUFFLE_BUFFER)")
+    refit: bool = _field(
+        False, "Trainer: after early stopping on validation, train again from the same seed on train + validation "
+               "for the epoch count validation chose, and push that model (docs/EVALUATION.md, the refit protocol)")
     gpu_request: Optional[dict] = _field(
         None, "the Trainer's accelerator request on Kubeflow, accelerator_resource_spec's keywords, e.g. "
               "{'type': 'NVIDIA_TESLA_T4', 'count': 1} (platform config; local runs ignore it)")

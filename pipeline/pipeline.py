@@ -101,6 +101,8 @@ def create_pipeline(config: PipelineConfig, *, pipeline_root: str, inputs_dir: s
     trainer_config = {"mtin_config": model_config}
     if config.shuffle_buffer is not None:
         trainer_config["shuffle_buffer"] = config.shuffle_buffer
+    if config.refit:
+        trainer_config["refit"] = True
     trainer = tfx.components.Trainer(
         run_fn="mtin_tf.pipeline.trainer.run_fn", examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"], schema=examples_schema.outputs["schema"],

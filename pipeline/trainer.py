@@ -15,7 +15,9 @@ whose histories pretrain them in memory (``training.json`` records which: ``pret
 shuffled batches through a bounded buffer (``custom_config["shuffle_buffer"]`` rows, default
 :data:`SHUFFLE_BUFFER`), honours ``fn_args.train_steps`` / ``eval_steps`` (TrainArgs / EvalArgs ``num_steps``) and
 stops early on the AUC of the eval files — the ``validation`` split (the pipeline's EvalArgs); the test split is the
-Evaluator's alone. TensorBoard logs and ``training.json`` go to ``fn_args.model_run_dir``.
+Evaluator's alone. With ``custom_config["refit"]`` (PipelineConfig.refit, ``mtin pipeline run --refit``) the model is
+then trained again from the same seed on the train and validation files for the epoch count validation chose, and
+that model is exported (:func:`refit`). TensorBoard logs and ``training.json`` go to ``fn_args.model_run_dir``.
 
 The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output keys of :mod:`mtin_tf.signatures`:
 ``serving_default`` takes serialized tf.Example and runs the Transform graph (TFT layer) before the model;
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 MTIN_CONFIG_KEY = "mtin_config"
 SHUFFLE_BUFFER_KEY = "shuffle_buffer"  # custom_config: rows in the training shuffle buffer
 SHUFFLE_BUFFER = 10_000
+REFIT_KEY = "refit"  # custom_config: train again on train + validation for the epoch count validation chose
 
 
 def _matching(file_patterns) -> list:
@@ -257,6 +260,32 @@ def memory_anchor_files(training_inputs: dict, config):
     return list(entry["files"])
 
 
+def refit(config, epochs: int, files, tf_transform_output, item_ids, item_features, users, anchors, strategy, *,
+          shuffle_buffer: int, steps_per_epoch=None, train_steps=None, log_dir=None):
+    """The refit protocol in the Trainer: the model built again from ``config.seed`` (the same initialisation and
+    memory pretraining as the first fit: HistoryGen's ``anchors``, else each user's latest row of ``files``) and
+    trained on ``files`` (train + validation) for ``epochs`` epochs without early stopping — of ``steps_per_epoch``
+    steps each and at most ``train_steps`` in all when the Trainer has TrainArgs.num_steps. Returns (model, record:
+    {epochs, examples, steps_run, loss, pretraining_users})."""
+    import dataclasses
+
+    from mtin_tf.train import build_for_training, fit_mtin
+
+    summary = summarize_training(files, tf_transform_output, keep_latest=not anchors)
+    config = dataclasses.replace(config, epochs=epochs)
+    model, fitted, strategy, pretraining = build_for_training(
+        config, item_ids, item_features, users, None if anchors else summary.latest_rows(), summary.candidate_share,
+        strategy=strategy, anchor_files=anchors)
+    data = transformed_dataset(files, tf_transform_output, config.batch_size * strategy.num_replicas_in_sync,
+                               shuffle_buffer=shuffle_buffer, seed=config.seed, repeat=steps_per_epoch is not None)
+    history = fit_mtin(fitted, config, data, None, epochs=epochs, steps_per_epoch=steps_per_epoch, log_dir=log_dir,
+                       verbose="auto", callbacks=[StopAtStep(train_steps)] if train_steps else [])
+    return model, {"epochs": epochs, "examples": summary.examples,
+                   "steps_run": int(fitted.optimizer.iterations.numpy()),
+                   "loss": [float(v) for v in history.history["loss"]],
+                   "pretraining_users": int(pretraining["users"])}
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``run_fn='mtin_tf.pipeline.trainer.run_fn'``).
 
@@ -266,12 +295,22 @@ def run_fn(fn_args) -> None:
     ``custom_config["shuffle_buffer"]`` rows, default SHUFFLE_BUFFER) with early stopping on ``validation``.
     ``fn_args.train_steps`` (TrainArgs.num_steps) bounds the total training steps (:func:`training_plan`);
     ``fn_args.eval_steps`` (EvalArgs.num_steps) the validation steps of each epoch (the validation data then
-    repeats). Peak memory does not grow with the number of examples (docs/PIPELINE.md).
+    repeats). ``custom_config["refit"]``: then :func:`refit` on the train and eval files for the epoch with the best
+    validation AUC, and that model is exported (``training.json``'s ``refit``). Peak memory does not grow with the
+    number of examples (docs/PIPELINE.md).
     """
     from mtin_tf.config import MTINConfig
     from mtin_tf.export import serving_model, write_known_ids
     from mtin_tf.pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
-    from mtin_tf.train import barrier, build_for_training, chief_path, fit_mtin, remove_worker_path, select_strategy
+    from mtin_tf.train import (
+        EVAL_AUC,
+        barrier,
+        build_for_training,
+        chief_path,
+        fit_mtin,
+        remove_worker_path,
+        select_strategy,
+    )
 
     strategy = select_strategy()  # first: a multi-worker strategy (TF_CONFIG) must precede TensorFlow's runtime
     inputs = fn_args.hyperparameters or {}
@@ -310,6 +349,14 @@ def run_fn(fn_args) -> None:
     history = fit_mtin(fitted, config, train_ds, eval_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
                        validation_steps=eval_steps, log_dir=run_dir, verbose="auto",
                        callbacks=[StopAtStep(train_steps)] if train_steps else [])
+    steps_run = int(fitted.optimizer.iterations.numpy())
+    refitted = None
+    if custom.get(REFIT_KEY):  # the epoch the early stopping restored: the first with the best validation AUC
+        best_epoch = int(np.argmax(history.history[EVAL_AUC])) + 1
+        model, refitted = refit(config, best_epoch, list(fn_args.train_files) + list(fn_args.eval_files),
+                                tf_transform_output, item_ids, item_features, users, anchors, strategy,
+                                shuffle_buffer=shuffle_buffer, steps_per_epoch=steps_per_epoch,
+                                train_steps=train_steps, log_dir=os.path.join(run_dir, "refit"))
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
     served.save(serving_dir, save_format="tf", include_optimizer=False,
                 signatures=transform_signatures(served, tf_transform_output, config.max_history))
@@ -320,8 +367,9 @@ def run_fn(fn_args) -> None:
                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
                    "replicas": strategy.num_replicas_in_sync, "unseen_items": int(unseen),
                    "train_steps": train_steps, "eval_steps": eval_steps, "steps_per_epoch": steps_per_epoch,
-                   "steps_run": int(fitted.optimizer.iterations.numpy()), "shuffle_buffer": shuffle_buffer,
-                   "pretraining_users": int(pretraining["users"]), "pretraining": pretraining}, f, indent=2)
+                   "steps_run": steps_run, "shuffle_buffer": shuffle_buffer,
+                   "pretraining_users": int(pretraining["users"]), "pretraining": pretraining,
+                   **({"refit": refitted} if refitted else {})}, f, indent=2)
     for path in (fn_args.serving_model_dir, fn_args.model_run_dir):
         remove_worker_path(path, strategy)
     barrier(strategy)  # when any worker returns, the chief's model is complete (TFX then checks that it exists)

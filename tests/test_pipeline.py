@@ -378,10 +378,12 @@ def test_training_plan_spreads_train_steps_over_the_configured_epochs():
     assert training_plan(4, 10) == (4, 3)  # 3 + 3 + 3 + 1
 
 
-def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_directory(run, tmp_path):
+def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_directory_and_refits(run, tmp_path):
     """run_fn itself, as TFX calls it (FnArgs), on the run's Transform output copied to ram://: with TrainArgs'
     num_steps = 7 and 3 epochs it takes exactly 7 optimizer steps (3 + 3 + 1, a validation AUC after each epoch),
-    although one pass over the split is many more batches; the exported model has the serving signatures."""
+    although one pass over the split is many more batches. With custom_config["refit"] it then trains a model
+    again on train + validation for the epoch count validation chose (3 steps each, at most 7 in all) and exports
+    that one, with the serving signatures."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from mtin_tf.pipeline.components.history import TRAINING_INPUTS_FILE
@@ -394,7 +396,7 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
                      transform_output=_uri(run, "Transform", "transform_graph"),
                      serving_model_dir=str(tmp_path / "model"), model_run_dir=str(tmp_path / "model_run"),
                      train_steps=7, eval_steps=2, hyperparameters=training_inputs,
-                     custom_config={"mtin_config": settings, "shuffle_buffer": 16})
+                     custom_config={"mtin_config": settings, "shuffle_buffer": 16, "refit": True})
     run_fn(fn_args)
     record = json.load(open(tmp_path / "model_run" / "training.json"))
     train_rows = len(_history_split(run, "train"))
@@ -404,6 +406,12 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
     assert len(record["history"][EVAL_AUC]) == 3 and record["shuffle_buffer"] == 16 and record["eval_steps"] == 2
     assert record["pretraining_users"] == len({e[F.USER_ID] for e in _history_split(run, "train")})
     assert record["pretraining"]["source"] == "beam"
+    best = int(np.argmax(record["history"][EVAL_AUC])) + 1
+    refit = record["refit"]
+    assert refit["epochs"] == best and len(refit["loss"]) == best
+    assert refit["examples"] == train_rows + len(_history_split(run, "validation"))
+    assert refit["steps_run"] == min(3 * best, 7)
+    assert tf.io.gfile.exists(str(tmp_path / "model_run" / "refit"))  # its TensorBoard logs
     loaded = tf.saved_model.load(str(tmp_path / "model"))
     assert "serving_default" in loaded.signatures
 

@@ -63,6 +63,8 @@ def _non_default_option(field, action):
     flag = action.option_strings[0]
     if action.const is False:  # store_false
         return [flag], False
+    if action.const is True:  # store_true
+        return [flag], True
     if action.choices:
         return [flag, action.choices[-1]], action.choices[-1]
     if isinstance(action.default, list):  # append
@@ -189,7 +191,7 @@ def test_a_config_round_trips_through_json_and_is_frozen():
                             max_anomalous_features=1, max_bad_row_fraction=0.25, mtin_config={"epochs": 2, "l2": 0.0},
                             train_steps=9, eval_steps=4, shuffle_buffer=64, gpu_request={"type": "T4", "count": 1},
                             auc_floor=0.6, max_auc_drop=0.02, beam_pipeline_args=["--direct_num_workers=2"],
-                            enable_cache=False, stop_after="Transform")
+                            enable_cache=False, stop_after="Transform", refit=True)
     assert all(getattr(config, f.name) != getattr(PipelineConfig(), f.name) for f in FIELDS)
     values = json.loads(json.dumps(config.to_dict()))
     assert PipelineConfig.from_dict(values) == config and PipelineConfig.from_dict({}) == PipelineConfig()

@@ -17,7 +17,7 @@ def test_kubeflow_spec_loads_with_kfp_lists_every_component_and_requests_gpus_fo
 
     out = tmp_path / "mtin_kfp.json"
     assert main(["pipeline", "compile-kubeflow", "--output", str(out), "--image", "example.org/mtin-tf:test",
-                 "--gpus", "2", "--gpu-type", "NVIDIA_TESLA_V100"]) == 0
+                 "--gpus", "2", "--gpu-type", "NVIDIA_TESLA_V100", "--refit"]) == 0
     tasks = spec_task_names(str(out))
     # KFP compiles the baseline Resolver into one resolver task per channel ("LatestBlessedModel-model-resolver").
     assert {next(c for c in COMPONENT_IDS if t == c or t.startswith(c + "-")) for t in tasks} == set(COMPONENT_IDS)
@@ -28,6 +28,7 @@ def test_kubeflow_spec_loads_with_kfp_lists_every_component_and_requests_gpus_fo
     assert all("accelerator" not in e.get("container", {}).get("resources", {})
                for name, e in executors.items() if name != "Trainer_executor")
     spec = out.read_text()  # ImportSchemaGen reads the schemas of the package installed in the image
+    assert '{\\"mtin_config\\": {}, \\"refit\\": true}' in spec  # the Trainer's custom_config
     for rel in ("interactions/schema.pbtxt", "examples/schema.pbtxt"):
         assert f"{IMAGE_SCHEMAS_DIR}/{rel}" in spec
     assert REPO not in spec
