@@ -16,7 +16,7 @@ $MTIN data build --interactions runs/exp/movielens/data/interactions.parquet \
 $MTIN experiment --config experiments/paper.json --only choices identity
 $MTIN experiment --config experiments/paper.json --only overall ablation baselines --datasets planted
 $MTIN experiment --config experiments/paper.json --only overall baselines --datasets movielens
+# The tables marked "refit": true (final_1206, final_1206_baselines, ablation_1206: docs/EXPERIMENTS.md "2026-12-06
+# (5)" and "(6)") run under the refit protocol: each run trained again on train + validation for the epochs
+# validation chose, floors fitted on the same rows.
 $MTIN experiment --config experiments/paper.json
-# The main table of docs/EXPERIMENTS.md "2026-12-06 (5)": the refit protocol (each run trained again on train +
-# validation for the epochs validation chose; floors fitted on the same rows). Its results.md replaces the one above.
-$MTIN experiment --config experiments/paper.json --refit --only final_1206 final_1206_baselines ablation_1206

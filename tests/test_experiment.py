@@ -133,9 +133,9 @@ def test_markdown_marks_exactly_the_runs_under_the_best_floor(tmp_path):
 
 
 def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_planted, tiny_base, tmp_path):
-    """--refit (the config's "refit"): the epoch is chosen on validation by the model trained on train, then a model
-    trained from the same seed on train + validation for that many epochs is what test scores; the floors are fitted
-    on the same rows."""
+    """A table's "refit" (or --refit, every table): the epoch is chosen on validation by the model trained on train,
+    then a model trained from the same seed on train + validation for that many epochs is what test scores; the
+    floors of that table are fitted on the same rows, the other table's on train."""
     from mtin_tf import metrics
     from mtin_tf.baselines import BUILDERS
     from mtin_tf.config import MTINConfig
@@ -145,15 +145,14 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_p
 
     base = {**tiny_base, "epochs": 3, "use_id_embedding": False}
     runs = [{"name": "BPR", "model": "bpr"}, {"name": "MTIN"}]
-    results = {}
-    for refit in (False, True):
-        config = {"out": str(tmp_path / f"out{refit}"), "seeds": [0], "base": base, "patience": 3,
-                  "datasets": {"tiny": tiny_planted}, "tables": [{"name": "t", "runs": runs}]}
-        path = tmp_path / f"experiment{refit}.json"
-        path.write_text(json.dumps(config))
-        assert mtin(["experiment", "--config", str(path), *(["--refit"] if refit else [])]) == 0
-        results[refit] = json.load(open(tmp_path / f"out{refit}" / "results.json"))
-    plain, refit = ({r["run"]: r for r in results[k]["rows"]} for k in (False, True))
+    config = {"out": str(tmp_path / "out"), "seeds": [0], "base": base, "patience": 3,
+              "datasets": {"tiny": tiny_planted},
+              "tables": [{"name": "plain", "runs": runs}, {"name": "refit", "refit": True, "runs": runs}]}
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(config))
+    assert mtin(["experiment", "--config", str(path)]) == 0
+    results = json.load(open(tmp_path / "out" / "results.json"))
+    plain, refit = ({r["run"]: r for r in results["rows"] if r["table"] == t} for t in ("plain", "refit"))
     ds = load_dataset("tiny", tiny_planted, base["max_history"])
     for name in ("BPR", "MTIN"):
         # The selection is the same training as without refit: same curve, epoch and validation metrics.
@@ -163,14 +162,23 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_p
         assert refit[name]["key"] != plain[name]["key"]  # another protocol, another cache entry
         assert refit[name]["auc"] != plain[name]["auc"]  # test scored by another model
     # BPR's test AUC is that of BPR trained from seed 0 on train + validation for the chosen epochs.
-    config = MTINConfig.from_dict({**base, "seed": 0, "epochs": refit["BPR"]["best_epoch"]})
-    model, _ = train_mtin(config, ds.refit_arrays(), ds.item_ids, ds.item_features, builder=BUILDERS["bpr"],
+    model_config = MTINConfig.from_dict({**base, "seed": 0, "epochs": refit["BPR"]["best_epoch"]})
+    model, _ = train_mtin(model_config, ds.refit_arrays(), ds.item_ids, ds.item_features, builder=BUILDERS["bpr"],
                           verbose=0)
     scores = np.asarray(model.predict(make_dataset(ds.test, 1024), verbose=0)[F.OUTPUT_PROBABILITY]).reshape(-1)
     assert refit["BPR"]["auc"] == pytest.approx(metrics.auc(ds.test[F.LABEL], scores), abs=1e-6)
-    # The floors: fitted on train + validation under refit, on train without.
-    floors = results[True]["floors"]["tiny"]
+    # The floors: fitted on train + validation for the refit table, on train for the other.
+    floors = results["floors_refit"]["tiny"]
     expected = floor_metrics(ds.refit_arrays(), ds.test, ks=(10, 50))
     assert floors["user_item_rate"]["auc"] == pytest.approx(expected["user_item_rate"]["auc"])
-    assert floors["user_item_rate"]["auc"] != results[False]["floors"]["tiny"]["user_item_rate"]["auc"]
-    assert "trained again on train + validation" in (tmp_path / "outTrue" / "results.md").read_text()
+    assert floors["user_item_rate"]["auc"] != results["floors"]["tiny"]["user_item_rate"]["auc"]
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    refit_part, plain_part = markdown.split("### refit")[1], markdown.split("### refit")[0]
+    assert "trained again on train + validation" in refit_part and "trained again" not in plain_part
+    assert f"| Floor: logit user rate + logit item rate | {floors['user_item_rate']['auc']:.4f}" in refit_part
+    assert "fitted on the train + validation rows" in refit_part and "fitted on the training rows" in plain_part
+    # --refit: every table under the protocol (here served from the refit table's cached runs: the same keys).
+    assert mtin(["experiment", "--config", str(path), "--refit", "--only", "plain"]) == 0
+    again = json.load(open(tmp_path / "out" / "results.json"))
+    assert {r["run"]: r["key"] for r in again["rows"]} == {name: refit[name]["key"] for name in refit}
+    assert again["floors"] == {} and again["floors_refit"]["tiny"] == results["floors_refit"]["tiny"]

@@ -26,12 +26,14 @@ Protocol (docs/EVALUATION.md): every run trains on the train split and early-sto
 restored epoch is the best on validation AUC); the tables report the test split, scored once per run. Each dataset's
 popularity floors (:mod:`mtin_tf.floors`, fitted on its training rows, cached in OUT/floors/<dataset>.json) get rows
 of their own, and a run whose mean test AUC is under the best floor's is marked "▽ below floor".
-With "refit": true in the config (or ``--refit``), each run is then trained again from its seed on train +
-validation for the epoch count chosen above, and that model scores test (``refit_epochs`` in its row); the
-validation columns stay those of the model that chose the epoch, and the floors are fitted on train + validation
-(OUT/floors/<dataset>_refit.json). Refit runs are cached under their own keys.
+With "refit": true in a table (in the config, or ``--refit``: every table), each of its runs is then trained again
+from its seed on train + validation for the epoch count chosen above, and that model scores test (``refit_epochs``
+in its row); the validation columns stay those of the model that chose the epoch, and the table's floors are fitted
+on train + validation (OUT/floors/<dataset>_refit.json; results.json's ``floors_refit``). Refit runs are cached
+under their own keys.
 
-Outputs in OUT: results.csv (one row per run × dataset × seed), results.json (rows + per-table mean/std + floors),
+Outputs in OUT: results.csv (one row per run × dataset × seed), results.json (rows + per-table mean/std + floors
+fitted on train, ``floors``, and on train + validation, ``floors_refit``),
 results.md (a Markdown table per config table, mean ± std over seeds; floor rows; the oracle AUC on planted data), and
 PNG plots: curves_<table>_<dataset>.png (train loss and validation AUC per epoch, first seed), sweep_<table>.png (test
 AUC against the swept value), heatmap_<dataset>.png (Fig. 6: per-user mean group attention of MTIN's positive

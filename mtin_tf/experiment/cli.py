@@ -16,8 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--datasets", nargs="*", default=None, help="run only these datasets")
     p.add_argument("--refit", action="store_true",
                    help="after choosing each run's epoch on validation, train it again on train + validation for "
-                        "that many epochs and score test with it; floors fitted on the same rows (the config's "
-                        "\"refit\": true does the same)")
+                        "that many epochs and score test with it; floors fitted on the same rows — for every table (a "
+                        "table's own \"refit\": true does the same for that table)")
     p.set_defaults(func=run)
 
 

@@ -45,23 +45,32 @@ def _cell(stat, metric: str = "auc") -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
-def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) -> str:
+def is_refit(config: dict, table: dict) -> bool:
+    """Whether ``table``'s runs follow the refit protocol: the table's own "refit", or the config's ("refit": true,
+    or ``mtin experiment --refit``: every table)."""
+    return bool(config.get("refit") or table.get("refit"))
+
+
+def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None,
+                    refit_floors: dict | None = None) -> str:
     """Per config table and dataset, a Markdown table: rows = runs, columns = test metrics (mean ± std over seeds), the
     ARI columns when a run routes on planted data, epochs run and training seconds; the popularity floors' rows
-    (``floors``: {dataset: {floor: metrics}}), with runs under the best floor's AUC marked; an oracle row on planted
-    data."""
+    (``floors``: {dataset: {floor: metrics}} fitted on train; ``refit_floors`` the same fitted on train + validation,
+    for the tables under the refit protocol: is_refit), with runs under the best floor's AUC marked; an oracle row on
+    planted data."""
     from mtin_tf.floors import LABELS, best_floor_auc
 
-    floors = floors or {}
     summary = aggregate(rows)
     parts = []
     for table in config["tables"]:
         table_rows = [r for r in rows if r["table"] == table["name"]]
         if not table_rows:
             continue
+        refit = is_refit(config, table)
+        table_floors = (refit_floors if refit else floors) or {}
         seeds = sorted({r["seed"] for r in table_rows})
         protocol = (" Epochs chosen on validation, then each model trained again on train + validation for that many "
-                    "epochs and scored on test." if config.get("refit") else "")
+                    "epochs and scored on test." if refit else "")
         parts.append(f"### {table.get('title', table['name'])}\n\nSeeds {seeds}; mean ± std over seeds.{protocol}\n")
         for d in table["datasets"]:
             stats = {spec.name: summary.get((table["name"], spec.name, d)) for spec in table["parsed_runs"]}
@@ -76,13 +85,13 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
             columns += [("epochs_run", "epochs"), ("train_seconds", "train s")]
             lines = [f"**{d}**\n", "| Model | " + " | ".join(label for _, label in columns) + " |",
                      "|---|" + "---|" * len(columns)]
-            floor_auc = best_floor_auc(floors[d]) if floors.get(d) else None
+            floor_auc = best_floor_auc(table_floors[d]) if table_floors.get(d) else None
             for name, st in stats.items():
                 if st:
                     below = floor_auc is not None and "auc" in st and st["auc"][0] < floor_auc
                     mark = f" {BELOW_FLOOR}" if below else ""
                     lines.append(f"| {name}{mark} | " + " | ".join(_cell(st.get(m), m) for m, _ in columns) + " |")
-            for floor, values in floors.get(d, {}).items():
+            for floor, values in table_floors.get(d, {}).items():
                 lines.append(f"| {LABELS[floor]} | " + " | ".join(
                     f"{values[m]:.4f}" if m in values else "–" for m, _ in columns) + " |")
             oracle = [s["oracle_auc"][0] for s in stats.values() if s and "oracle_auc" in s]
@@ -92,23 +101,27 @@ def markdown_tables(config: dict, rows: list[dict], floors: dict | None = None) 
                              + " |")
             if floor_auc is not None:
                 lines.append(f"\n{BELOW_FLOOR}: mean test AUC under the best popularity floor's ({floor_auc:.4f}); "
-                             f"floors are fitted on the {'train + validation' if config.get('refit') else 'training'} "
+                             f"floors are fitted on the {'train + validation' if refit else 'training'} "
                              "rows (docs/EVALUATION.md).")
             parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
-def write_results(config: dict, rows: list[dict], floors: dict | None = None) -> dict:
+def write_results(config: dict, rows: list[dict], floors: dict | None = None,
+                  refit_floors: dict | None = None) -> dict:
     """results.csv, results.json, results.md and the PNG plots in config['out']; returns {kind: path}.
 
-    ``floors``: {dataset: {floor name: test metrics}}; a row's ``below_floor`` compares its test AUC with the best."""
+    ``floors``: {dataset: {floor name: test metrics}} fitted on train, ``refit_floors`` on train + validation (the
+    tables under the refit protocol); a row's ``below_floor`` compares its test AUC with the best of its table's."""
     from mtin_tf.floors import best_floor_auc
 
     out = config["out"]
-    floors = floors or {}
-    rows = [{**r, "validation_auc": r["validation"].get("auc", ""),
-             "below_floor": r["auc"] < best_floor_auc(floors[r["dataset"]])
-             if floors.get(r["dataset"]) and "auc" in r else ""} for r in rows]
+    floors, refit_floors = floors or {}, refit_floors or {}
+    refit = {table["name"]: is_refit(config, table) for table in config["tables"]}
+    rows = [{**r, "validation_auc": r["validation"].get("auc", "")} for r in rows]
+    for r in rows:
+        fitted = (refit_floors if refit.get(r["table"]) else floors).get(r["dataset"])
+        r["below_floor"] = r["auc"] < best_floor_auc(fitted) if fitted and "auc" in r else ""
     paths = {"csv": os.path.join(out, "results.csv"), "json": os.path.join(out, "results.json"),
              "markdown": os.path.join(out, "results.md")}
     columns = ["table", "run", "model", "variant", "dataset", "seed", "auc", "gauc", "precision@10", "recall@10",
@@ -124,8 +137,9 @@ def write_results(config: dict, rows: list[dict], floors: dict | None = None) ->
     summary = {" / ".join(map(str, k)): v for k, v in aggregate(rows).items()}
     with open(paths["json"], "w") as f:
         json.dump({"rows": [{k: v for k, v in r.items() if k != "group_attention"} for r in rows],
-                   "summary": summary, "floors": floors, "base": config["base"]}, f, indent=1)
+                   "summary": summary, "floors": floors, "floors_refit": refit_floors, "base": config["base"]}, f,
+                  indent=1)
     with open(paths["markdown"], "w") as f:
-        f.write(markdown_tables(config, rows, floors))
+        f.write(markdown_tables(config, rows, floors, refit_floors))
     paths.update(write_plots(config, rows))
     return paths

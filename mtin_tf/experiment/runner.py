@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from mtin_tf.experiment.analysis import group_recovery, truth_click_probabilities, user_group_attention
-from mtin_tf.experiment.report import write_results
+from mtin_tf.experiment.report import is_refit, write_results
 
 PROTOCOL = "train/validation/test"  # part of every run's cache key: runs early-stopped on test are never reused
 # The protocol with the config's "refit": the epoch count is chosen on validation as above, then the model is trained
@@ -261,12 +261,14 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
     loaded: dict[str, Dataset] = {}
     rows = []
     cells = planned_runs(config, only, datasets)
-    refit = bool(config.get("refit", False))
-    floors = {}
-    for dataset in dict.fromkeys(cell[2] for cell in cells):
-        floors[dataset] = dataset_floors(config, dataset, loaded, max_history)
+    floors = {False: {}, True: {}}  # fitted on train / on train + validation (the refit protocol's tables)
+    for table, _, dataset, _ in cells:
+        fitted = floors[is_refit(config, table)]
+        if dataset not in fitted:
+            fitted[dataset] = dataset_floors(config, dataset, loaded, max_history, refit=is_refit(config, table))
     bar = tqdm(cells, desc="mtin experiment", unit="run")
     for table, spec, dataset, seed in bar:
+        refit = is_refit(config, table)
         dataset_base = base_for(config, dataset)
         key = spec.key(dataset_base, dataset, seed, refit=refit)
         cache = os.path.join(out, "runs", f"{key}.json")
@@ -290,20 +292,19 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
             bar.write(f"{spec.name:>12} | {dataset} | seed {seed}: {scores} ({result['epochs_run']} epochs, "
                       f"{result['train_seconds']:.0f} s)")
         rows.append({**result, "run": spec.name, "table": table["name"], "key": key})
-    write_results(config, rows, floors)
+    write_results(config, rows, floors[False], floors[True])
     return rows
 
 
-def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int) -> dict:
+def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int, *, refit: bool = False) -> dict:
     """{floor name: test metrics} of one dataset's popularity floors, fitted on the rows the models are fitted on
-    before test is scored (train, or train + validation under the config's "refit"), cached in
+    before test is scored (train, or train + validation under the refit protocol), cached in
     OUT/floors/<dataset>.json (refit: <dataset>_refit.json) for the same examples directory; loads the dataset into
     ``loaded`` when needed."""
     from mtin_tf.floors import POPULAR, floor_metrics
     from mtin_tf.retrieval import popularity_floor_metrics
 
     spec = config["datasets"][dataset]
-    refit = bool(config.get("refit", False))
     path = os.path.join(config["out"], "floors", f"{dataset}{'_refit' if refit else ''}.json")
     if os.path.exists(path):
         with open(path) as f:
