@@ -141,6 +141,22 @@ def latest_version(base_dir: str) -> str:
 SIGNATURES = ("keras", "predict_raw")  # how score_saved_model / evaluate_saved_model call the SavedModel
 
 
+def load_keras_model(model_dir: str):
+    """tf_keras.models.load_model(model_dir), with a ValueError saying what to do when the SavedModel's weights are
+    not those this version's layers create (a model exported by an older mtin-tf; e.g. ItemEmbedding's
+    ``item_table_ids``): its serving signatures still work (``predict_raw``, TF Serving), the Keras object does not."""
+    import tf_keras
+
+    try:
+        return tf_keras.models.load_model(model_dir)
+    except AssertionError as e:
+        if "not bound to checkpointed values" not in str(e):
+            raise
+        raise ValueError(f"{model_dir} was saved with other weights than this version of mtin_tf's layers create, "
+                         f"so it cannot be loaded as a Keras model ({e}); score it through its serving signature "
+                         "(--signature predict_raw) or export it again") from None
+
+
 def score_saved_model(model_dir: str, arrays, *, signature: str = "keras", batch_size: int = 1024):
     """Click probabilities [N] of an exported SavedModel on model-input arrays.
 
@@ -154,11 +170,9 @@ def score_saved_model(model_dir: str, arrays, *, signature: str = "keras", batch
     from mtin_tf.signatures import RAW_SIGNATURE
 
     if signature == "keras":
-        import tf_keras
-
         from mtin_tf.train import predict_probabilities
 
-        return predict_probabilities(tf_keras.models.load_model(model_dir), arrays, batch_size)
+        return predict_probabilities(load_keras_model(model_dir), arrays, batch_size)
     if signature != "predict_raw":
         raise ValueError(f"signature must be one of {SIGNATURES}, got {signature!r}")
     fn = tf.saved_model.load(model_dir).signatures[RAW_SIGNATURE]
@@ -199,11 +213,9 @@ def evaluate_saved_model(model_dir: str, examples_dir: str, *, split: str = "tes
         raise ValueError(f"{path} holds no examples")
     model = None
     if signature == "keras":
-        import tf_keras
-
         from mtin_tf.train import predict_probabilities
 
-        model = tf_keras.models.load_model(model_dir)
+        model = load_keras_model(model_dir)
         scores = predict_probabilities(model, arrays)
     else:
         scores = score_saved_model(model_dir, arrays, signature=signature)

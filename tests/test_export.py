@@ -112,3 +112,35 @@ def test_export_carries_the_pre_projected_item_table_with_equal_scores(exported,
     np.testing.assert_allclose(by_user[F.OUTPUT_LOGIT].numpy()[:, 0], want, atol=1e-5)
     np.testing.assert_allclose(by_user[F.OUTPUT_LOGIT].numpy()[:, 1],
                                model({**x, F.ITEM_ID: candidates[:, 1]})[F.OUTPUT_LOGIT].numpy(), atol=1e-5)
+
+
+_EXTRA_WEIGHT = {"on": False}
+
+
+@tf_keras.saving.register_keras_serializable(package="test_export")
+class _Grows(tf_keras.layers.Layer):
+    """A layer that creates one more weight when _EXTRA_WEIGHT is on: a model saved without it stands for one
+    exported by an older mtin-tf (before ItemEmbedding's item_table_ids, say)."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=[1], initializer="ones")
+        if _EXTRA_WEIGHT["on"]:
+            self.extra = self.add_weight(name="extra", shape=[1], initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x):
+        return x * self.w
+
+
+def test_a_model_saved_with_other_weights_is_refused_with_what_to_do(tmp_path):
+    from mtin_tf.export import load_keras_model
+
+    inputs = tf_keras.Input(shape=(1,))
+    tf_keras.Model(inputs, _Grows()(inputs)).save(str(tmp_path / "old"), save_format="tf")
+    assert load_keras_model(str(tmp_path / "old")) is not None  # the same layers: it loads
+    _EXTRA_WEIGHT["on"] = True
+    try:
+        with pytest.raises(ValueError, match=r"cannot be loaded as a Keras model .*extra.*--signature predict_raw"):
+            load_keras_model(str(tmp_path / "old"))
+    finally:
+        _EXTRA_WEIGHT["on"] = False
