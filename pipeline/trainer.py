@@ -17,7 +17,7 @@ shuffled batches through a bounded buffer (``custom_config["shuffle_buffer"]`` r
 stops early on the AUC of the eval files — the ``validation`` split (the pipeline's EvalArgs); the test split is the
 Evaluator's alone. With ``custom_config["refit"]`` (PipelineConfig.refit, ``mtin pipeline run --refit``) the model is
 then trained again from the same seed on the train and validation files for the epoch count validation chose, and
-that model is exported (:func:`refit`). TensorBoard logs and ``training.json`` go to ``fn_args.model_run_dir``.
+that model is exported. TensorBoard logs and ``training.json`` go to ``fn_args.model_run_dir``.
 
 The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output keys of :mod:`mtin_tf.signatures`:
 ``serving_default`` takes serialized tf.Example and runs the Transform graph (TFT layer) before the model;
@@ -26,6 +26,7 @@ The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output ke
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import math
@@ -260,30 +261,28 @@ def memory_anchor_files(training_inputs: dict, config):
     return list(entry["files"])
 
 
-def refit(config, epochs: int, files, tf_transform_output, item_ids, item_features, users, anchors, strategy, *,
-          shuffle_buffer: int, steps_per_epoch=None, train_steps=None, log_dir=None):
-    """The refit protocol in the Trainer: the model built again from ``config.seed`` (the same initialisation and
-    memory pretraining as the first fit: HistoryGen's ``anchors``, else each user's latest row of ``files``) and
-    trained on ``files`` (train + validation) for ``epochs`` epochs without early stopping — of ``steps_per_epoch``
-    steps each and at most ``train_steps`` in all when the Trainer has TrainArgs.num_steps. Returns (model, record:
-    {epochs, examples, steps_run, loss, pretraining_users})."""
-    import dataclasses
-
+def fit_model(config, summary: TrainingSummary, files, tf_transform_output, items, users, anchors, strategy, *,
+              shuffle_buffer: int, epochs: int, steps_per_epoch=None, train_steps=None, log_dir=None, eval_files=None,
+              eval_steps=None):
+    """Build the model from ``config.seed`` (build_for_training: memory pretraining from HistoryGen's ``anchors``,
+    else from ``summary``'s latest row of each user) and fit it on ``files`` streamed through the shuffle buffer:
+    ``epochs`` epochs of ``steps_per_epoch`` steps (None: full passes) and at most ``train_steps`` in all, early
+    stopping on ``eval_files`` when given (``eval_steps`` batches each). ``summary``: summarize_training of ``files``;
+    ``items``: (item ids, features). Returns (model, fitted model, pretraining, fit history)."""
     from mtin_tf.train import build_for_training, fit_mtin
 
-    summary = summarize_training(files, tf_transform_output, keep_latest=not anchors)
-    config = dataclasses.replace(config, epochs=epochs)
     model, fitted, strategy, pretraining = build_for_training(
-        config, item_ids, item_features, users, None if anchors else summary.latest_rows(), summary.candidate_share,
+        config, *items, users, None if anchors else summary.latest_rows(), summary.candidate_share,
         strategy=strategy, anchor_files=anchors)
-    data = transformed_dataset(files, tf_transform_output, config.batch_size * strategy.num_replicas_in_sync,
-                               shuffle_buffer=shuffle_buffer, seed=config.seed, repeat=steps_per_epoch is not None)
-    history = fit_mtin(fitted, config, data, None, epochs=epochs, steps_per_epoch=steps_per_epoch, log_dir=log_dir,
-                       verbose="auto", callbacks=[StopAtStep(train_steps)] if train_steps else [])
-    return model, {"epochs": epochs, "examples": summary.examples,
-                   "steps_run": int(fitted.optimizer.iterations.numpy()),
-                   "loss": [float(v) for v in history.history["loss"]],
-                   "pretraining_users": int(pretraining["users"])}
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    train_ds = transformed_dataset(files, tf_transform_output, global_batch, shuffle_buffer=shuffle_buffer,
+                                   seed=config.seed, repeat=train_steps is not None)
+    eval_ds = None if eval_files is None else transformed_dataset(eval_files, tf_transform_output, global_batch,
+                                                                  repeat=eval_steps is not None)
+    history = fit_mtin(fitted, config, train_ds, eval_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                       validation_steps=eval_steps, log_dir=log_dir, verbose="auto",
+                       callbacks=[StopAtStep(train_steps)] if train_steps else [])
+    return model, fitted, pretraining, history
 
 
 def run_fn(fn_args) -> None:
@@ -295,22 +294,15 @@ def run_fn(fn_args) -> None:
     ``custom_config["shuffle_buffer"]`` rows, default SHUFFLE_BUFFER) with early stopping on ``validation``.
     ``fn_args.train_steps`` (TrainArgs.num_steps) bounds the total training steps (:func:`training_plan`);
     ``fn_args.eval_steps`` (EvalArgs.num_steps) the validation steps of each epoch (the validation data then
-    repeats). ``custom_config["refit"]``: then :func:`refit` on the train and eval files for the epoch with the best
-    validation AUC, and that model is exported (``training.json``'s ``refit``). Peak memory does not grow with the
-    number of examples (docs/PIPELINE.md).
+    repeats). ``custom_config["refit"]``: then the model is built and fitted again (:func:`fit_model`) on the train
+    and eval files for the epoch count with the best validation AUC, and that model is exported
+    (``training.json``'s ``refit``: epochs, examples, steps_run, loss, pretraining_users). Peak memory does not grow
+    with the number of examples (docs/PIPELINE.md).
     """
     from mtin_tf.config import MTINConfig
     from mtin_tf.export import serving_model, write_known_ids
     from mtin_tf.pipeline.transform import ITEM_VOCABULARY, USER_VOCABULARY
-    from mtin_tf.train import (
-        EVAL_AUC,
-        barrier,
-        build_for_training,
-        chief_path,
-        fit_mtin,
-        remove_worker_path,
-        select_strategy,
-    )
+    from mtin_tf.train import EVAL_AUC, barrier, chief_path, remove_worker_path, select_strategy
 
     strategy = select_strategy()  # first: a multi-worker strategy (TF_CONFIG) must precede TensorFlow's runtime
     inputs = fn_args.hyperparameters or {}
@@ -335,28 +327,29 @@ def run_fn(fn_args) -> None:
     unseen = np.setdiff1d(item_ids, vocabulary_ids(tf_transform_output, ITEM_VOCABULARY)).size
     log.info("training MTIN on %d examples (%d validation), %d users, %d items (%d unseen in training), %d replica(s)",
              summary.examples, validation_examples, len(users), len(item_ids), unseen, strategy.num_replicas_in_sync)
-    model, fitted, strategy, pretraining = build_for_training(
-        config, item_ids, item_features, users, None if anchors else summary.latest_rows(), summary.candidate_share,
-        strategy=strategy, anchor_files=anchors)
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
     epochs, steps_per_epoch = training_plan(config.epochs, train_steps)
-    train_ds = transformed_dataset(fn_args.train_files, tf_transform_output, global_batch,
-                                   shuffle_buffer=shuffle_buffer, seed=config.seed, repeat=train_steps is not None)
-    eval_ds = transformed_dataset(fn_args.eval_files, tf_transform_output, global_batch,
-                                  repeat=eval_steps is not None)
     # Multi-worker: only the chief's outputs stay; the other workers write to temporary directories, removed below.
     serving_dir, run_dir = (chief_path(d, strategy) for d in (fn_args.serving_model_dir, fn_args.model_run_dir))
-    history = fit_mtin(fitted, config, train_ds, eval_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                       validation_steps=eval_steps, log_dir=run_dir, verbose="auto",
-                       callbacks=[StopAtStep(train_steps)] if train_steps else [])
+    plan = dict(shuffle_buffer=shuffle_buffer, steps_per_epoch=steps_per_epoch, train_steps=train_steps)
+    model, fitted, pretraining, history = fit_model(
+        config, summary, fn_args.train_files, tf_transform_output, (item_ids, item_features), users, anchors,
+        strategy, epochs=epochs, log_dir=run_dir, eval_files=fn_args.eval_files, eval_steps=eval_steps, **plan)
     steps_run = int(fitted.optimizer.iterations.numpy())
     refitted = None
-    if custom.get(REFIT_KEY):  # the epoch the early stopping restored: the first with the best validation AUC
+    if custom.get(REFIT_KEY):
+        # The refit protocol: the same model and seed trained again on train + validation, without early stopping,
+        # for the epochs validation chose (the first with the best validation AUC, which early stopping restored).
         best_epoch = int(np.argmax(history.history[EVAL_AUC])) + 1
-        model, refitted = refit(config, best_epoch, list(fn_args.train_files) + list(fn_args.eval_files),
-                                tf_transform_output, item_ids, item_features, users, anchors, strategy,
-                                shuffle_buffer=shuffle_buffer, steps_per_epoch=steps_per_epoch,
-                                train_steps=train_steps, log_dir=os.path.join(run_dir, "refit"))
+        files = list(fn_args.train_files) + list(fn_args.eval_files)
+        every = summarize_training(files, tf_transform_output, keep_latest=not anchors)
+        model, fitted, refit_pretraining, refit_history = fit_model(
+            dataclasses.replace(config, epochs=best_epoch), every, files, tf_transform_output,
+            (item_ids, item_features), users, anchors, strategy, epochs=best_epoch,
+            log_dir=os.path.join(run_dir, "refit"), **plan)
+        refitted = {"epochs": best_epoch, "examples": every.examples,
+                    "steps_run": int(fitted.optimizer.iterations.numpy()),
+                    "loss": [float(v) for v in refit_history.history["loss"]],
+                    "pretraining_users": int(refit_pretraining["users"])}
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
     served.save(serving_dir, save_format="tf", include_optimizer=False,
                 signatures=transform_signatures(served, tf_transform_output, config.max_history))
