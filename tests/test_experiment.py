@@ -182,3 +182,34 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(tiny_p
     again = json.load(open(tmp_path / "out" / "results.json"))
     assert {r["run"]: r["key"] for r in again["rows"]} == {name: refit[name]["key"] for name in refit}
     assert again["floors"] == {} and again["floors_refit"]["tiny"] == results["floors_refit"]["tiny"]
+
+
+def test_a_run_may_set_its_own_history_length(tiny_planted, tiny_base, tmp_path):
+    """A run's "set" of max_history reads the dataset again at that L: the run scores exactly as the same model
+    trained on arrays read at that length, and not as one trained at the config's base length."""
+    from mtin_tf import metrics
+    from mtin_tf.baselines import BUILDERS
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.experiment.runner import load_dataset
+    from mtin_tf.train import make_dataset, train_mtin
+
+    base = {**tiny_base, "use_id_embedding": False}
+    config = {"out": str(tmp_path / "out"), "seeds": [0], "base": base, "datasets": {"tiny": tiny_planted},
+              "tables": [{"name": "length", "runs": [{"name": "DIN L=6", "model": "din"},
+                                                      {"name": "DIN L=2", "model": "din", "set": {"max_history": 2}}]}]}
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(config))
+    assert mtin(["experiment", "--config", str(path)]) == 0
+    rows = {r["run"]: r for r in json.load(open(tmp_path / "out" / "results.json"))["rows"]}
+
+    def direct_auc(length):
+        ds = load_dataset("tiny", tiny_planted, length)
+        assert ds.train[F.CLICKED_ITEMS].shape[1] == length
+        model, _ = train_mtin(MTINConfig.from_dict({**base, "max_history": length, "seed": 0}), ds.train, ds.item_ids,
+                              ds.item_features, eval_arrays=ds.validation, builder=BUILDERS["din"], verbose=0)
+        out = model.predict(make_dataset(ds.test, 1024), verbose=0)
+        return metrics.auc(ds.test[F.LABEL], np.asarray(out[F.OUTPUT_PROBABILITY]).reshape(-1))
+
+    assert rows["DIN L=2"]["auc"] == pytest.approx(direct_auc(2), abs=1e-6)
+    assert rows["DIN L=6"]["auc"] == pytest.approx(direct_auc(6), abs=1e-6)
+    assert rows["DIN L=2"]["auc"] != rows["DIN L=6"]["auc"]

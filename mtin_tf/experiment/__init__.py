@@ -19,8 +19,10 @@ A dataset may carry "set" too: MTINConfig fields chosen for that dataset on its 
 items where items are fully described by their features), applied over "base" for every run on it and under each
 run's own "set".
 A run is {"name", "model" (default mtin), "variant" (default MTIN), "set" (MTINConfig overrides)}; a sweep expands into
-runs named "<label>=<value>". Identical (model, variant, overrides, dataset, seed) runs are trained once and shared
-between tables, and each finished run is cached as OUT/runs/<key>.json, so an interrupted experiment resumes.
+runs named "<label>=<value>". A run's (or a dataset's) "set" may change the history length max_history too: the
+dataset is then read again at that L for the runs that use it. Identical (model, variant, overrides, dataset, seed)
+runs are trained once and shared between tables, and each finished run is cached as OUT/runs/<key>.json, so an
+interrupted experiment resumes.
 
 Protocol (docs/EVALUATION.md): every run trains on the train split and early-stops on the validation split (the
 restored epoch is the best on validation AUC); the tables report the test split, scored once per run. Each dataset's

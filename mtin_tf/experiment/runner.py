@@ -258,7 +258,7 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
     max_history = base.get("max_history")
     if max_history is None:
         from mtin_tf.features import DEFAULT_MAX_HISTORY as max_history
-    loaded: dict[str, Dataset] = {}
+    loaded: dict[tuple[str, int], Dataset] = {}  # (dataset, history length L) -> its arrays
     rows = []
     cells = planned_runs(config, only, datasets)
     floors = {False: {}, True: {}}  # fitted on train / on train + validation (the refit protocol's tables)
@@ -280,10 +280,11 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
             if result["model"] == "mtin" and "retrieval_recall@50" not in result:
                 result = None  # cached before catalogue retrieval was scored: train again
         if result is None:
-            if dataset not in loaded:
-                loaded[dataset] = load_dataset(dataset, config["datasets"][dataset], max_history)
-            result = train_run(spec, loaded[dataset], dataset_base, seed, patience=config.get("patience", 2),
-                               refit=refit)
+            length = spec.config(dataset_base, seed).max_history  # a dataset's or a run's "set" may change L
+            if (dataset, length) not in loaded:
+                loaded[dataset, length] = load_dataset(dataset, config["datasets"][dataset], length)
+            result = train_run(spec, loaded[dataset, length], dataset_base, seed,
+                               patience=config.get("patience", 2), refit=refit)
             with open(cache, "w") as f:
                 json.dump(result, f)
             scores = " ".join(f"{label} {result[m]:.4f}" for m, label in (("auc", "AUC"), ("gauc", "gAUC"),
@@ -300,7 +301,7 @@ def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int, *
     """{floor name: test metrics} of one dataset's popularity floors, fitted on the rows the models are fitted on
     before test is scored (train, or train + validation under the refit protocol), cached in
     OUT/floors/<dataset>.json (refit: <dataset>_refit.json) for the same examples directory; loads the dataset into
-    ``loaded`` when needed."""
+    ``loaded`` (keyed by (dataset, max_history)) when needed. The floors read no history, so L does not change them."""
     from mtin_tf.floors import POPULAR, floor_metrics
     from mtin_tf.retrieval import popularity_floor_metrics
 
@@ -311,9 +312,9 @@ def dataset_floors(config: dict, dataset: str, loaded: dict, max_history: int, *
             cached = json.load(f)
         if cached["examples"] == os.path.abspath(spec["examples"]) and POPULAR in cached["floors"]:
             return cached["floors"]
-    if dataset not in loaded:
-        loaded[dataset] = load_dataset(dataset, spec, max_history)
-    ds = loaded[dataset]
+    if (dataset, max_history) not in loaded:
+        loaded[dataset, max_history] = load_dataset(dataset, spec, max_history)
+    ds = loaded[dataset, max_history]
     result = floor_metrics(ds.refit_arrays() if refit else ds.train, ds.test, ks=(10, 50))
     result[POPULAR] = popularity_floor_metrics([ds.train, ds.validation], ds.test)
     os.makedirs(os.path.dirname(path), exist_ok=True)
