@@ -10,6 +10,11 @@ $MTIN data build --interactions runs/exp/planted/data/interactions.parquet \
 $MTIN data fetch-movielens --out runs/exp/movielens/data
 $MTIN data build --interactions runs/exp/movielens/data/interactions.parquet \
   --items runs/exp/movielens/data/item_features.npz --out runs/exp/movielens/examples --max-history 20
+# The same data with histories of up to 50 items (tables length_1206*: the history length L on validation).
+$MTIN data build --interactions runs/exp/planted/data/interactions.parquet \
+  --items runs/exp/planted/data/item_features.npz --out runs/exp/planted/examples_l50 --max-history 50
+$MTIN data build --interactions runs/exp/movielens/data/interactions.parquet \
+  --items runs/exp/movielens/data/item_features.npz --out runs/exp/movielens/examples_l50 --max-history 50
 # Defaults are chosen on validation first (readout, gated update, item bias, ε: tables "choices" and "identity"),
 # then the main comparison, the ablations and the further baselines; the last call trains anything missing and
 # writes runs/experiments/paper/results.{csv,json,md} and the PNG plots.
