@@ -13,6 +13,7 @@ remove_worker_path: the other workers write to a temporary directory that is rem
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -298,6 +299,18 @@ def train_mtin(config: MTINConfig, train_arrays, item_ids, item_features, *, eva
     return model, history
 
 
+def refit_mtin(config: MTINConfig, train_arrays, validation_arrays, epochs: int, item_ids, item_features,
+               **kwargs):
+    """The refit protocol's second fit (docs/EVALUATION.md): the same model and seed trained on train + validation
+    (train's rows first) for ``epochs``, the count validation chose, with no early stopping. kwargs: train_mtin's
+    (builder, strategy, log_dir, verbose, ...). Returns (model, the train + validation arrays it was fitted on)."""
+    from mtin_tf.data.examples import join_arrays
+
+    fit = join_arrays(train_arrays, validation_arrays)
+    model, _ = train_mtin(dataclasses.replace(config, epochs=epochs), fit, item_ids, item_features, **kwargs)
+    return model, fit
+
+
 def predict_probabilities(model, arrays, batch_size: int = 1024) -> np.ndarray:
     """Click probabilities [N] for model-input arrays, in their order. Rows are scored in (user, time) order through
     mtin_tf.signatures.row_scorer, so that for MTIN every (user, impression time, histories) of a batch — all the
@@ -343,12 +356,10 @@ def train_and_evaluate(examples_dir, items_path, out_dir, *, model_name="mtin", 
 
 def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_name, variant, overrides, verbose,
                         refit):
-    import dataclasses
-
     from mtin_tf import floors, metrics
     from mtin_tf.baselines import BUILDERS, MODELS
     from mtin_tf.data.canonical import read_item_features
-    from mtin_tf.data.examples import join_arrays, read_split_arrays
+    from mtin_tf.data.examples import read_split_arrays
     from mtin_tf.export import export_saved_model
     from mtin_tf.model import is_mtin
     from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
@@ -376,10 +387,9 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
         blocks["validation"].update(catalogue_metrics(model, [train], validation))
     fit = train
     if refit:  # the same model and seed on every row before test, for the epochs validation chose
-        fit = join_arrays(train, validation)
-        model, _ = train_mtin(dataclasses.replace(config, epochs=best_epoch), fit, items.item_ids, items.features,
-                              builder=builder, strategy=strategy, log_dir=os.path.join(out_dir, "logs", "refit"),
-                              verbose=verbose)
+        model, fit = refit_mtin(config, train, validation, best_epoch, items.item_ids, items.features,
+                                builder=builder, strategy=strategy, log_dir=os.path.join(out_dir, "logs", "refit"),
+                                verbose=verbose)
     blocks["test"] = metrics.summary(test[F.USER_ID], test[F.LABEL], predict_probabilities(model, test), ks=(10, 50))
     floor = floors.floor_metrics(fit, test, ks=(10, 50))
     result = dict(blocks["test"])  # top level: the test metrics, as before the validation split

@@ -150,7 +150,7 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
     from mtin_tf.baselines import BUILDERS
     from mtin_tf.model import POSITIVE_BRANCH, build_mtin
     from mtin_tf.retrieval import catalogue_metrics
-    from mtin_tf.train import EVAL_AUC, make_dataset, predict_probabilities, train_mtin
+    from mtin_tf.train import EVAL_AUC, make_dataset, predict_probabilities, refit_mtin, train_mtin
     from mtin_tf.two_tower import TWO_TOWER
 
     config = spec.config(base, seed)
@@ -168,8 +168,8 @@ def train_run(spec: RunSpec, ds: Dataset, base: dict, seed: int, *, patience: in
     best_epoch = int(np.argmax(curve)) + 1 if curve else None
     refit_epochs = best_epoch or config.epochs
     if refit:  # the same model and seed, trained on every row before test for the epochs chosen above
-        model, _ = train_mtin(dataclasses.replace(config, epochs=refit_epochs), ds.refit_arrays(),
-                              ds.item_ids, ds.item_features, builder=builder, verbose=0)
+        model, _ = refit_mtin(config, ds.train, ds.validation, refit_epochs, ds.item_ids, ds.item_features,
+                              builder=builder, verbose=0)
     seconds = time.perf_counter() - start
     out = model.predict(make_dataset(ds.test, 1024), verbose=0)
     scores = np.asarray(out[F.OUTPUT_PROBABILITY]).reshape(-1)
