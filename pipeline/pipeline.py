@@ -73,7 +73,8 @@ def create_pipeline(config: PipelineConfig, *, pipeline_root: str, inputs_dir: s
     # Memory pretraining runs in HistoryGen's Beam pipeline (mtin_tf.data.beam_pretrain), with the Trainer's settings.
     trained = MTINConfig.from_dict({**config.mtin_config, "max_history": config.max_history})
     pretraining = dict(num_groups=trained.num_groups, memory_anchors=trained.memory_anchors,
-                       pretrain_memory=int(trained.pretrain_memory), seed=trained.seed)
+                       pretrain_memory=int(trained.pretrain_memory), seed=trained.seed,
+                       refit=int(config.refit))  # with refit, anchors over train + validation for the refit model
     history = HistoryGen(
         interactions=interactions.outputs["examples"], items=items.outputs["examples"],
         anomalies=validator.outputs["anomalies"], max_history=config.max_history,

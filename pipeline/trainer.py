@@ -16,8 +16,9 @@ shuffled batches through a bounded buffer (``custom_config["shuffle_buffer"]`` r
 :data:`SHUFFLE_BUFFER`), honours ``fn_args.train_steps`` / ``eval_steps`` (TrainArgs / EvalArgs ``num_steps``) and
 stops early on the AUC of the eval files — the ``validation`` split (the pipeline's EvalArgs); the test split is the
 Evaluator's alone. With ``custom_config["refit"]`` (PipelineConfig.refit, ``mtin pipeline run --refit``) the model is
-then trained again from the same seed on the train and validation files for the epoch count validation chose, and
-that model is exported. TensorBoard logs and ``training.json`` go to ``fn_args.model_run_dir``.
+then trained again from the same seed on the train and validation files for the epoch count validation chose (its
+memories pretrained from HistoryGen's anchors over train + validation, which PipelineConfig.refit has it compute),
+and that model is exported. TensorBoard logs and ``training.json`` go to ``fn_args.model_run_dir``.
 
 The SavedModel in ``fn_args.serving_model_dir`` has the signatures and output keys of :mod:`mtin_tf.signatures`:
 ``serving_default`` takes serialized tf.Example and runs the Transform graph (TFT layer) before the model;
@@ -242,10 +243,12 @@ class StopAtStep(tf_keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def memory_anchor_files(training_inputs: dict, config):
+def memory_anchor_files(training_inputs: dict, config, *, refit: bool = False):
     """The file patterns of the memory anchors HistoryGen computed in Beam (training_inputs' ``memory_anchors``), or
     None when there are none or the config does not pretrain anchored memories (in-memory pretraining then, or
-    none). Raises when they were computed for another memory shape (num_groups, memory_anchors) than ``config``'s."""
+    none). Raises when they were computed for another memory shape (num_groups, memory_anchors) than ``config``'s.
+    refit: those of the refit model, computed over train + validation (``refit_files``, HistoryGen's ``refit``); a
+    HistoryGen run without refit computed none, and then the train anchors serve, with a warning."""
     from mtin_tf.pipeline.components.history import MEMORY_ANCHORS_KEY
 
     entry = training_inputs.get(MEMORY_ANCHORS_KEY)
@@ -258,6 +261,11 @@ def memory_anchor_files(training_inputs: dict, config):
     if entry.get("seed") != config.seed:
         log.warning("memory anchors were computed with seed %s, the Trainer's config.seed is %s", entry.get("seed"),
                     config.seed)
+    if refit and "refit_files" in entry:
+        return list(entry["refit_files"])
+    if refit:
+        log.warning("HistoryGen computed no memory anchors over train + validation (its refit was off): the refit "
+                    "model's memories start from the anchors of train")
     return list(entry["files"])
 
 
@@ -296,8 +304,9 @@ def run_fn(fn_args) -> None:
     ``fn_args.eval_steps`` (EvalArgs.num_steps) the validation steps of each epoch (the validation data then
     repeats). ``custom_config["refit"]``: then the model is built and fitted again (:func:`fit_model`) on the train
     and eval files for the epoch count with the best validation AUC, and that model is exported
-    (``training.json``'s ``refit``: epochs, examples, steps_run, loss, pretraining_users). Peak memory does not grow
-    with the number of examples (docs/PIPELINE.md).
+    (``training.json``'s ``refit``: epochs, examples, steps_run, loss, pretraining_users, pretraining_anchors: the
+    anchor files its memories started from, HistoryGen's over train + validation when it computed them). Peak
+    memory does not grow with the number of examples (docs/PIPELINE.md).
     """
     from mtin_tf.config import MTINConfig
     from mtin_tf.export import serving_model, write_known_ids
@@ -341,15 +350,16 @@ def run_fn(fn_args) -> None:
         # for the epochs validation chose (the first with the best validation AUC, which early stopping restored).
         best_epoch = int(np.argmax(history.history[EVAL_AUC])) + 1
         files = list(fn_args.train_files) + list(fn_args.eval_files)
-        every = summarize_training(files, tf_transform_output, keep_latest=not anchors)
+        refit_anchors = memory_anchor_files(inputs, config, refit=True)
+        every = summarize_training(files, tf_transform_output, keep_latest=not refit_anchors)
         model, fitted, refit_pretraining, refit_history = fit_model(
             dataclasses.replace(config, epochs=best_epoch), every, files, tf_transform_output,
-            (item_ids, item_features), users, anchors, strategy, epochs=best_epoch,
+            (item_ids, item_features), users, refit_anchors, strategy, epochs=best_epoch,
             log_dir=os.path.join(run_dir, "refit"), **plan)
         refitted = {"epochs": best_epoch, "examples": every.examples,
                     "steps_run": int(fitted.optimizer.iterations.numpy()),
                     "loss": [float(v) for v in refit_history.history["loss"]],
-                    "pretraining_users": int(refit_pretraining["users"])}
+                    "pretraining_users": int(refit_pretraining["users"]), "pretraining_anchors": refit_anchors}
     served = serving_model(model)  # the pre-projected item table, as `mtin train` exports
     served.save(serving_dir, save_format="tf", include_optimizer=False,
                 signatures=transform_signatures(served, tf_transform_output, config.max_history))

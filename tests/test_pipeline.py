@@ -383,14 +383,35 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
     num_steps = 7 and 3 epochs it takes exactly 7 optimizer steps (3 + 3 + 1, a validation AUC after each epoch),
     although one pass over the split is many more batches. With custom_config["refit"] it then trains a model
     again on train + validation for the epoch count validation chose (3 steps each, at most 7 in all) and exports
-    that one, with the serving signatures."""
+    that one, with the serving signatures. Its memories start from the anchors HistoryGen computed, with the
+    pipeline's --refit, over each user's latest example of train + validation (checked against the reference)."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
-    from mtin_tf.pipeline.components.history import TRAINING_INPUTS_FILE
-    from mtin_tf.pipeline.trainer import run_fn
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.pipeline.components.history import MEMORY_ANCHORS_KEY, REFIT_ANCHORS_SPLIT, TRAINING_INPUTS_FILE
+    from mtin_tf.pipeline.metadata import run_outputs
+    from mtin_tf.pipeline.trainer import read_item_table, run_fn
+    from mtin_tf.pretrain import read_anchor_records
 
-    with open(os.path.join(_uri(run, "HistoryGen", "training_inputs"), TRAINING_INPUTS_FILE)) as f:
+    code, stdout, states = _pipeline_run(run, "--refit", "--stop-after", "HistoryGen")
+    assert code == 0, stdout
+    history_gen = run_outputs(run["dirs"].metadata)["HistoryGen"]
+    with open(os.path.join(history_gen["training_inputs"][0], TRAINING_INPUTS_FILE)) as f:
         training_inputs = json.load(f)
+    entry = training_inputs[MEMORY_ANCHORS_KEY]
+    assert [os.path.dirname(p) for p in entry["refit_files"]] == [
+        os.path.join(history_gen["memory_pretraining"][0], f"Split-{REFIT_ANCHORS_SPLIT}")]
+    k, m = TINY_MODEL["num_groups"], MTINConfig.memory_anchors
+    batches = list(read_anchor_records(entry["refit_files"], k, m).as_numpy_iterator())
+    got = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    train = _history_split(run, "train")
+    latest, in_train = latest_examples(train + _history_split(run, "validation")), latest_examples(train)
+    assert any(latest[u][F.TIMESTAMP] > in_train[u][F.TIMESTAMP] for u in in_train)  # some latest rows in validation
+    assert sorted(got[F.USER_ID].tolist()) == sorted(latest)
+    features = dict(zip(*read_item_table(training_inputs["item_examples"])))
+    for row, user in enumerate(got[F.USER_ID].tolist()):
+        for name, value in reference_anchors(latest[user], features, k, m, SEED).items():
+            np.testing.assert_array_equal(got[name][row], value, err_msg=f"user {user} {name}")
     settings = {k: v for k, v in TINY_MODEL.items() if k != "max_history"} | {"epochs": 3, "seed": SEED}
     fn_args = FnArgs(train_files=[_to_ram(run, "train")], eval_files=[_to_ram(run, "validation")],
                      transform_output=_uri(run, "Transform", "transform_graph"),
@@ -411,6 +432,7 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
     assert refit["epochs"] == best and len(refit["loss"]) == best
     assert refit["examples"] == train_rows + len(_history_split(run, "validation"))
     assert refit["steps_run"] == min(3 * best, 7)
+    assert refit["pretraining_anchors"] == entry["refit_files"] and refit["pretraining_users"] == len(latest)
     assert tf.io.gfile.exists(str(tmp_path / "model_run" / "refit"))  # its TensorBoard logs
     loaded = tf.saved_model.load(str(tmp_path / "model"))
     assert "serving_default" in loaded.signatures

@@ -16,8 +16,9 @@ in item-id order, as the in-memory path orders them.
 Output: per user one record ``{user_id: int, positive_anchors, positive_anchor_times, negative_anchors,
 negative_anchor_times: int64 [k * m]}`` (:data:`mtin_tf.pretrain.ANCHOR_FEATURES`; all 0 for a branch with no known
 item), serialized by :func:`mtin_tf.pretrain.anchor_record`. Users without any known item are skipped. Beam metrics
-(namespace ``mtin_data``): ``pretraining_users``, ``pretraining_users_without_known_items``,
-``pretraining_unknown_items`` (history items absent from the item features, each (user, branch, item) once).
+(namespace ``mtin_data``, or the transform's ``namespace``): ``pretraining_users``,
+``pretraining_users_without_known_items``, ``pretraining_unknown_items`` (history items absent from the item features,
+each (user, branch, item) once).
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ def item_references(user_example):
 class _JoinFeaturesFn(beam.DoFn):
     """(item, {"refs": [(user, branch, time)], "features": [vector]}) → (user, (branch, item, time, vector))."""
 
-    def __init__(self):
-        self._unknown = beam.metrics.Metrics.counter(NAMESPACE, "pretraining_unknown_items")
+    def __init__(self, namespace: str = NAMESPACE):
+        self._unknown = beam.metrics.Metrics.counter(namespace, "pretraining_unknown_items")
 
     def process(self, element):
         item, grouped = element
@@ -81,10 +82,10 @@ class _JoinFeaturesFn(beam.DoFn):
 class _UserAnchorsFn(beam.DoFn):
     """(user, [None (the user's marker), (branch, item, time, vector), ...]) → one anchor record, or none."""
 
-    def __init__(self, num_groups: int, anchor_size: int, iterations: int, seed: int):
+    def __init__(self, num_groups: int, anchor_size: int, iterations: int, seed: int, namespace: str = NAMESPACE):
         self._options = dict(num_groups=num_groups, anchor_size=anchor_size, iterations=iterations, seed=seed)
-        self._users = beam.metrics.Metrics.counter(NAMESPACE, "pretraining_users")
-        self._skipped = beam.metrics.Metrics.counter(NAMESPACE, "pretraining_users_without_known_items")
+        self._users = beam.metrics.Metrics.counter(namespace, "pretraining_users")
+        self._skipped = beam.metrics.Metrics.counter(namespace, "pretraining_users_without_known_items")
 
     def process(self, element):
         user, values = element
@@ -107,13 +108,15 @@ class _UserAnchorsFn(beam.DoFn):
 class PretrainAnchors(beam.PTransform):
     """``(train_examples, item_features) | PretrainAnchors(num_groups=k, anchor_size=m)`` → per-user anchor records
     (module docstring). ``iterations`` and ``seed``: user_anchors' k-means (the seed is config.seed, combined with
-    each user id)."""
+    each user id). ``namespace``: of the Beam metrics, so that two of these in one pipeline count apart."""
 
-    def __init__(self, *, num_groups: int, anchor_size: int, iterations: int = KMEANS_ITERATIONS, seed: int = 0):
+    def __init__(self, *, num_groups: int, anchor_size: int, iterations: int = KMEANS_ITERATIONS, seed: int = 0,
+                 namespace: str = NAMESPACE):
         super().__init__()
         if num_groups < 1 or anchor_size < 1:
             raise ValueError(f"num_groups and anchor_size must be >= 1, got {num_groups} and {anchor_size}")
-        self._fn = _UserAnchorsFn(int(num_groups), int(anchor_size), int(iterations), int(seed))
+        self._namespace = namespace
+        self._fn = _UserAnchorsFn(int(num_groups), int(anchor_size), int(iterations), int(seed), namespace)
 
     def expand(self, inputs):
         examples, items = inputs
@@ -124,7 +127,7 @@ class PretrainAnchors(beam.PTransform):
         features = items | "KeyByItem" >> beam.Map(lambda item: (int(item[0]), np.asarray(item[1], np.float32)))
         joined = ({"refs": references, "features": features}
                   | "JoinItemFeatures" >> beam.CoGroupByKey()
-                  | "ByUser" >> beam.ParDo(_JoinFeaturesFn()))
+                  | "ByUser" >> beam.ParDo(_JoinFeaturesFn(self._namespace)))
         markers = latest | "UserMarkers" >> beam.Map(lambda user_example: (user_example[0], None))
         return ((joined, markers)
                 | "FlattenByUser" >> beam.Flatten()

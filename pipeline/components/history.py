@@ -16,19 +16,22 @@ counted (Beam counters, namespace ``mtin_pipeline``); their count is recorded on
 
 Outputs
 - ``examples`` (Examples, splits ``train``, ``validation`` and ``test``, gzipped TFRecord of tf.Example): the features
-of
-  ``mtin_tf.features.EXAMPLE_FEATURES`` plus ``history_bucket`` (bytes; the clicked-history length bucket, for
+  of ``mtin_tf.features.EXAMPLE_FEATURES`` plus ``history_bucket`` (bytes; the clicked-history length bucket, for
   TFMA slices — not a model input, not in the schema, so Transform ignores it).
 - ``memory_pretraining`` (Examples, split ``memory_anchors``, gzipped TFRecord): when memory pretraining is anchored
   (``pretrain_memory`` and ``memory_anchors`` > 0), each user's memory anchors, computed in Beam by
   :class:`mtin_tf.data.beam_pretrain.PretrainAnchors` from the ``train`` split and the ``items`` input (one record
   per user: :data:`mtin_tf.pretrain.ANCHOR_FEATURES`, 2 × ``num_groups`` × ``memory_anchors`` ids and as many
-  times); custom properties ``pretraining_users`` and ``pretraining_users_without_known_items``. Empty (no split)
+  times); custom properties ``pretraining_users`` and ``pretraining_users_without_known_items``. With ``refit``
+  (the Trainer's refit protocol, which fits a second model on train + validation), a second split
+  ``memory_anchors_refit`` holds the anchors of each user's latest example of train + validation, for that model
+  (custom properties ``refit_pretraining_users`` and ``refit_pretraining_users_without_known_items``). Empty (no split)
   otherwise. Its own artifact: TFX's Trainer reads the hyperparameters artifact as a directory of exactly one file.
 - ``training_inputs`` (HyperParameters, one JSON file): run-time inputs of the Trainer's run_fn that TFX's Trainer has
   no input channel for — the file pattern of the item-feature examples (the item table the model owns), the
   history length and, when computed, ``memory_anchors`` (:data:`MEMORY_ANCHORS_KEY`: the anchors' file patterns, their
-  ``num_groups``, ``anchor_size``, ``seed`` and ``iterations``). The Trainer reads it as ``fn_args.hyperparameters``.
+  ``num_groups``, ``anchor_size``, ``seed`` and ``iterations``; with ``refit``, ``refit_files``: the second split's
+  file patterns). The Trainer reads it as ``fn_args.hyperparameters``.
 """
 # No `from __future__ import annotations`: TFX reads the component signature's type hints at run time.
 
@@ -50,7 +53,9 @@ HISTORY_BUCKETS = (0, 1, 5, 20, 50)  # lower bounds of the clicked-history lengt
 TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT = SPLIT_NAMES  # the artifact's split names (Split-<name>/)
 TRAINING_INPUTS_FILE = "training_inputs.json"
 MEMORY_ANCHORS_KEY = "memory_anchors"  # training_inputs' entry of the anchors computed in Beam
-ANCHORS_SPLIT = "memory_anchors"  # memory_pretraining's one split
+ANCHORS_SPLIT = "memory_anchors"  # memory_pretraining's split of the anchors over train
+REFIT_ANCHORS_SPLIT = "memory_anchors_refit"  # ... and, with refit, its split of the anchors over train + validation
+REFIT_NAMESPACE = "mtin_data_refit"  # the Beam metrics of the anchors over train + validation
 COUNTER_NAMESPACE = "mtin_pipeline"
 REQUIRED = RANGES  # (min, max) of each raw field, defined once in mtin_tf.data.ranges
 
@@ -155,11 +160,13 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
         pretrain_memory: tfx.dsl.components.Parameter[int] = int(MTINConfig.pretrain_memory),
         seed: tfx.dsl.components.Parameter[int] = MTINConfig.seed,
         kmeans_iterations: tfx.dsl.components.Parameter[int] = KMEANS_ITERATIONS,
+        refit: tfx.dsl.components.Parameter[int] = 0,
         beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None):
     """Validate, then build MTIN examples from raw interactions with mtin_tf's Beam history building; with anchored
     memory pretraining (``pretrain_memory`` 1 and ``memory_anchors`` > 0; ``num_groups``, ``seed`` and
     ``kmeans_iterations`` as the model's config.num_groups, config.seed and k-means iterations), compute each user's
-    memory anchors in the same Beam pipeline (:class:`mtin_tf.data.beam_pretrain.PretrainAnchors`)."""
+    memory anchors in the same Beam pipeline (:class:`mtin_tf.data.beam_pretrain.PretrainAnchors`); with ``refit`` 1
+    (the Trainer's refit protocol) once more over train + validation, for the model the Trainer fits on both."""
     import tensorflow as tf
 
     from mtin_tf.data.beam_history import BuildExamples
@@ -183,10 +190,22 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
              | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "data_tfrecord"),
                                                                   file_name_suffix=".gz"))
     anchored = bool(pretrain_memory) and memory_anchors > 0
-    memory_pretraining.split_names = artifact_utils.encode_split_names([ANCHORS_SPLIT] if anchored else [])
+    anchor_splits = ([ANCHORS_SPLIT, REFIT_ANCHORS_SPLIT] if refit else [ANCHORS_SPLIT]) if anchored else []
+    memory_pretraining.split_names = artifact_utils.encode_split_names(anchor_splits)
     if anchored:
-        anchors_dir = _write_anchors(p, built.train, items, memory_pretraining, num_groups=num_groups,
-                                     anchor_size=memory_anchors, iterations=kmeans_iterations, seed=seed)
+        from mtin_tf.data.beam_pretrain import NAMESPACE
+        from mtin_tf.pipeline.inputs import parse_item_example
+
+        item_records = [p | f"ReadItems[{i}]" >> beam.io.ReadFromTFRecord(pattern)
+                        for i, pattern in enumerate(_split_patterns(items))]
+        item_features = item_records | "FlattenItems" >> beam.Flatten() | "ParseItems" >> beam.Map(parse_item_example)
+        options = dict(num_groups=num_groups, anchor_size=memory_anchors, iterations=kmeans_iterations, seed=seed)
+        anchors_dir = _write_anchors(built.train, item_features, memory_pretraining, ANCHORS_SPLIT, NAMESPACE,
+                                     **options)
+        if refit:
+            seen = (built.train, built.validation) | "TrainAndValidation" >> beam.Flatten()
+            refit_dir = _write_anchors(seen, item_features, memory_pretraining, REFIT_ANCHORS_SPLIT, REFIT_NAMESPACE,
+                                       **options)
     result = p.run()
     result.wait_until_finish()
 
@@ -199,30 +218,28 @@ def HistoryGen(  # noqa: N802  (TFX component names are classes)
             f"<= 0, negative timestamps or clicks outside 0/1); allowed: {max_bad_row_fraction:.2%}")
     inputs = {"item_examples": _split_patterns(items), "max_history": int(max_history)}
     if anchored:
-        from mtin_tf.data.beam_pretrain import NAMESPACE
-
         for name in ("pretraining_users", "pretraining_users_without_known_items"):
             memory_pretraining.set_int_custom_property(name, _counter(result, name, NAMESPACE))
+            if refit:
+                memory_pretraining.set_int_custom_property(f"refit_{name}", _counter(result, name, REFIT_NAMESPACE))
         inputs[MEMORY_ANCHORS_KEY] = {"files": [os.path.join(anchors_dir, "*")], "num_groups": int(num_groups),
                                       "anchor_size": int(memory_anchors), "seed": int(seed),
-                                      "iterations": int(kmeans_iterations)}
+                                      "iterations": int(kmeans_iterations),
+                                      **({"refit_files": [os.path.join(refit_dir, "*")]} if refit else {})}
     with tf.io.gfile.GFile(os.path.join(training_inputs.uri, TRAINING_INPUTS_FILE), "w") as f:
         json.dump(inputs, f)
 
 
-def _write_anchors(p, train, items, memory_pretraining, **options) -> str:
-    """Adds memory pretraining to the Beam pipeline ``p``: the ``items`` artifact's item examples read (Beam IO) and
-    parsed (mtin_tf.pipeline.inputs.parse_item_example), PretrainAnchors(**options) on the ``train`` examples, the
-    records written as gzipped TFRecord into memory_pretraining's split. Returns that split's directory."""
+def _write_anchors(examples, item_features, memory_pretraining, split: str, namespace: str, **options) -> str:
+    """Adds memory pretraining to the Beam pipeline: PretrainAnchors(**options) on the ``examples`` and the parsed
+    ``item_features`` ((item id, vector) pairs), its metrics in ``namespace``, the records written as gzipped
+    TFRecord into memory_pretraining's ``split``. Returns that split's directory."""
     from mtin_tf.data.beam_pretrain import PretrainAnchors
-    from mtin_tf.pipeline.inputs import parse_item_example
     from mtin_tf.pretrain import anchor_record
 
-    records = [p | f"ReadItems[{i}]" >> beam.io.ReadFromTFRecord(pattern)
-               for i, pattern in enumerate(_split_patterns(items))]
-    item_features = records | "FlattenItems" >> beam.Flatten() | "ParseItems" >> beam.Map(parse_item_example)
-    out_dir = artifact_utils.get_split_uri([memory_pretraining], ANCHORS_SPLIT)
-    _ = ((train, item_features) | "PretrainAnchors" >> PretrainAnchors(**options)
-         | "SerializeAnchors" >> beam.Map(anchor_record)
-         | "WriteAnchors" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "anchors"), file_name_suffix=".gz"))
+    out_dir = artifact_utils.get_split_uri([memory_pretraining], split)
+    _ = ((examples, item_features) | f"PretrainAnchors[{split}]" >> PretrainAnchors(namespace=namespace, **options)
+         | f"SerializeAnchors[{split}]" >> beam.Map(anchor_record)
+         | f"WriteAnchors[{split}]" >> beam.io.WriteToTFRecord(os.path.join(out_dir, "anchors"),
+                                                               file_name_suffix=".gz"))
     return out_dir
