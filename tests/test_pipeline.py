@@ -275,8 +275,6 @@ def test_history_gen_wrote_each_training_users_memory_anchors_and_listed_them_fo
     records equal user_anchors of each user's latest training example, read back from the train split."""
     from mtin_tf.config import MTINConfig
     from mtin_tf.pipeline.components.history import MEMORY_ANCHORS_KEY, TRAINING_INPUTS_FILE
-    from mtin_tf.pipeline.trainer import read_item_table
-    from mtin_tf.pretrain import read_anchor_records
 
     with open(os.path.join(_uri(run, "HistoryGen", "training_inputs"), TRAINING_INPUTS_FILE)) as f:
         training_inputs = json.load(f)
@@ -284,14 +282,23 @@ def test_history_gen_wrote_each_training_users_memory_anchors_and_listed_them_fo
     k, m = TINY_MODEL["num_groups"], MTINConfig.memory_anchors
     assert (entry["num_groups"], entry["anchor_size"], entry["seed"]) == (k, m, SEED)
     assert all(p.startswith(_uri(run, "HistoryGen", "memory_pretraining")) for p in entry["files"])
-    batches = list(read_anchor_records(entry["files"], k, m).as_numpy_iterator())
+    _assert_reference_anchors(entry["files"], latest_examples(_history_split(run, "train")), training_inputs)
+
+
+def _assert_reference_anchors(files, latest, training_inputs):
+    """The anchor records in ``files`` are exactly one per user of ``latest`` ({user: latest example}), each equal
+    to the reference anchors of that example (training_support.reference_anchors, the Trainer's memory shape)."""
+    from mtin_tf.config import MTINConfig
+    from mtin_tf.pipeline.trainer import read_item_table
+    from mtin_tf.pretrain import read_anchor_records
+
+    k, m = TINY_MODEL["num_groups"], MTINConfig.memory_anchors
+    batches = list(read_anchor_records(files, k, m).as_numpy_iterator())
     got = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
-    latest = latest_examples(_history_split(run, "train"))
     assert sorted(got[F.USER_ID].tolist()) == sorted(latest)
     features = dict(zip(*read_item_table(training_inputs["item_examples"])))
     for row, user in enumerate(got[F.USER_ID].tolist()):
-        want = reference_anchors(latest[user], features, k, m, SEED)
-        for name, value in want.items():
+        for name, value in reference_anchors(latest[user], features, k, m, SEED).items():
             np.testing.assert_array_equal(got[name][row], value, err_msg=f"user {user} {name}")
 
 
@@ -387,11 +394,9 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
     pipeline's --refit, over each user's latest example of train + validation (checked against the reference)."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
-    from mtin_tf.config import MTINConfig
     from mtin_tf.pipeline.components.history import MEMORY_ANCHORS_KEY, REFIT_ANCHORS_SPLIT, TRAINING_INPUTS_FILE
     from mtin_tf.pipeline.metadata import run_outputs
-    from mtin_tf.pipeline.trainer import read_item_table, run_fn
-    from mtin_tf.pretrain import read_anchor_records
+    from mtin_tf.pipeline.trainer import run_fn
 
     code, stdout, states = _pipeline_run(run, "--refit", "--stop-after", "HistoryGen")
     assert code == 0, stdout
@@ -401,17 +406,10 @@ def test_run_fn_honours_train_steps_and_eval_steps_streaming_from_a_ram_director
     entry = training_inputs[MEMORY_ANCHORS_KEY]
     assert [os.path.dirname(p) for p in entry["refit_files"]] == [
         os.path.join(history_gen["memory_pretraining"][0], f"Split-{REFIT_ANCHORS_SPLIT}")]
-    k, m = TINY_MODEL["num_groups"], MTINConfig.memory_anchors
-    batches = list(read_anchor_records(entry["refit_files"], k, m).as_numpy_iterator())
-    got = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
     train = _history_split(run, "train")
     latest, in_train = latest_examples(train + _history_split(run, "validation")), latest_examples(train)
     assert any(latest[u][F.TIMESTAMP] > in_train[u][F.TIMESTAMP] for u in in_train)  # some latest rows in validation
-    assert sorted(got[F.USER_ID].tolist()) == sorted(latest)
-    features = dict(zip(*read_item_table(training_inputs["item_examples"])))
-    for row, user in enumerate(got[F.USER_ID].tolist()):
-        for name, value in reference_anchors(latest[user], features, k, m, SEED).items():
-            np.testing.assert_array_equal(got[name][row], value, err_msg=f"user {user} {name}")
+    _assert_reference_anchors(entry["refit_files"], latest, training_inputs)
     settings = {k: v for k, v in TINY_MODEL.items() if k != "max_history"} | {"epochs": 3, "seed": SEED}
     fn_args = FnArgs(train_files=[_to_ram(run, "train")], eval_files=[_to_ram(run, "validation")],
                      transform_output=_uri(run, "Transform", "transform_graph"),
