@@ -15,7 +15,8 @@ READOUTS = ("paper", "attention", "target")
 # τ = 0.1.
 PAPER_FAITHFUL = {"temporal_self": False, "readout": "paper", "memory_anchors": 0, "use_id_embedding": False,
                   "use_item_bias": False, "learnable_branch_weights": True, "routing_epsilon": 0.1,
-                  "routing_center": False, "tau": 0.1, "retrieval_weight": 0.0, "click_level": 0}
+                  "routing_center": False, "tau": 0.1, "retrieval_weight": 0.0, "retrieval_head": False,
+                  "click_level": 0}
 
 VARIANTS = {"MTIN": {}, "MTIN-I": {"use_routing": False}, "MTIN-P": {"pretrain_memory": False},
             "MTIN-paper": PAPER_FAITHFUL}
@@ -105,6 +106,10 @@ class MTINConfig:
     # click AUC and the catalogue Recall@50 on planted data and MovieLens-100K (docs/EXPERIMENTS.md), at no
     # measurable step cost (docs/MODEL.md, "Cost").
     retrieval_weight: float = 1.0
+    # The retrieval head (ours, mtin_tf.layers.RetrievalHead): the retrieval objective and recommend score items with
+    # q_p = u_p (I + W_r) instead of the rows u_p themselves, W_r [d, d] trained by the retrieval objective (it needs
+    # retrieval_weight > 0) from 0 under the L2 λ: the ranking readout and retrieval share the rows, not the metric.
+    retrieval_head: bool = False
     # The exposure prior (ours, mtin_tf.layers.ExposurePrior): the model stores log q_j, q_j the item's share of the
     # training impressions (set from the training rows by mtin_tf.train.build_for_training), and learns its weight γ
     # in the retrieval objective; the recommend signature retrieves and ranks the catalogue by max_p u_p·x_j +
@@ -131,6 +136,8 @@ class MTINConfig:
             self.num_groups = 1
         if self.retrieval_weight < 0:
             raise ValueError(f"retrieval_weight must be >= 0, got {self.retrieval_weight}")
+        if self.retrieval_head and not self.retrieval_weight:
+            raise ValueError("retrieval_head needs retrieval_weight > 0: only the retrieval objective trains the head")
         if self.click_level < 0:
             raise ValueError(f"click_level must be >= 0 (0 = off), got {self.click_level}")
         for name in ("embedding_dim", "num_masks", "num_groups", "max_history", "batch_size", "routing_iterations"):

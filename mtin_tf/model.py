@@ -15,6 +15,7 @@ from mtin_tf.layers.click_level import ClickLevel
 from mtin_tf.layers.combiner import ClickCombiner
 from mtin_tf.layers.exposure import ExposurePrior
 from mtin_tf.layers.readout import InterestReadout
+from mtin_tf.layers.retrieval_head import RetrievalHead
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
 
 POSITIVE_MEMORY, NEGATIVE_MEMORY = "positive_memory", "negative_memory"
@@ -23,6 +24,7 @@ POSITIVE_READOUT, NEGATIVE_READOUT = "positive_readout", "negative_readout"
 ITEM_EMBEDDING = "item_embedding"
 ITEM_BIAS = "item_bias"
 EXPOSURE_PRIOR = "exposure_prior"
+RETRIEVAL_HEAD = "retrieval_head"
 CLICK_LEVEL = F.OUTPUT_CLICK_LEVEL
 
 
@@ -112,8 +114,9 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
 
     inputs: user_id [B], timestamp [B] (the impression time), the four histories [B, L] (mtin_tf.features).
     Returns {positive_rows, negative_rows: u [B, s, d] (eq. 10), group_weights [B, s, s] and group_assignment [B, L]
-    of the positive branch}, and click_level [B] (the logit offset of the user's recent click share) when the model
-    has that layer (config.click_level). ``report_metrics``: whether the branches update their routing metrics (the
+    of the positive branch}, click_level [B] (the logit offset of the user's recent click share) when the model
+    has that layer (config.click_level), and retrieval_queries [B, s, d] when it has the retrieval head
+    (config.retrieval_head). ``report_metrics``: whether the branches update their routing metrics (the
     training model does; the serving and scoring paths do not)."""
     embed = layer(ITEM_EMBEDDING)
     embedded = {ids_key: embed(inputs[ids_key]) for (ids_key, _), *_ in BRANCHES}
@@ -138,7 +141,16 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
         out[rows_key] = rows
         if branch_name == POSITIVE_BRANCH:
             out[F.OUTPUT_GROUP_WEIGHTS], out[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment
+    head = _optional_layer(layer, RETRIEVAL_HEAD)
+    if head is not None:
+        out[F.OUTPUT_RETRIEVAL_QUERIES] = head(out[F.OUTPUT_POSITIVE_ROWS])
     return out
+
+
+def retrieval_queries(encoded: dict):
+    """What scores items against the catalogue, from encode_user's (or the fused model's) outputs: the retrieval
+    head's queries q_p [B, s, d] when the model has the head (config.retrieval_head), else the positive rows u_p."""
+    return encoded.get(F.OUTPUT_RETRIEVAL_QUERIES, encoded.get(F.OUTPUT_POSITIVE_ROWS))
 
 
 def _optional_layer(layer, name):
@@ -186,7 +198,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group); with
     config.exposure_prior exposure_log_share [B] (log q_j of the candidate; recommend adds γ log q_j to its
     retrieval score); with config.retrieval_weight > 0 also positive_rows [B, s, d] and candidate_embedding [B, d],
-    which the retrieval objective scores (mtin_tf.retrieval_task).
+    which the retrieval objective scores (mtin_tf.retrieval_task), and with config.retrieval_head the rows' retrieval
+    queries retrieval_queries [B, s, d], which it scores instead of the rows.
     The model is ``candidate_scorer(user_encoder(inputs), item_id)`` on the same layers (see those functions).
     """
     user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)
@@ -204,6 +217,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
         layers[ITEM_BIAS] = item_bias(config, item_ids)
     if config.exposure_prior:
         layers[EXPOSURE_PRIOR] = exposure_prior(item_ids)
+    if config.retrieval_head:
+        layers[RETRIEVAL_HEAD] = RetrievalHead(kernel_regularizer=reg, name=RETRIEVAL_HEAD)
     if config.click_level:
         layers[CLICK_LEVEL] = ClickLevel(config.click_level, name=CLICK_LEVEL)
     layers[F.OUTPUT_LOGIT] = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)
@@ -218,6 +233,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
         outputs[F.OUTPUT_EXPOSURE] = layers[EXPOSURE_PRIOR](inputs[F.ITEM_ID])
     if config.retrieval_weight:
         outputs[F.OUTPUT_POSITIVE_ROWS] = encoded[F.OUTPUT_POSITIVE_ROWS]
+        if config.retrieval_head:
+            outputs[F.OUTPUT_RETRIEVAL_QUERIES] = encoded[F.OUTPUT_RETRIEVAL_QUERIES]
     model = tf_keras.Model(inputs, outputs, name="mtin")
     if compile:
         compile_model(model, config)

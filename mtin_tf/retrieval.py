@@ -80,7 +80,7 @@ def recommender(model):
     Returns {item_ids int64, click_probability, logit, retrieval_score float32, interest_row int32} [U, K], best
     first (by the retrieval score max_p u_p · x_j + log q_j, log q_j with the exposure prior only), plus the user's
     group_weights [U, s, s] and group_assignment [U, L]."""
-    from mtin_tf.model import EXPOSURE_PRIOR, ITEM_EMBEDDING, check_mtin, has_exposure_prior
+    from mtin_tf.model import EXPOSURE_PRIOR, ITEM_EMBEDDING, check_mtin, has_exposure_prior, retrieval_queries
     from mtin_tf.signatures import model_halves
 
     check_mtin(model)
@@ -96,7 +96,7 @@ def recommender(model):
         with tf.control_dependencies(checks):
             depth = tf.reduce_max(k)
         encoded = encode(users)
-        rows = encoded[F.OUTPUT_POSITIVE_ROWS]  # [U, s, d]
+        rows = retrieval_queries(encoded)  # [U, s, d]: the positive rows u_p, or their queries q_p (retrieval head)
         num_users, s = tf.shape(rows)[0], tf.shape(rows)[1]
         exclusions = tf.cast(exclusions, tf.int64)
         queries = tf.reshape(rows, [num_users * s, -1])

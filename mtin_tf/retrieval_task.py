@@ -76,7 +76,9 @@ class MultiTaskTraining(tf_keras.Model):
     def retrieval_loss(self, outputs, inputs, clicked):
         """The retrieval term: (1/B) Σ over clicked rows of the in-batch softmax loss (module docstring)."""
         ids = tf.cast(inputs[F.ITEM_ID], tf.int64)
-        rows, candidates = outputs[F.OUTPUT_POSITIVE_ROWS], outputs[F.OUTPUT_CANDIDATE_EMBEDDING]  # [B, s, d], [B, d]
+        from mtin_tf.model import retrieval_queries
+
+        rows, candidates = retrieval_queries(outputs), outputs[F.OUTPUT_CANDIDATE_EMBEDDING]  # [B, s, d], [B, d]
         if self.prior is not None:  # u_p · x_c + γ log q_c as one dot product: [u_p, γ] · [x_c, log q_c]
             gamma = tf.cast(self.prior.gamma, rows.dtype)
             rows = tf.concat([rows, tf.fill(tf.concat([tf.shape(rows)[:2], [1]], 0), gamma)], axis=-1)

@@ -1,4 +1,6 @@
 """Recommending from the whole catalogue (mtin_tf.retrieval, the ``recommend`` signature) against a loop reference."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -56,17 +58,32 @@ def log_share(item_ids, candidates):
     return {int(i): float(np.log(count.get(int(i), 0.5 * counts.min()) / len(candidates))) for i in item_ids}
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """An MTIN with trained-looking id embeddings, exported and reloaded with tf.saved_model.load."""
+def _export(config, directory):
+    """An MTIN with trained-looking id embeddings (and retrieval head, when it has one), exported and reloaded with
+    tf.saved_model.load: (item table, model, loaded)."""
     table = catalogue_table()
-    model = build_mtin(CONFIG, *table)
+    model = build_mtin(config, *table)
+    rng = np.random.default_rng(3)
     embed = model.get_layer("item_embedding")
-    embed.id_embedding.assign(np.random.default_rng(3).normal(scale=0.3, size=embed.id_embedding.shape))
+    embed.id_embedding.assign(rng.normal(scale=0.3, size=embed.id_embedding.shape))
+    if config.retrieval_head:
+        head = model.get_layer("retrieval_head")
+        head.kernel.assign(rng.normal(scale=0.5, size=head.kernel.shape))
     set_exposure_prior(model, *impression_share(impressions(table[0])))
     model.get_layer("exposure_prior").gamma.assign(GAMMA)  # as if the retrieval objective had learnt it
-    path = export_saved_model(model, str(tmp_path_factory.mktemp("export")), version=1)
+    path = export_saved_model(model, str(directory), version=1)
     return table, model, tf.saved_model.load(path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export(CONFIG, tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def exported_with_head(tmp_path_factory):
+    """As ``exported``, with the retrieval head (config.retrieval_head) and a kernel W_r far from 0."""
+    return _export(dataclasses.replace(CONFIG, retrieval_head=True), tmp_path_factory.mktemp("export_head"))
 
 
 GAMMA = 0.7  # the exposure prior's weight γ in the fixture's model
@@ -75,18 +92,23 @@ GAMMA = 0.7  # the exposure prior's weight γ in the fixture's model
 def reference(model, item_ids, users, k):
     """The loop this module's docstring describes: each interest row's top-k of the items not clicked in the user's
     history by u_p · x_j + γ log q_j (log q_j: the exposure prior, from the fixture's impressions), each item once
-    with the row that scored it highest, ranked by that score; with each item's click probability."""
+    with the row that scored it highest, ranked by that score; with each item's click probability. With the
+    retrieval head, the query of row p is u_p (I + W_r) in place of u_p."""
     prior = log_share(item_ids, impressions(item_ids))
     log_q = GAMMA * np.array([prior[int(i)] for i in item_ids])
     embed = model.get_layer("item_embedding")
     table, _ = embed.projected_table()  # x_j in table order: row j is item item_ids[j]
     rows = user_encoder(model)(users)
     scorer = candidate_scorer(model)
+    names = {layer.name for layer in model.layers}
+    kernel = (model.get_layer("retrieval_head").kernel.numpy() if "retrieval_head" in names
+              else np.zeros([embed.embedding_dim] * 2))
     out = []
     for u in range(len(users[F.USER_ID])):
         clicked = set(users[F.CLICKED_ITEMS][u][users[F.CLICKED_ITEMS][u] > 0].tolist())
         best = {}  # item id → (retrieval score, row)
-        for p, query in enumerate(rows[F.OUTPUT_POSITIVE_ROWS][u].numpy()):
+        queries = rows[F.OUTPUT_POSITIVE_ROWS][u].numpy()
+        for p, query in enumerate(queries + queries @ kernel):
             scores = table @ query + log_q
             allowed = [j for j in np.argsort(-scores, kind="stable") if item_ids[j] not in clicked][:k[u]]
             for j in allowed:
@@ -101,8 +123,9 @@ def reference(model, item_ids, users, k):
     return out
 
 
-def test_recommend_signature_matches_the_loop_reference(exported):
-    table, model, saved = exported
+@pytest.mark.parametrize("fixture", ["exported", "exported_with_head"])
+def test_recommend_signature_matches_the_loop_reference(fixture, request):
+    table, model, saved = request.getfixturevalue(fixture)
     x = users(table[0])
     k = np.array([5, 3, 37, 1], np.int64)
     x[F.CLICKED_ITEMS][2, :4] = np.sort(table[0])[[1, 2, 3, 4]]  # 36 items left for user 2, who asks for 37
@@ -131,6 +154,14 @@ def test_recommend_signature_matches_the_loop_reference(exported):
     assert any(np.any(np.diff(score) > 0) for score in without_prior)
     # Probabilities and logits agree with the candidate-list path of the same model.
     np.testing.assert_allclose(tf.sigmoid(got[F.OUTPUT_LOGIT]).numpy()[:, :3], prob[:, :3], atol=1e-6)
+    if fixture == "exported_with_head":  # the head's queries, not the rows, scored the catalogue
+        table_x, _ = model.get_layer("item_embedding").projected_table()
+        position = {int(i): j for j, i in enumerate(table[0])}
+        rows = user_encoder(model)(x)[F.OUTPUT_POSITIVE_ROWS].numpy()
+        by_rows = [[(rows[u] @ table_x[position[e[0]]]).max() + GAMMA * log_q[e[0]] for e in expected]
+                    for u, expected in enumerate(want)]
+        assert not np.allclose(np.concatenate(by_rows), np.concatenate([r[:len(e)] for r, e in zip(retrieval, want)]),
+                               atol=1e-2)
 
 
 def test_recommend_never_returns_a_clicked_item_nor_an_item_twice(exported):

@@ -48,6 +48,39 @@ def test_retrieval_loss_matches_the_numpy_reference():
     assert float(none) == 0.0
 
 
+def test_the_retrieval_head_maps_each_row_by_identity_plus_its_kernel_and_the_loss_scores_its_queries():
+    """q_p = u_p (I + W_r) against NumPy; with the head's queries among the outputs, the loss scores them and not
+    the rows; W_r gets a gradient from the retrieval term."""
+    from mtin_tf.layers import RetrievalHead
+
+    rng = np.random.default_rng(2)
+    batch, s, d = 6, 3, 4
+    rows = rng.normal(size=(batch, s, d)).astype(np.float32)
+    head = RetrievalHead(kernel_regularizer=tf_keras.regularizers.L2(0.1))
+    np.testing.assert_allclose(head(rows).numpy(), rows, atol=1e-7)  # starts as the identity
+    kernel = rng.normal(size=(d, d)).astype(np.float32)
+    head.kernel.assign(kernel)
+    queries = np.einsum("bsd,de->bse", rows, np.eye(d) + kernel)
+    np.testing.assert_allclose(head(rows).numpy(), queries, rtol=1e-5, atol=1e-5)
+    assert float(head.losses[0]) == pytest.approx(0.1 * (kernel.astype(np.float64) ** 2).sum(), rel=1e-5)
+
+    candidates = rng.normal(size=(batch, d)).astype(np.float32)
+    ids = np.array([11, 12, 11, 13, 14, 99], np.int64)
+    clicked = np.array([1, 0, 1, 1, 0, 1], np.float32)
+    share_ids, share = impression_share([11, 11, 12, 13, 13, 13, 14, 14])
+    task = MultiTaskTraining(tf_keras.Sequential([tf_keras.layers.Dense(1)]), 1.0, share_ids, share)
+    with tf.GradientTape() as tape:
+        got = task.retrieval_loss({F.OUTPUT_POSITIVE_ROWS: tf.constant(rows),
+                                   F.OUTPUT_RETRIEVAL_QUERIES: head(tf.constant(rows)),
+                                   F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
+                                  {F.ITEM_ID: tf.constant(ids)}, tf.constant(clicked))
+    want = reference_loss(queries, candidates, ids, clicked, list(share_ids), list(share))
+    assert float(got) == pytest.approx(want, rel=1e-4)
+    assert float(got) != pytest.approx(reference_loss(rows, candidates, ids, clicked, list(share_ids), list(share)),
+                                       rel=1e-2)
+    assert float(tf.reduce_max(tf.abs(tape.gradient(got, head.kernel)))) > 1e-4
+
+
 def test_the_exposure_prior_enters_the_retrieval_score_with_its_learnt_weight():
     """With an exposure prior in the ranker, each candidate's score is max_p u_p·x_c + γ log q_c (γ the layer's)."""
     from mtin_tf.layers import ExposurePrior
@@ -101,6 +134,15 @@ def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_t
     assert float(model.get_layer("exposure_prior").gamma.numpy()) != 1.0  # γ learnt by the retrieval term
     out = model({k: tf.constant(v[:4]) for k, v in data["validation"].items() if k in F.MODEL_INPUT_NAMES})
     assert out[F.OUTPUT_POSITIVE_ROWS].shape[1:] == (config.num_groups, config.embedding_dim)
+    # With the retrieval head, the objective trains W_r away from 0 and the model outputs the head's queries.
+    headed = MTINConfig(**dict(tiny_base, epochs=1, batch_size=32, learning_rate=0.01, retrieval_weight=1.0,
+                               retrieval_head=True))
+    model, _ = train_mtin(headed, data["train"], items.item_ids, items.features, verbose=0)
+    assert float(tf.reduce_max(tf.abs(model.get_layer("retrieval_head").kernel))) > 1e-4
+    out = model({k: tf.constant(v[:4]) for k, v in data["validation"].items() if k in F.MODEL_INPUT_NAMES})
+    assert out[F.OUTPUT_RETRIEVAL_QUERIES].shape[1:] == (config.num_groups, config.embedding_dim)
+    with pytest.raises(ValueError, match="retrieval_head needs retrieval_weight > 0"):
+        MTINConfig(retrieval_head=True, retrieval_weight=0.0)
     # Without the objective the model has neither extra output, and nothing is wrapped.
     plain = MTINConfig(**dict(tiny_base, epochs=1, retrieval_weight=0.0))
     model, history = train_mtin(plain, data["train"], items.item_ids, items.features, verbose=0)

@@ -22,6 +22,9 @@ REFIT_PROTOCOL = PROTOCOL + ", refit on train+validation"
 # metrics measure; rows recorded under an older rule (by log click probability + log q, before 2026-12-06) are not
 # reused.
 RECOMMEND_RULE = "max_p u_p.x_j + gamma log q_j, gamma learnt"
+# Config fields added after runs were cached, left out of the cache key at these values (which train what the runs
+# before them trained), so that those runs keep their ids.
+KEY_NEUTRAL = {"retrieval_head": False}
 
 
 # ----------------------------------------------------------------------------- config
@@ -43,8 +46,9 @@ class RunSpec:
         """Stable id of (model, full config, dataset, protocol): runs that train the same thing share one training."""
         rule = [RECOMMEND_RULE] if self.model == "mtin" else []
         protocol = REFIT_PROTOCOL if refit else PROTOCOL
-        payload = json.dumps([self.model, dataclasses.asdict(self.config(base, seed)), dataset, protocol, *rule],
-                             sort_keys=True)
+        config = {name: value for name, value in dataclasses.asdict(self.config(base, seed)).items()
+                  if KEY_NEUTRAL.get(name, object()) != value}
+        payload = json.dumps([self.model, config, dataset, protocol, *rule], sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 

@@ -8,10 +8,11 @@ from mtin_tf.layers.exposure import ExposurePrior
 from mtin_tf.layers.grouped_matmul import grouped_matmul
 from mtin_tf.layers.interest_mask import InterestMask
 from mtin_tf.layers.readout import InterestReadout
+from mtin_tf.layers.retrieval_head import RetrievalHead
 from mtin_tf.layers.routing import InterestGroupRouting, route_interest_groups
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
 from mtin_tf.layers.temporal_mask import ParallelTemporalMask
 
 __all__ = ["AnchoredMemory", "ClickCombiner", "ClickLevel", "ExposurePrior", "InterestAggregation", "InterestBranch",
            "InterestGroupRouting", "InterestMask", "InterestReadout", "ItemBias", "ItemEmbedding", "NpyRows",
-           "ParallelTemporalMask", "UserMemory", "grouped_matmul", "route_interest_groups"]
+           "ParallelTemporalMask", "RetrievalHead", "UserMemory", "grouped_matmul", "route_interest_groups"]
