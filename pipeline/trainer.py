@@ -244,16 +244,17 @@ class StopAtStep(tf_keras.callbacks.Callback):
 
 
 def memory_anchor_files(training_inputs: dict, config, *, refit: bool = False):
-    """The file patterns of the memory anchors HistoryGen computed in Beam (training_inputs' ``memory_anchors``), or
-    None when there are none or the config does not pretrain anchored memories (in-memory pretraining then, or
-    none). Raises when they were computed for another memory shape (num_groups, memory_anchors) than ``config``'s.
-    refit: those of the refit model, computed over train + validation (``refit_files``, HistoryGen's ``refit``); a
-    HistoryGen run without refit computed none, and then the train anchors serve, with a warning."""
+    """(train anchors, refit anchors): the file patterns of the memory anchors HistoryGen computed in Beam
+    (training_inputs' ``memory_anchors``), each None when there are none or the config does not pretrain anchored
+    memories (in-memory pretraining then, or none). Raises when they were computed for another memory shape
+    (num_groups, memory_anchors) than ``config``'s. The refit anchors (only with ``refit``, else None) are those of
+    the refit model, computed over train + validation (``refit_files``, HistoryGen's ``refit``); a HistoryGen run
+    without refit computed none, and then the train anchors serve, with a warning."""
     from mtin_tf.pipeline.components.history import MEMORY_ANCHORS_KEY
 
     entry = training_inputs.get(MEMORY_ANCHORS_KEY)
     if not entry or not (config.pretrain_memory and config.memory_anchors):
-        return None
+        return None, None
     shape, want = (entry["num_groups"], entry["anchor_size"]), (config.num_groups, config.memory_anchors)
     if tuple(shape) != want:
         raise ValueError(f"HistoryGen pretrained memories of {shape} (num_groups, memory_anchors); the Trainer's "
@@ -261,12 +262,13 @@ def memory_anchor_files(training_inputs: dict, config, *, refit: bool = False):
     if entry.get("seed") != config.seed:
         log.warning("memory anchors were computed with seed %s, the Trainer's config.seed is %s", entry.get("seed"),
                     config.seed)
-    if refit and "refit_files" in entry:
-        return list(entry["refit_files"])
-    if refit:
+    files = list(entry["files"])
+    if not refit:
+        return files, None
+    if "refit_files" not in entry:
         log.warning("HistoryGen computed no memory anchors over train + validation (its refit was off): the refit "
                     "model's memories start from the anchors of train")
-    return list(entry["files"])
+    return files, list(entry.get("refit_files", files))
 
 
 def fit_model(config, summary: TrainingSummary, files, tf_transform_output, items, users, anchors, strategy, *,
@@ -326,7 +328,7 @@ def run_fn(fn_args) -> None:
         raise ValueError(f"{SHUFFLE_BUFFER_KEY} must be >= 1, got {shuffle_buffer}")
     train_steps, eval_steps = fn_args.train_steps or None, fn_args.eval_steps or None
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    anchors = memory_anchor_files(inputs, config)
+    anchors, refit_anchors = memory_anchor_files(inputs, config, refit=bool(custom.get(REFIT_KEY)))
     summary = summarize_training(fn_args.train_files, tf_transform_output, keep_latest=not anchors)
     validation_examples = count_examples(fn_args.eval_files)
     if summary.examples == 0 or validation_examples == 0:
@@ -350,7 +352,6 @@ def run_fn(fn_args) -> None:
         # for the epochs validation chose (the first with the best validation AUC, which early stopping restored).
         best_epoch = int(np.argmax(history.history[EVAL_AUC])) + 1
         files = list(fn_args.train_files) + list(fn_args.eval_files)
-        refit_anchors = memory_anchor_files(inputs, config, refit=True)
         every = summarize_training(files, tf_transform_output, keep_latest=not refit_anchors)
         model, fitted, refit_pretraining, refit_history = fit_model(
             dataclasses.replace(config, epochs=best_epoch), every, files, tf_transform_output,
