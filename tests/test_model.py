@@ -23,12 +23,14 @@ def test_outputs_shapes_and_ranges(table):
     config = small_config()
     model = build_mtin(config, *table)
     out = model(raw_batch(np.random.default_rng(1), table))
-    # With the retrieval objective (the default), also what it scores: the clicked branch's rows and x_e; with the
-    # exposure prior (the default), each candidate's log impression share.
+    # With the retrieval objective and its head (the defaults), also what it scores: the retrieval queries of the
+    # clicked branch's rows (and the rows) and x_e; with the exposure prior (the default), each candidate's log
+    # impression share.
     assert set(out) == {F.OUTPUT_LOGIT, F.OUTPUT_PROBABILITY, F.OUTPUT_GROUP_WEIGHTS, F.OUTPUT_GROUP_ASSIGNMENT,
-                        F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_CANDIDATE_EMBEDDING, F.OUTPUT_EXPOSURE}
+                        F.OUTPUT_POSITIVE_ROWS, F.OUTPUT_RETRIEVAL_QUERIES, F.OUTPUT_CANDIDATE_EMBEDDING,
+                        F.OUTPUT_EXPOSURE}
     assert out[F.OUTPUT_EXPOSURE].shape == (16,)
-    assert out[F.OUTPUT_POSITIVE_ROWS].shape == (16, 3, config.embedding_dim)
+    assert out[F.OUTPUT_POSITIVE_ROWS].shape == out[F.OUTPUT_RETRIEVAL_QUERIES].shape == (16, 3, config.embedding_dim)
     assert out[F.OUTPUT_LOGIT].shape == (16,)
     prob = out[F.OUTPUT_PROBABILITY].numpy()
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-out[F.OUTPUT_LOGIT].numpy())), atol=1e-6)
