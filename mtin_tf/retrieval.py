@@ -1,7 +1,9 @@
 """Recommend from the whole catalogue: MTIN's interest rows as multi-interest retrieval queries.
 
 A user's positive branch ends in s updated memory rows u_p [s, d] (eq. 10), one per interest group. Each row is a
-query against every item's embedding x_j [d] (the item table the model owns: mtin_tf.layers.ItemEmbedding):
+query against every item's embedding x_j [d] (the item table the model owns: mtin_tf.layers.ItemEmbedding); with
+the retrieval head (config.retrieval_head, the default; mtin_tf.layers.RetrievalHead) the query of row p is
+q_p = u_p (I + W_r), which takes u_p's place in every score below:
 
   retrieve   score_p(j) = u_p · x_j + γ log q_j; each row p keeps its own top k items (TFRS's exact top-k,
              CatalogueTopK), leaving out the items to exclude (the user's clicked history, or every item clicked in
