@@ -256,7 +256,8 @@ def user_encoder(model) -> tf_keras.Model:
 
     Inputs: user_id, timestamp int64 [B] and the four histories int64 [B, L]. Outputs: positive_rows,
     negative_rows float [B, s, d] (each branch's updated memory rows u_p), group_weights [B, s, s],
-    group_assignment int32 [B, L] (as the fused model's), click_level [B] when the model has it."""
+    group_assignment int32 [B, L] (as the fused model's), click_level [B] when the model has it, retrieval_queries
+    [B, s, d] when it has the retrieval head (config.retrieval_head)."""
     check_mtin(model)
     inputs = model_inputs(int(model.input[F.CLICKED_ITEMS].shape[-1]), names=F.USER_INPUT_NAMES)
     return tf_keras.Model(inputs, encode_user(model.get_layer, inputs), name="mtin_user_encoder")
