@@ -15,7 +15,8 @@ from mtin_tf.retrieval_task import impression_share
 from mtin_tf.signatures import RECOMMEND_SIGNATURE
 
 L, NUM_ITEMS = 6, 40
-# What production exports: attention readout, id embeddings, item bias, anchored memory, routing under XLA.
+# What production exports: attention readout, id embeddings, item bias, anchored memory, routing under XLA, the
+# retrieval head.
 CONFIG = MTINConfig(embedding_dim=8, num_masks=2, num_groups=3, max_history=L, readout="attention",
                     use_id_embedding=True, use_item_bias=True, pretrain_memory=True, memory_anchors=2, jit_routing=True)
 
@@ -59,8 +60,8 @@ def log_share(item_ids, candidates):
 
 
 def _export(config, directory):
-    """An MTIN with trained-looking id embeddings (and retrieval head, when it has one), exported and reloaded with
-    tf.saved_model.load: (item table, model, loaded)."""
+    """An MTIN with trained-looking id embeddings (and retrieval head W_r far from 0, when it has one), exported and
+    reloaded with tf.saved_model.load: (item table, model, loaded)."""
     table = catalogue_table()
     model = build_mtin(config, *table)
     rng = np.random.default_rng(3)
@@ -81,9 +82,9 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported_with_head(tmp_path_factory):
-    """As ``exported``, with the retrieval head (config.retrieval_head) and a kernel W_r far from 0."""
-    return _export(dataclasses.replace(CONFIG, retrieval_head=True), tmp_path_factory.mktemp("export_head"))
+def exported_without_head(tmp_path_factory):
+    """As ``exported``, without the retrieval head (config.retrieval_head): the rows u_p are the queries."""
+    return _export(dataclasses.replace(CONFIG, retrieval_head=False), tmp_path_factory.mktemp("export_rows"))
 
 
 GAMMA = 0.7  # the exposure prior's weight γ in the fixture's model
@@ -123,7 +124,7 @@ def reference(model, item_ids, users, k):
     return out
 
 
-@pytest.mark.parametrize("fixture", ["exported", "exported_with_head"])
+@pytest.mark.parametrize("fixture", ["exported", "exported_without_head"])
 def test_recommend_signature_matches_the_loop_reference(fixture, request):
     table, model, saved = request.getfixturevalue(fixture)
     x = users(table[0])
@@ -154,7 +155,8 @@ def test_recommend_signature_matches_the_loop_reference(fixture, request):
     assert any(np.any(np.diff(score) > 0) for score in without_prior)
     # Probabilities and logits agree with the candidate-list path of the same model.
     np.testing.assert_allclose(tf.sigmoid(got[F.OUTPUT_LOGIT]).numpy()[:, :3], prob[:, :3], atol=1e-6)
-    if fixture == "exported_with_head":  # the head's queries, not the rows, scored the catalogue
+    assert ("retrieval_head" in {layer.name for layer in model.layers}) == (fixture == "exported")
+    if fixture == "exported":  # the head's queries, not the rows, scored the catalogue
         table_x, _ = model.get_layer("item_embedding").projected_table()
         position = {int(i): j for j, i in enumerate(table[0])}
         rows = user_encoder(model)(x)[F.OUTPUT_POSITIVE_ROWS].numpy()
