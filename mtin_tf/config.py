@@ -112,6 +112,12 @@ class MTINConfig:
     # validation: on MovieLens-100K it raised the catalogue Recall@50 and the click AUC (docs/EXPERIMENTS.md,
     # "2026-12-06 (8)"). Only the retrieval objective trains it: retrieval_weight 0 turns it off.
     retrieval_head: bool = True
+    # The history query (ours): one retrieval query beside the s interest rows, q_s = x̄ (I + W_h), x̄ the mean of the
+    # clicked history's item embeddings and W_h [d, d] from 0 under the L2 λ (a RetrievalHead of its own): the
+    # user-level query of a two-tower model, next to MTIN's per-interest ones. The retrieval objective and recommend
+    # score an item by the best of the s + 1 queries; recommend reports interest_row s for an item it retrieved.
+    # Only the retrieval objective trains it: retrieval_weight 0 turns it off.
+    history_query: bool = False
     # The exposure prior (ours, mtin_tf.layers.ExposurePrior): the model stores log q_j, q_j the item's share of the
     # training impressions (set from the training rows by mtin_tf.train.build_for_training), and learns its weight γ
     # in the retrieval objective; the recommend signature retrieves and ranks the catalogue by max_p u_p·x_j +
@@ -138,8 +144,8 @@ class MTINConfig:
             self.num_groups = 1
         if self.retrieval_weight < 0:
             raise ValueError(f"retrieval_weight must be >= 0, got {self.retrieval_weight}")
-        if not self.retrieval_weight:  # no retrieval objective: nothing would train the head
-            self.retrieval_head = False
+        if not self.retrieval_weight:  # no retrieval objective: nothing would train the head or the history query
+            self.retrieval_head = self.history_query = False
         if self.click_level < 0:
             raise ValueError(f"click_level must be >= 0 (0 = off), got {self.click_level}")
         for name in ("embedding_dim", "num_masks", "num_groups", "max_history", "batch_size", "routing_iterations"):

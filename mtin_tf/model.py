@@ -14,6 +14,7 @@ from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
 from mtin_tf.layers.click_level import ClickLevel
 from mtin_tf.layers.combiner import ClickCombiner
 from mtin_tf.layers.exposure import ExposurePrior
+from mtin_tf.layers.pooling import MaskedPooling
 from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.retrieval_head import RetrievalHead
 from mtin_tf.layers.tables import AnchoredMemory, ItemBias, ItemEmbedding, NpyRows, UserMemory
@@ -25,6 +26,7 @@ ITEM_EMBEDDING = "item_embedding"
 ITEM_BIAS = "item_bias"
 EXPOSURE_PRIOR = "exposure_prior"
 RETRIEVAL_HEAD = "retrieval_head"
+HISTORY_MEAN, HISTORY_QUERY = "history_mean", "history_query"  # config.history_query's pooling and its map
 CLICK_LEVEL = F.OUTPUT_CLICK_LEVEL
 
 
@@ -116,8 +118,10 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     Returns {positive_rows, negative_rows: u [B, s, d] (eq. 10), group_weights [B, s, s] and group_assignment [B, L]
     of the positive branch}, click_level [B] (the logit offset of the user's recent click share) when the model
     has that layer (config.click_level), and retrieval_queries [B, s, d] when it has the retrieval head
-    (config.retrieval_head). ``report_metrics``: whether the branches update their routing metrics (the
-    training model does; the serving and scoring paths do not)."""
+    (config.retrieval_head): q_p = u_p (I + W_r), or u_p itself without the head; with the history query
+    (config.history_query) retrieval_queries [B, s + 1, d] holds one more, q_s = x̄ (I + W_h), x̄ [B, d] the mean of
+    the known clicked-history embeddings (0 for an empty history). ``report_metrics``: whether the branches update
+    their routing metrics (the training model does; the serving and scoring paths do not)."""
     embed = layer(ITEM_EMBEDDING)
     embedded = {ids_key: embed(inputs[ids_key]) for (ids_key, _), *_ in BRANCHES}
     out = {}
@@ -141,15 +145,21 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
         out[rows_key] = rows
         if branch_name == POSITIVE_BRANCH:
             out[F.OUTPUT_GROUP_WEIGHTS], out[F.OUTPUT_GROUP_ASSIGNMENT] = weights, assignment
-    head = _optional_layer(layer, RETRIEVAL_HEAD)
-    if head is not None:
-        out[F.OUTPUT_RETRIEVAL_QUERIES] = head(out[F.OUTPUT_POSITIVE_ROWS])
+    head, history_query = _optional_layer(layer, RETRIEVAL_HEAD), _optional_layer(layer, HISTORY_QUERY)
+    queries = out[F.OUTPUT_POSITIVE_ROWS] if head is None else head(out[F.OUTPUT_POSITIVE_ROWS])
+    if history_query is not None:
+        items, known = embedded[F.CLICKED_ITEMS]
+        mean = layer(HISTORY_MEAN)(items, mask=known)  # [B, d]
+        queries = tf.concat([queries, history_query(mean[:, None, :])], axis=1)  # [B, s + 1, d]
+    if head is not None or history_query is not None:
+        out[F.OUTPUT_RETRIEVAL_QUERIES] = queries
     return out
 
 
 def retrieval_queries(encoded: dict):
-    """What scores items against the catalogue, from encode_user's (or the fused model's) outputs: the retrieval
-    head's queries q_p [B, s, d] when the model has the head (config.retrieval_head), else the positive rows u_p."""
+    """What scores items against the catalogue, from encode_user's (or the fused model's) outputs: its
+    retrieval_queries [B, s (+ 1), d] when the model has the retrieval head or the history query (config.retrieval_head,
+    config.history_query), else the positive rows u_p [B, s, d]."""
     return encoded.get(F.OUTPUT_RETRIEVAL_QUERIES, encoded.get(F.OUTPUT_POSITIVE_ROWS))
 
 
@@ -198,8 +208,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     the positive branch, Fig. 6), group_assignment int32 [B, L] (S_j of the clicked history, −1 = no group); with
     config.exposure_prior exposure_log_share [B] (log q_j of the candidate; recommend adds γ log q_j to its
     retrieval score); with config.retrieval_weight > 0 also positive_rows [B, s, d] and candidate_embedding [B, d],
-    which the retrieval objective scores (mtin_tf.retrieval_task), and with config.retrieval_head the rows' retrieval
-    queries retrieval_queries [B, s, d], which it scores instead of the rows.
+    which the retrieval objective scores (mtin_tf.retrieval_task), and with config.retrieval_head (or
+    config.history_query) the retrieval queries retrieval_queries [B, s (+ 1), d], which it scores instead of the rows.
     The model is ``candidate_scorer(user_encoder(inputs), item_id)`` on the same layers (see those functions).
     """
     user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)
@@ -219,6 +229,9 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
         layers[EXPOSURE_PRIOR] = exposure_prior(item_ids)
     if config.retrieval_head:
         layers[RETRIEVAL_HEAD] = RetrievalHead(kernel_regularizer=reg, name=RETRIEVAL_HEAD)
+    if config.history_query:  # the map of the history's mean: a RetrievalHead of its own (one query, not s)
+        layers[HISTORY_MEAN] = MaskedPooling("mean", name=HISTORY_MEAN)
+        layers[HISTORY_QUERY] = RetrievalHead(kernel_regularizer=reg, name=HISTORY_QUERY)
     if config.click_level:
         layers[CLICK_LEVEL] = ClickLevel(config.click_level, name=CLICK_LEVEL)
     layers[F.OUTPUT_LOGIT] = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)
@@ -233,7 +246,7 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
         outputs[F.OUTPUT_EXPOSURE] = layers[EXPOSURE_PRIOR](inputs[F.ITEM_ID])
     if config.retrieval_weight:
         outputs[F.OUTPUT_POSITIVE_ROWS] = encoded[F.OUTPUT_POSITIVE_ROWS]
-        if config.retrieval_head:
+        if F.OUTPUT_RETRIEVAL_QUERIES in encoded:
             outputs[F.OUTPUT_RETRIEVAL_QUERIES] = encoded[F.OUTPUT_RETRIEVAL_QUERIES]
     model = tf_keras.Model(inputs, outputs, name="mtin")
     if compile:
@@ -257,7 +270,7 @@ def user_encoder(model) -> tf_keras.Model:
     Inputs: user_id, timestamp int64 [B] and the four histories int64 [B, L]. Outputs: positive_rows,
     negative_rows float [B, s, d] (each branch's updated memory rows u_p), group_weights [B, s, s],
     group_assignment int32 [B, L] (as the fused model's), click_level [B] when the model has it, retrieval_queries
-    [B, s, d] when it has the retrieval head (config.retrieval_head)."""
+    [B, s (+ 1), d] when it has the retrieval head or the history query (encode_user)."""
     check_mtin(model)
     inputs = model_inputs(int(model.input[F.CLICKED_ITEMS].shape[-1]), names=F.USER_INPUT_NAMES)
     return tf_keras.Model(inputs, encode_user(model.get_layer, inputs), name="mtin_user_encoder")

@@ -36,8 +36,9 @@ import tensorflow_recommenders as tfrs
 import tf_keras
 
 from mtin_tf import features as F
-from mtin_tf.baselines.common import USER_EMBEDDING, MaskedPooling
+from mtin_tf.baselines.common import USER_EMBEDDING
 from mtin_tf.config import MTINConfig
+from mtin_tf.layers.pooling import MaskedPooling
 from mtin_tf.layers.tables import UserMemory
 from mtin_tf.model import item_embedding, regularizer
 

@@ -316,7 +316,7 @@ def mtin(model, config, x, labels, item_ids, item_features, user_ids):
 
 # ----------------------------------------------------------------------------- baselines (mtin_tf.baselines)
 def masked_mean(values, mask):
-    """Mean over the True positions of axis 1, 0 where there is none (common.MaskedPooling("mean"))."""
+    """Mean over the True positions of axis 1, 0 where there is none (mtin_tf.layers.MaskedPooling("mean"))."""
     count = mask.sum(1)[:, None]
     return np.where(count > 0, (values * mask[..., None]).sum(1) / np.maximum(count, 1), 0.0)
 

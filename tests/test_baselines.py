@@ -12,11 +12,11 @@ from mtin_tf import features as F
 from mtin_tf.baselines import BUILDERS
 from mtin_tf.baselines.alpine import TemporalGraphLSTM
 from mtin_tf.baselines.bpr import PairwiseLogisticLoss
-from mtin_tf.baselines.common import MaskedPooling
 from mtin_tf.baselines.mind import squash
 from mtin_tf.baselines.thacil import DirectionalMask, TemporalBlocks
 from mtin_tf.config import MTINConfig
 from mtin_tf.export import export_saved_model, serving_model
+from mtin_tf.layers.pooling import MaskedPooling
 from mtin_tf.train import predict_probabilities, train_mtin
 
 L = 6

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import tf_keras
 
-from mtin_tf.baselines.common import MaskedPooling, history_model
+from mtin_tf.baselines.common import history_model
 from mtin_tf.config import MTINConfig
+from mtin_tf.layers.pooling import MaskedPooling
 
 
 def build_lstm(config: MTINConfig, item_ids, item_features, user_ids=None, *, compile: bool = True):
