@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from mtin_tf import features as F
 from mtin_tf import floors, metrics
 from mtin_tf.data.examples import join_arrays, read_split_arrays
+from mtin_tf.layers import ClickLevel
 
 K = 20
 FEATURE_SETS = (("user", "item"), ("user", "item", "share", "n"), ("user", "item", "share", "n", "position"),
@@ -51,15 +52,12 @@ def row_features(rows: dict, fit: dict, position, since) -> dict:
     prior = labels.mean()
     user = floors.smoothed_rates(fit[F.USER_ID], labels, rows[F.USER_ID], prior)
     item = floors.smoothed_rates(fit[F.ITEM_ID], labels, rows[F.ITEM_ID], prior)
-    clicked, browsed = np.asarray(rows[F.CLICKED_TIMES]), np.asarray(rows[F.BROWSED_TIMES])
-    times = np.concatenate([clicked, browsed], 1)
-    was_click = np.concatenate([np.ones_like(clicked), np.zeros_like(browsed)], 1)
-    latest = np.argsort(-np.where(times > 0, times, -1), axis=1, kind="stable")[:, :K]
-    real = np.take_along_axis(times, latest, 1) > 0
-    n = real.sum(1)
-    clicks = np.where(real, np.take_along_axis(was_click, latest, 1), 0).sum(1)
-    last = np.where(n > 0, times.max(1), rows[F.TIMESTAMP])
-    return {"user": _logit(user), "item": _logit(item), "share": _logit((clicks + 1) / (n + 2)), "n": n / K,
+    histories = [np.asarray(rows[key]) for pair in F.HISTORY_PAIRS for key in pair]
+    share, n = ClickLevel(K).features(histories).numpy().T  # what the model's layer reads: [logit ρ, n / K]
+    times = np.concatenate([np.where(histories[0] > 0, histories[1], 0), np.where(histories[2] > 0, histories[3], 0)],
+                           1)
+    last = np.where((times > 0).any(1), times.max(1), rows[F.TIMESTAMP])
+    return {"user": _logit(user), "item": _logit(item), "share": share, "n": n,
             "position": np.log1p(position), "since_first": np.log1p(np.maximum(since, 0)),
             "gap": np.log1p(np.maximum(np.asarray(rows[F.TIMESTAMP]) - last, 0))}
 

@@ -13,7 +13,7 @@ from mtin_tf.layers.backend import require_legacy_keras
 from mtin_tf.layers.branch import BRANCH_SETTINGS, InterestBranch
 from mtin_tf.layers.click_level import ClickLevel
 from mtin_tf.layers.combiner import ClickCombiner
-from mtin_tf.layers.exposure import ExposurePrior
+from mtin_tf.layers.exposure import UNSEEN_SHARE_FACTOR, ExposurePrior
 from mtin_tf.layers.pooling import MaskedPooling
 from mtin_tf.layers.readout import InterestReadout
 from mtin_tf.layers.retrieval_head import RetrievalHead
@@ -69,8 +69,6 @@ def set_exposure_prior(model, candidate_ids, share) -> None:
     ``share`` [M] each one's share of the training impressions (mtin_tf.retrieval_task.impression_share); an item
     absent from them (never shown in training, or unknown) gets UNSEEN_SHARE_FACTOR (one half) × the smallest share,
     as in the retrieval objective's log-q correction."""
-    from mtin_tf.retrieval_task import UNSEEN_SHARE_FACTOR
-
     layer = model.get_layer(EXPOSURE_PRIOR)
     ids, share = np.asarray(candidate_ids, np.int64), np.asarray(share, np.float64)
     keys = layer.keys.numpy()

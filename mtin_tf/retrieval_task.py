@@ -28,11 +28,10 @@ import tensorflow as tf
 import tf_keras
 
 from mtin_tf import features as F
+from mtin_tf.layers.exposure import UNSEEN_SHARE_FACTOR
+from mtin_tf.model import EXPOSURE_PRIOR, has_exposure_prior, retrieval_queries
 
 RETRIEVAL_LOSS = "retrieval_loss"  # the retrieval term's running mean, logged per epoch
-# The share given to an item never shown in training, as a fraction of the smallest share: one rule for the log-q
-# correction here and the exposure prior (mtin_tf.model.set_exposure_prior).
-UNSEEN_SHARE_FACTOR = 0.5
 
 
 def impression_share(item_ids) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +60,6 @@ class MultiTaskTraining(tf_keras.Model):
             loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.SUM),
             remove_accidental_hits=True)
         self.retrieval_tracker = tf_keras.metrics.Mean(name=RETRIEVAL_LOSS)
-        from mtin_tf.model import EXPOSURE_PRIOR, has_exposure_prior
-
         self.prior = ranker.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(ranker) else None
 
     def call(self, inputs, training=None):
@@ -78,8 +75,6 @@ class MultiTaskTraining(tf_keras.Model):
     def retrieval_loss(self, outputs, inputs, clicked):
         """The retrieval term: (1/B) Σ over clicked rows of the in-batch softmax loss (module docstring)."""
         ids = tf.cast(inputs[F.ITEM_ID], tf.int64)
-        from mtin_tf.model import retrieval_queries
-
         rows, candidates = retrieval_queries(outputs), outputs[F.OUTPUT_CANDIDATE_EMBEDDING]  # [B, s, d], [B, d]
         if self.prior is not None:  # u_p · x_c + γ log q_c as one dot product: [u_p, γ] · [x_c, log q_c]
             gamma = tf.cast(self.prior.gamma, rows.dtype)

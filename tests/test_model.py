@@ -419,3 +419,33 @@ def test_routing_loss_tells_own_items_from_the_other_historys_in_training_only(t
         return tape.gradient(loss, kernel)
 
     assert float(tf.reduce_max(tf.abs(gradient()))) > 0
+
+
+def test_history_query_is_the_mapped_mean_of_the_known_clicked_items(table):
+    """config.history_query: retrieval_queries [B, s + 1, d], rows 0..s-1 the head's u_p (I + W_r) and row s
+    x̄ (I + W_h), x̄ the mean of the clicked history's item embeddings over its known ids (padding and ids unknown to
+    the table left out), 0 for an empty history; the user encoder gives the same queries; retrieval_weight 0 turns it
+    off (nothing would train W_h)."""
+    config = small_config(history_query=True)
+    model = build_mtin(config, *table)
+    rng = np.random.default_rng(5)
+    d, s = config.embedding_dim, config.num_groups
+    w_r, w_h = (0.3 * rng.normal(size=(d, d)).astype(np.float32) for _ in range(2))
+    model.get_layer("retrieval_head").kernel.assign(w_r)
+    model.get_layer("history_query").kernel.assign(w_h)
+    x = raw_batch(rng, table)
+    x[F.CLICKED_ITEMS][0] = 0  # an empty history
+    x[F.CLICKED_ITEMS][1, 0] = 123_456_789  # an id unknown to the table
+    out = model(x)
+    queries = out[F.OUTPUT_RETRIEVAL_QUERIES].numpy()
+    assert queries.shape == (16, s + 1, d)
+    rows = out[F.OUTPUT_POSITIVE_ROWS].numpy()
+    np.testing.assert_allclose(queries[:, :s], rows + rows @ w_r, atol=1e-5)
+    items, known, _ = ref.item_embedding(model, config, table[0], table[1], x[F.CLICKED_ITEMS])
+    assert not known[0].any() and not known[1, 0]
+    mean = ref.masked_mean(items, known)
+    np.testing.assert_allclose(queries[:, s], mean + mean @ w_h, atol=1e-5)
+    np.testing.assert_array_equal(queries[0, s], 0.0)
+    encoded = user_encoder(model)({k: x[k] for k in F.USER_INPUT_NAMES})
+    np.testing.assert_allclose(encoded[F.OUTPUT_RETRIEVAL_QUERIES].numpy(), queries, atol=1e-6)
+    assert not MTINConfig(history_query=True, retrieval_weight=0.0).history_query

@@ -60,16 +60,18 @@ def log_share(item_ids, candidates):
 
 
 def _export(config, directory):
-    """An MTIN with trained-looking id embeddings (and retrieval head W_r far from 0, when it has one), exported and
+    """An MTIN with trained-looking id embeddings (and W_r, W_h far from 0 when it has the retrieval head, the history
+    query), exported and
     reloaded with tf.saved_model.load: (item table, model, loaded)."""
     table = catalogue_table()
     model = build_mtin(config, *table)
     rng = np.random.default_rng(3)
     embed = model.get_layer("item_embedding")
     embed.id_embedding.assign(rng.normal(scale=0.3, size=embed.id_embedding.shape))
-    if config.retrieval_head:
-        head = model.get_layer("retrieval_head")
-        head.kernel.assign(rng.normal(scale=0.5, size=head.kernel.shape))
+    for name in ("retrieval_head", "history_query"):
+        if getattr(config, name):
+            head = model.get_layer(name)
+            head.kernel.assign(rng.normal(scale=0.5, size=head.kernel.shape))
     set_exposure_prior(model, *impression_share(impressions(table[0])))
     model.get_layer("exposure_prior").gamma.assign(GAMMA)  # as if the retrieval objective had learnt it
     path = export_saved_model(model, str(directory), version=1)
@@ -87,6 +89,12 @@ def exported_without_head(tmp_path_factory):
     return _export(dataclasses.replace(CONFIG, retrieval_head=False), tmp_path_factory.mktemp("export_rows"))
 
 
+@pytest.fixture(scope="module")
+def exported_with_history_query(tmp_path_factory):
+    """As ``exported``, with the history query (config.history_query): s + 1 queries."""
+    return _export(dataclasses.replace(CONFIG, history_query=True), tmp_path_factory.mktemp("export_history"))
+
+
 GAMMA = 0.7  # the exposure prior's weight γ in the fixture's model
 
 
@@ -94,7 +102,8 @@ def reference(model, item_ids, users, k):
     """The loop this module's docstring describes: each interest row's top-k of the items not clicked in the user's
     history by u_p · x_j + γ log q_j (log q_j: the exposure prior, from the fixture's impressions), each item once
     with the row that scored it highest, ranked by that score; with each item's click probability. With the
-    retrieval head, the query of row p is u_p (I + W_r) in place of u_p."""
+    retrieval head, the query of row p is u_p (I + W_r) in place of u_p; with the history query, one more query, row
+    s: x̄ (I + W_h), x̄ the mean of x_j over the user's clicked items known to the table (0 for none)."""
     prior = log_share(item_ids, impressions(item_ids))
     log_q = GAMMA * np.array([prior[int(i)] for i in item_ids])
     embed = model.get_layer("item_embedding")
@@ -104,12 +113,18 @@ def reference(model, item_ids, users, k):
     names = {layer.name for layer in model.layers}
     kernel = (model.get_layer("retrieval_head").kernel.numpy() if "retrieval_head" in names
               else np.zeros([embed.embedding_dim] * 2))
+    position = {int(i): j for j, i in enumerate(item_ids)}
     out = []
     for u in range(len(users[F.USER_ID])):
         clicked = set(users[F.CLICKED_ITEMS][u][users[F.CLICKED_ITEMS][u] > 0].tolist())
         best = {}  # item id → (retrieval score, row)
         queries = rows[F.OUTPUT_POSITIVE_ROWS][u].numpy()
-        for p, query in enumerate(queries + queries @ kernel):
+        queries = queries + queries @ kernel
+        if "history_query" in names:
+            known = [position[i] for i in users[F.CLICKED_ITEMS][u].tolist() if i in position]
+            mean = table[known].mean(0) if known else np.zeros(embed.embedding_dim, np.float32)
+            queries = np.concatenate([queries, [mean + mean @ model.get_layer("history_query").kernel.numpy()]])
+        for p, query in enumerate(queries):
             scores = table @ query + log_q
             allowed = [j for j in np.argsort(-scores, kind="stable") if item_ids[j] not in clicked][:k[u]]
             for j in allowed:
@@ -124,7 +139,7 @@ def reference(model, item_ids, users, k):
     return out
 
 
-@pytest.mark.parametrize("fixture", ["exported", "exported_without_head"])
+@pytest.mark.parametrize("fixture", ["exported", "exported_without_head", "exported_with_history_query"])
 def test_recommend_signature_matches_the_loop_reference(fixture, request):
     table, model, saved = request.getfixturevalue(fixture)
     x = users(table[0])
@@ -155,7 +170,9 @@ def test_recommend_signature_matches_the_loop_reference(fixture, request):
     assert any(np.any(np.diff(score) > 0) for score in without_prior)
     # Probabilities and logits agree with the candidate-list path of the same model.
     np.testing.assert_allclose(tf.sigmoid(got[F.OUTPUT_LOGIT]).numpy()[:, :3], prob[:, :3], atol=1e-6)
-    assert ("retrieval_head" in {layer.name for layer in model.layers}) == (fixture == "exported")
+    assert ("retrieval_head" in {layer.name for layer in model.layers}) == (fixture != "exported_without_head")
+    # The history query (row s) retrieved some of the items it was asked for, and only with it.
+    assert (row == CONFIG.num_groups).any() == (fixture == "exported_with_history_query")
     if fixture == "exported":  # the head's queries, not the rows, scored the catalogue
         table_x, _ = model.get_layer("item_embedding").projected_table()
         position = {int(i): j for j, i in enumerate(table[0])}

@@ -17,6 +17,10 @@ import tensorflow as tf
 from mtin_tf.layers.backend import Layer, register
 from mtin_tf.layers.tables import frozen_value, initial, lookup_rows, sorted_unique_keys
 
+# The share q given to an item never shown in training, as a fraction of the smallest share: one rule for the exposure
+# prior (mtin_tf.model.set_exposure_prior) and the retrieval objective's log-q correction (mtin_tf.retrieval_task).
+UNSEEN_SHARE_FACTOR = 0.5
+
 
 @register
 class ExposurePrior(Layer):
