@@ -100,23 +100,34 @@ def user_rate_shift(train: Mapping[str, np.ndarray], arrays: Mapping[str, np.nda
 
 
 def main(argv=None) -> int:
-    """``python -m mtin_tf.floors EXAMPLES_DIR [--refit]``: the floors' test metrics and the users' click-rate shift
-    (user_rate_shift) of a ``mtin data build`` directory, fitted on train (``--refit``: train + validation), as JSON."""
+    """``python -m mtin_tf.floors EXAMPLES_DIR [--refit | --split validation]``: the floors' metrics and the users'
+    click-rate shift (user_rate_shift) of a ``mtin data build`` directory, as JSON: on test, fitted on train
+    (``--refit``: train + validation); or on validation, fitted on train (the split models are chosen on). With the
+    catalogue-retrieval floor (POPULAR: the most clicked items, mtin_tf.retrieval.popularity_floor_metrics) of the
+    same split."""
     import argparse
     import json
 
     from mtin_tf.data.examples import join_arrays, read_split_arrays
     from mtin_tf.features import DEFAULT_MAX_HISTORY
+    from mtin_tf.retrieval import popularity_floor_metrics
 
     parser = argparse.ArgumentParser(prog="python -m mtin_tf.floors", description=main.__doc__)
     parser.add_argument("examples", help="a `mtin data build` output directory")
     parser.add_argument("--refit", action="store_true", help="fit on train + validation (as `mtin experiment --refit`)")
+    parser.add_argument("--split", choices=("test", "validation"), default="test", help="the split to score")
     args = parser.parse_args(argv)
+    if args.refit and args.split == "validation":
+        parser.error("--refit fits on validation: it scores test only")
     splits = read_split_arrays(args.examples, DEFAULT_MAX_HISTORY)
     fit = join_arrays(splits["train"], splits["validation"]) if args.refit else splits["train"]
-    print(json.dumps({"fit": "train + validation" if args.refit else "train",
-                      "floors": floor_metrics(fit, splits["test"]),
-                      "user_rate_shift": user_rate_shift(fit, splits["test"])}, indent=1))
+    # The catalogue floor counts clicks over every row before the scored split, as the models' retrieval excludes them.
+    before = [splits["train"]] if args.split == "validation" else [splits["train"], splits["validation"]]
+    scored = splits[args.split]
+    result = floor_metrics(fit, scored)
+    result[POPULAR] = popularity_floor_metrics(before, scored)
+    print(json.dumps({"fit": "train + validation" if args.refit else "train", "split": args.split,
+                      "floors": result, "user_rate_shift": user_rate_shift(fit, scored)}, indent=1))
     return 0
 
 

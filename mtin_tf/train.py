@@ -385,6 +385,9 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
                                             predict_probabilities(model, validation), ks=(10, 50))}
     if is_mtin(model):
         blocks["validation"].update(catalogue_metrics(model, [train], validation))
+    # The floors of the split the epoch (and any setting) is chosen on: fitted on train, as the model was.
+    validation_floors = {**floors.floor_metrics(train, validation, ks=(10, 50)),
+                         floors.POPULAR: popularity_floor_metrics([train], validation)}
     fit = train
     if refit:  # the same model and seed on every row before test, for the epochs validation chose
         model, fit = refit_mtin(config, train, validation, best_epoch, items.item_ids, items.features,
@@ -395,6 +398,7 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
     result = dict(blocks["test"])  # top level: the test metrics, as before the validation split
     result.update(model=model_name, variant=variant if model_name == "mtin" else model_name, **blocks,
                   floors=floor, below_floor=bool(blocks["test"]["auc"] < floors.best_floor_auc(floor)),
+                  validation_floors=validation_floors,
                   train_examples=int(len(train[F.LABEL])), validation_examples=int(len(validation[F.LABEL])),
                   test_examples=int(len(test[F.LABEL])), epochs_run=len(history.history["loss"]),
                   best_epoch=best_epoch, curves={"validation_auc": curve})

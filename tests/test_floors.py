@@ -106,6 +106,7 @@ def test_the_command_prints_floors_and_the_shift_for_either_fit(tiny_planted, ca
     import json
 
     from mtin_tf.data.examples import read_split_arrays
+    from mtin_tf.retrieval import popularity_floor_metrics
 
     splits = read_split_arrays(tiny_planted["examples"], 6)
     for refit in (False, True):
@@ -118,3 +119,15 @@ def test_the_command_prints_floors_and_the_shift_for_either_fit(tiny_planted, ca
         assert out["user_rate_shift"] == pytest.approx(floors.user_rate_shift(fit, splits["test"]))
         assert out["floors"][floors.ITEM_RATE]["auc"] == pytest.approx(
             floors.floor_metrics(fit, splits["test"])[floors.ITEM_RATE]["auc"])
+        assert out["floors"][floors.POPULAR] == pytest.approx(
+            popularity_floor_metrics([splits["train"], splits["validation"]], splits["test"]))
+    # On validation (the split models are chosen on): fitted on train, clicks before validation for the catalogue.
+    assert floors.main([tiny_planted["examples"], "--split", "validation"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "validation"
+    assert out["floors"][floors.USER_ITEM_RATE]["auc"] == pytest.approx(
+        floors.floor_metrics(splits["train"], splits["validation"])[floors.USER_ITEM_RATE]["auc"])
+    assert out["floors"][floors.POPULAR] == pytest.approx(
+        popularity_floor_metrics([splits["train"]], splits["validation"]))
+    with pytest.raises(SystemExit):
+        floors.main([tiny_planted["examples"], "--split", "validation", "--refit"])

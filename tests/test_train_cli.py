@@ -122,6 +122,10 @@ def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_
     for name in floors.FLOORS:
         assert saved["floors"][name] == pytest.approx(want[name], abs=1e-12)
     assert saved["below_floor"] == (saved["test"]["auc"] < max(m["auc"] for m in want.values()))
+    # ... and on validation, fitted on train, next to the validation metrics the epoch was chosen on.
+    want = floors.floor_metrics(data["train"], data["validation"])
+    for name in floors.FLOORS:
+        assert saved["validation_floors"][name] == pytest.approx(want[name], abs=1e-12)
     printed = capsys.readouterr().out
     assert "Floor: logit user rate + logit item rate: test AUC" in printed and "chosen on validation" in printed
     # Recommending from the catalogue, next to the most-clicked floor; `mtin evaluate` of the export agrees.
@@ -130,6 +134,7 @@ def test_train_stops_on_validation_scores_test_once_and_reports_the_floors(tiny_
     before = [data["train"], data["validation"]]
     assert saved["retrieval"]["popular"] == popularity_floor_metrics(before, data["test"])
     assert saved["retrieval"]["model"]["retrieval_users"] == saved["retrieval"]["popular"]["retrieval_users"] > 0
+    assert saved["validation_floors"]["popular"] == popularity_floor_metrics([data["train"]], data["validation"])
     assert "catalogue retrieval (test" in printed
     assert mtin(["evaluate", "--model-dir", saved["model_path"], "--examples", tiny_planted["examples"], "--out",
                  str(tmp_path / "evaluated.json")]) == 0
