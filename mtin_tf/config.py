@@ -112,6 +112,10 @@ class MTINConfig:
     # validation: on MovieLens-100K it raised the catalogue Recall@50 and the click AUC (docs/EXPERIMENTS.md,
     # "2026-12-06 (8)"). Only the retrieval objective trains it: retrieval_weight 0 turns it off.
     retrieval_head: bool = True
+    # The retrieval head's bias (ours): q_p = u_p (I + W_r) + b_r, b_r [d] from 0 under the L2 λ, trained by the
+    # retrieval objective: b_r · x_j is a per-item retrieval score offset shared by every user (the role a two-tower's
+    # query bias plays). Needs the head.
+    retrieval_bias: bool = False
     # The history query (ours): one retrieval query beside the s interest rows, q_s = x̄ (I + W_h), x̄ the mean of the
     # clicked history's item embeddings and W_h [d, d] from 0 under the L2 λ (a RetrievalHead of its own): the
     # user-level query of a two-tower model, next to MTIN's per-interest ones. The retrieval objective and recommend
@@ -147,6 +151,8 @@ class MTINConfig:
             raise ValueError(f"retrieval_weight must be >= 0, got {self.retrieval_weight}")
         if not self.retrieval_weight:  # no retrieval objective: nothing would train the head or the history query
             self.retrieval_head = self.history_query = False
+        if not self.retrieval_head:  # the bias is the head's
+            self.retrieval_bias = False
         if self.click_level < 0:
             raise ValueError(f"click_level must be >= 0 (0 = off), got {self.click_level}")
         for name in ("embedding_dim", "num_masks", "num_groups", "max_history", "batch_size", "routing_iterations"):

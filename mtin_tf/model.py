@@ -116,10 +116,10 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     Returns {positive_rows, negative_rows: u [B, s, d] (eq. 10), group_weights [B, s, s] and group_assignment [B, L]
     of the positive branch}, click_level [B] (the logit offset of the user's recent click share) when the model
     has that layer (config.click_level), and retrieval_queries [B, s, d] when it has the retrieval head
-    (config.retrieval_head): q_p = u_p (I + W_r), or u_p itself without the head; with the history query
-    (config.history_query) retrieval_queries [B, s + 1, d] holds one more, q_s = x̄ (I + W_h), x̄ [B, d] the mean of
-    the known clicked-history embeddings (0 for an empty history). ``report_metrics``: whether the branches update
-    their routing metrics (the training model does; the serving and scoring paths do not)."""
+    (config.retrieval_head): q_p = u_p (I + W_r) (+ b_r, config.retrieval_bias), or u_p itself without the head;
+    with the history query (config.history_query) retrieval_queries [B, s + 1, d] holds one more, q_s = x̄ (I + W_h),
+    x̄ [B, d] the mean of the known clicked-history embeddings (0 for an empty history). ``report_metrics``: whether
+    the branches update their routing metrics (the training model does; the serving and scoring paths do not)."""
     embed = layer(ITEM_EMBEDDING)
     embedded = {ids_key: embed(inputs[ids_key]) for (ids_key, _), *_ in BRANCHES}
     out = {}
@@ -226,7 +226,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     if config.exposure_prior:
         layers[EXPOSURE_PRIOR] = exposure_prior(item_ids)
     if config.retrieval_head:
-        layers[RETRIEVAL_HEAD] = RetrievalHead(kernel_regularizer=reg, name=RETRIEVAL_HEAD)
+        layers[RETRIEVAL_HEAD] = RetrievalHead(kernel_regularizer=reg, use_bias=config.retrieval_bias,
+                                               name=RETRIEVAL_HEAD)
     if config.history_query:  # the map of the history's mean: a RetrievalHead of its own (one query, not s)
         layers[HISTORY_MEAN] = MaskedPooling("mean", name=HISTORY_MEAN)
         layers[HISTORY_QUERY] = RetrievalHead(kernel_regularizer=reg, name=HISTORY_QUERY)
