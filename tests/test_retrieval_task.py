@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 from mtin_tf import features as F
+from mtin_tf.config import MTINConfig
 from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
 
 
@@ -79,6 +80,25 @@ def test_the_retrieval_head_maps_each_row_by_identity_plus_its_kernel_and_the_lo
     assert float(got) != pytest.approx(reference_loss(rows, candidates, ids, clicked, list(share_ids), list(share)),
                                        rel=1e-2)
     assert float(tf.reduce_max(tf.abs(tape.gradient(got, head.kernel)))) > 1e-4
+    # With its bias (use_bias, config.retrieval_bias): q_p = u_p (I + W_r) + b_r, b_r from 0 under the same penalty,
+    # a per-item offset b_r · x_c of every row's score; the loss moves it.
+    biased = RetrievalHead(kernel_regularizer=tf_keras.regularizers.L2(0.1), use_bias=True)
+    np.testing.assert_allclose(biased(rows).numpy(), rows, atol=1e-7)
+    bias = rng.normal(size=d).astype(np.float32)
+    biased.kernel.assign(kernel)
+    biased.bias.assign(bias)
+    np.testing.assert_allclose(biased(rows).numpy(), queries + bias, rtol=1e-5, atol=1e-5)
+    assert float(sum(biased.losses)) == pytest.approx(
+        0.1 * ((kernel.astype(np.float64) ** 2).sum() + (bias.astype(np.float64) ** 2).sum()), rel=1e-5)
+    with tf.GradientTape() as tape:
+        got = task.retrieval_loss({F.OUTPUT_RETRIEVAL_QUERIES: biased(tf.constant(rows)),
+                                   F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
+                                  {F.ITEM_ID: tf.constant(ids)}, tf.constant(clicked))
+    assert float(got) == pytest.approx(
+        reference_loss(queries + bias, candidates, ids, clicked, list(share_ids), list(share)), rel=1e-4)
+    assert float(tf.reduce_max(tf.abs(tape.gradient(got, biased.bias)))) > 1e-4
+    assert MTINConfig(retrieval_bias=True).retrieval_bias
+    assert not MTINConfig(retrieval_bias=True, retrieval_head=False).retrieval_bias  # the bias is the head's
 
 
 def test_the_exposure_prior_enters_the_retrieval_score_with_its_learnt_weight():
@@ -116,7 +136,6 @@ def test_the_exposure_prior_enters_the_retrieval_score_with_its_learnt_weight():
 
 
 def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_term(tiny_planted, tiny_base):
-    from mtin_tf.config import MTINConfig
     from mtin_tf.data.canonical import read_item_features
     from mtin_tf.data.examples import read_split_arrays
     from mtin_tf.model import is_mtin
