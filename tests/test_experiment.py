@@ -117,6 +117,23 @@ def test_config_errors_are_clear(tmp_path):
         load_config(str(path))
 
 
+def test_planned_runs_select_tables_datasets_and_seeds(tmp_path):
+    from mtin_tf.experiment.runner import planned_runs
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"datasets": {"a": {}, "b": {}}, "seeds": [0, 1, 2], "tables": [
+        {"name": "t", "runs": [{"name": "x"}, {"name": "y"}]},
+        {"name": "u", "datasets": ["b"], "seeds": [3, 4], "runs": [{"name": "z"}]}]}))
+    config = load_config(str(path))
+    cell = lambda c: (c[0]["name"], c[1].name, c[2], c[3])
+    assert [cell(c) for c in planned_runs(config)] == (
+        [("t", run, data, seed) for data in "ab" for run in "xy" for seed in (0, 1, 2)]
+        + [("u", "z", "b", 3), ("u", "z", "b", 4)])
+    assert [cell(c) for c in planned_runs(config, only=["t"], datasets=["b"], seeds=[2, 4])] == [
+        ("t", "x", "b", 2), ("t", "y", "b", 2)]
+    assert [cell(c) for c in planned_runs(config, seeds=[4])] == [("u", "z", "b", 4)]
+
+
 def test_markdown_marks_exactly_the_runs_under_the_best_floor(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"datasets": {"d": {}}, "tables": [{"name": "t", "runs": [

@@ -22,7 +22,9 @@ A run is {"name", "model" (default mtin), "variant" (default MTIN), "set" (MTINC
 runs named "<label>=<value>". A run's (or a dataset's) "set" may change the history length max_history too: the
 dataset is then read again at that L for the runs that use it. Identical (model, variant, overrides, dataset, seed)
 runs are trained once and shared between tables, and each finished run is cached as OUT/runs/<key>.json, so an
-interrupted experiment resumes.
+interrupted experiment resumes. ``--only``, ``--datasets`` and ``--seeds`` select tables, datasets and seeds; processes
+sharing OUT can split a table's seeds between them, and a last run without ``--seeds`` trains nothing and writes the
+whole tables.
 
 Protocol (docs/EVALUATION.md): every run trains on the train split and early-stops on the validation split (the
 restored epoch is the best on validation AUC); the tables report the test split, scored once per run. Each dataset's

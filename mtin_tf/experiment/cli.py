@@ -14,6 +14,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="results directory (overrides the config's out)")
     p.add_argument("--only", nargs="*", default=None, help="run only these tables (by name)")
     p.add_argument("--datasets", nargs="*", default=None, help="run only these datasets")
+    p.add_argument("--seeds", nargs="*", type=int, default=None,
+                   help="run only these seeds of each table's (processes sharing the results directory's run cache "
+                        "can split the seeds between them; a last run without --seeds then trains nothing and writes "
+                        "the whole tables)")
     p.add_argument("--refit", action="store_true",
                    help="after choosing each run's epoch on validation, train it again on train + validation for "
                         "that many epochs and score test with it; floors fitted on the same rows — for every table (a "
@@ -27,7 +31,7 @@ def run(args) -> int:
     config = load_config(args.config, args.out)
     if args.refit:
         config["refit"] = True
-    run_experiment(config, only=args.only, datasets=args.datasets)
+    run_experiment(config, only=args.only, datasets=args.datasets, seeds=args.seeds)
     with open(os.path.join(config["out"], "results.md")) as f:
         print(f.read())
     return 0

@@ -233,9 +233,10 @@ def base_for(config: dict, dataset: str) -> dict:
     return {**config["base"], **config["datasets"][dataset].get("set", {})}
 
 
-def planned_runs(config: dict, only=None, datasets=None) -> list[tuple[dict, RunSpec, str, int]]:
-    """(table, run, dataset, seed) for every cell of the selected tables and datasets: table by table, and inside a
-    table dataset by dataset (so a whole dataset's comparison finishes first)."""
+def planned_runs(config: dict, only=None, datasets=None, seeds=None) -> list[tuple[dict, RunSpec, str, int]]:
+    """(table, run, dataset, seed) for every cell of the selected tables, datasets and seeds (``seeds``: of each
+    table's own, the others left out): table by table, and inside a table dataset by dataset (so a whole dataset's
+    comparison finishes first)."""
     cells = []
     for table in config["tables"]:
         if only and table["name"] not in only:
@@ -245,12 +246,16 @@ def planned_runs(config: dict, only=None, datasets=None) -> list[tuple[dict, Run
                 continue
             for spec in table["parsed_runs"]:
                 for seed in table.get("seeds", config["seeds"]):
+                    if seeds is not None and seed not in seeds:
+                        continue
                     cells.append((table, spec, dataset, seed))
     return cells
 
 
-def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
-    """Train every planned cell (each distinct run once, cached in OUT/runs), then write tables and plots.
+def run_experiment(config: dict, *, only=None, datasets=None, seeds=None) -> list[dict]:
+    """Train every planned cell (each distinct run once, cached in OUT/runs), then write tables and plots. Processes
+    sharing OUT/runs can split a table's seeds between them (``seeds``); a last run over all seeds then trains
+    nothing and writes the whole table.
 
     Returns the result rows (one per table × run × dataset × seed).
     """
@@ -264,7 +269,7 @@ def run_experiment(config: dict, *, only=None, datasets=None) -> list[dict]:
         from mtin_tf.features import DEFAULT_MAX_HISTORY as max_history
     loaded: dict[tuple[str, int], Dataset] = {}  # (dataset, history length L) -> its arrays
     rows = []
-    cells = planned_runs(config, only, datasets)
+    cells = planned_runs(config, only, datasets, seeds)
     floors = {False: {}, True: {}}  # fitted on train / on train + validation (the refit protocol's tables)
     for table, _, dataset, _ in cells:
         fitted = floors[is_refit(config, table)]
