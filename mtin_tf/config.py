@@ -114,7 +114,8 @@ class MTINConfig:
     retrieval_head: bool = True
     # The retrieval head's bias (ours): q_p = u_p (I + W_r) + b_r, b_r [d] from 0 under the L2 λ, trained by the
     # retrieval objective: b_r · x_j is a per-item retrieval score offset shared by every user (the role a two-tower's
-    # query bias plays). Needs the head.
+    # query bias plays). Needs the head. Off by default, decided on validation: no gain in catalogue Recall@50 on
+    # MovieLens-100K or planted data (docs/EXPERIMENTS.md, "2026-12-06 (9)").
     retrieval_bias: bool = False
     # The history query (ours): one retrieval query beside the s interest rows, q_s = x̄ (I + W_h), x̄ the mean of the
     # clicked history's item embeddings and W_h [d, d] from 0 under the L2 λ (a RetrievalHead of its own): the
