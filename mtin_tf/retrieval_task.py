@@ -13,10 +13,12 @@ user's s rows (TFRS's multi-head "maxsim" retrieval, ``tfrs.tasks.Retrieval``), 
 candidate's share of the training impressions, which is how often it is drawn as an in-batch negative) and
 accidental hits (the same item as another row's candidate) removed. Unclicked impressions add nothing. With the
 retrieval head (config.retrieval_head, mtin_tf.layers.RetrievalHead) each row's query q_{b,p} = u_{b,p} (I + W_r)
-takes u_{b,p}'s place, and this term alone trains W_r. With the
-exposure prior (config.exposure_prior, mtin_tf.layers.ExposurePrior) the score of a candidate also holds γ log q_c,
-γ a scalar learnt here only: the part of an item's popularity its embedding cannot carry (features alone cannot
-tell a popular item from a rare one), which ``recommend`` adds to its retrieval score in the same way.
+takes u_{b,p}'s place (+ b_r with config.retrieval_bias), and this term alone trains W_r; with the history query
+(config.history_query) the max runs over one more query, the clicked history's mean mapped by I + W_h
+(mtin_tf.model.encode_user), trained here too. With the exposure prior (config.exposure_prior,
+mtin_tf.layers.ExposurePrior) the score of a candidate also holds γ log q_c, γ a scalar learnt here only: the part of
+an item's popularity its embedding cannot carry (features alone cannot tell a popular item from a rare one), which
+``recommend`` adds to its retrieval score in the same way.
 
 ``MultiTaskTraining`` wraps the model for fit only: its train step adds the retrieval term; evaluation, export and
 serving use the wrapped model unchanged.
