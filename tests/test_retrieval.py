@@ -61,8 +61,7 @@ def log_share(item_ids, candidates):
 
 def _export(config, directory):
     """An MTIN with trained-looking id embeddings (and W_r, W_h far from 0 when it has the retrieval head, the history
-    query), exported and
-    reloaded with tf.saved_model.load: (item table, model, loaded)."""
+    query), exported and reloaded with tf.saved_model.load: (item table, model, loaded)."""
     table = catalogue_table()
     model = build_mtin(config, *table)
     rng = np.random.default_rng(3)
