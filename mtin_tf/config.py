@@ -8,6 +8,7 @@ from mtin_tf import features
 
 AGGREGATIONS = ("sum", "concat", "concat_pool")
 READOUTS = ("paper", "attention", "target")
+RETRIEVAL_NEGATIVES = ("in_batch", "catalogue")
 
 
 # The paper's model as written (section 4 and 5.1 where it is specific; this project's choices where it is silent):
@@ -124,6 +125,11 @@ class MTINConfig:
     # Only the retrieval objective trains it: retrieval_weight 0 turns it off. Off by default, decided on validation:
     # no gain in catalogue Recall@50 on MovieLens-100K or planted data (docs/EXPERIMENTS.md, "2026-12-06 (9)").
     history_query: bool = False
+    # What the retrieval objective's softmax runs over (ours): "in_batch", the batch's other candidates with the log-q
+    # correction (any catalogue size), or "catalogue", every item of the model's item table (an exact softmax: no
+    # sampling, no correction; its cost grows with the table, B·s·N·d per step, so it fits catalogues of up to some
+    # 10⁵ items). The two-tower baseline (mtin_tf.two_tower) reads the same field.
+    retrieval_negatives: str = "in_batch"
     # The exposure prior (ours, mtin_tf.layers.ExposurePrior): the model stores log q_j, q_j the item's share of the
     # training impressions (set from the training rows by mtin_tf.train.build_for_training), and learns its weight γ
     # in the retrieval objective; the recommend signature retrieves and ranks the catalogue by max_p u_p·x_j +
@@ -146,6 +152,9 @@ class MTINConfig:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.retrieval_negatives not in RETRIEVAL_NEGATIVES:
+            raise ValueError(f"retrieval_negatives must be one of {RETRIEVAL_NEGATIVES}, "
+                             f"got {self.retrieval_negatives!r}")
         if not self.use_routing:
             self.num_groups = 1
         if self.retrieval_weight < 0:

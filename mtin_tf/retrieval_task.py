@@ -20,6 +20,14 @@ mtin_tf.layers.ExposurePrior) the score of a candidate also holds γ log q_c, γ
 an item's popularity its embedding cannot carry (features alone cannot tell a popular item from a rare one), which
 ``recommend`` adds to its retrieval score in the same way.
 
+With ``retrieval_negatives="catalogue"`` (config.retrieval_negatives) the softmax runs over every item j of the
+model's item table instead of the batch's candidates, exactly (no sampling, so no log-q correction and no accidental
+hits):
+
+  L_retrieval = (1/B) Σ_{b: clicked, c_b in the table} −log softmax_j( max_p q_{b,p} · x_j + γ log q_j )[j = c_b]
+
+at B·s·N·d multiply-adds per step (N the table's items): for catalogues of up to some 10⁵ items.
+
 ``MultiTaskTraining`` wraps the model for fit only: its train step adds the retrieval term; evaluation, export and
 serving use the wrapped model unchanged.
 """
@@ -31,7 +39,7 @@ import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.layers.exposure import UNSEEN_SHARE_FACTOR
-from mtin_tf.model import EXPOSURE_PRIOR, has_exposure_prior, retrieval_queries
+from mtin_tf.model import EXPOSURE_PRIOR, ITEM_EMBEDDING, has_exposure_prior, retrieval_queries
 
 RETRIEVAL_LOSS = "retrieval_loss"  # the retrieval term's running mean, logged per epoch
 
@@ -42,6 +50,29 @@ def impression_share(item_ids) -> tuple[np.ndarray, np.ndarray]:
     return ids, (counts / max(counts.sum(), 1)).astype(np.float32)
 
 
+def catalogue_softmax_loss(queries, embedding, ids, weights, item_bias=None, table=None):
+    """(1/B) Σ_b w_b · −log softmax_j(max_p q_{b,p} · x_j + bias_j)[j = c_b]: the exact softmax over every item of
+    the table (module docstring, "catalogue").
+
+    queries: [B, P, d] each row's queries (MTIN's s interest rows, a two-tower's one query); embedding: the
+    ItemEmbedding that owns the table (x_j [N, d] from its ``catalogue``); ids: int64 [B], the candidate c_b of each
+    row; weights: [B] (1 for a clicked row, 0 otherwise); an id absent from the table weighs 0, it has no class to
+    be; item_bias: [N] in table order (the exposure prior's γ log q_j), or None; table: the items' vectors [N, d]
+    in table order when they are not the table's own x_j (a two-tower's candidate tower over them). Returns a
+    scalar."""
+    if table is None:
+        table, _ = embedding.catalogue()  # [N, d] in table order
+    queries = tf.cast(queries, table.dtype)
+    logits = tf.reduce_max(tf.einsum("bpd,nd->bpn", queries, table), axis=1)  # [B, N]
+    if item_bias is not None:
+        logits += tf.cast(item_bias, logits.dtype)[None]
+    rows = embedding.rows(ids)  # index in the sorted keys + 1; 0 for an id not in the table
+    target = tf.gather(tf.convert_to_tensor(embedding.table_rows), tf.maximum(rows - 1, 0))  # its row in the table
+    weights = tf.cast(tf.reshape(weights, [-1]), logits.dtype) * tf.cast(rows > 0, logits.dtype)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
+    return tf.reduce_sum(weights * losses) / tf.cast(tf.shape(ids)[0], logits.dtype)
+
+
 class MultiTaskTraining(tf_keras.Model):
     """Fits ``ranker`` (an MTIN from build_mtin with ``retrieval_weight`` > 0, whose outputs include the
     positive_rows [B, s, d] and the candidate_embedding [B, d]) on L_rank + w · L_retrieval.
@@ -49,13 +80,19 @@ class MultiTaskTraining(tf_keras.Model):
     Compile it like the ranker (mtin_tf.model.compile_model): its metrics and the ranking loss are the ranker's
     (``loss`` is L_rank with its λ terms, ``logit_auc``, ...), plus ``retrieval_loss``, the retrieval term before w.
     ``candidate_ids`` / ``candidate_share``: impression_share of the training candidates (an id absent from them gets
-    UNSEEN_SHARE_FACTOR × the smallest share)."""
+    UNSEEN_SHARE_FACTOR × the smallest share). ``negatives``: "in_batch" or "catalogue" (module docstring)."""
 
-    def __init__(self, ranker, weight: float, candidate_ids, candidate_share, **kwargs):
+    def __init__(self, ranker, weight: float, candidate_ids, candidate_share, negatives: str = "in_batch",
+                 **kwargs):
         import tensorflow_recommenders as tfrs
 
         super().__init__(name="mtin_multitask", **kwargs)
-        self.ranker, self.weight = ranker, float(weight)
+        from mtin_tf.config import RETRIEVAL_NEGATIVES
+
+        if negatives not in RETRIEVAL_NEGATIVES:
+            raise ValueError(f"negatives must be one of {RETRIEVAL_NEGATIVES}, got {negatives!r}")
+        self.ranker, self.weight, self.negatives = ranker, float(weight), negatives
+        self.embedding = ranker.get_layer(ITEM_EMBEDDING)
         self.share_keys = tf.constant(np.asarray(candidate_ids, np.int64))
         self.share = tf.constant(np.asarray(candidate_share, np.float32))
         self.task = tfrs.tasks.Retrieval(
@@ -75,8 +112,12 @@ class MultiTaskTraining(tf_keras.Model):
         return tf.where(found, tf.gather(self.share, at), UNSEEN_SHARE_FACTOR * tf.reduce_min(self.share))
 
     def retrieval_loss(self, outputs, inputs, clicked):
-        """The retrieval term: (1/B) Σ over clicked rows of the in-batch softmax loss (module docstring)."""
+        """The retrieval term: (1/B) Σ over clicked rows of the in-batch or the catalogue softmax loss (module
+        docstring)."""
         ids = tf.cast(inputs[F.ITEM_ID], tf.int64)
+        if self.negatives == "catalogue":
+            return catalogue_softmax_loss(retrieval_queries(outputs), self.embedding, ids, clicked,
+                                          None if self.prior is None else self.prior.catalogue_bias())
         rows, candidates = retrieval_queries(outputs), outputs[F.OUTPUT_CANDIDATE_EMBEDDING]  # [B, s, d], [B, d]
         if self.prior is not None:  # u_p · x_c + γ log q_c as one dot product: [u_p, γ] · [x_c, log q_c]
             gamma = tf.cast(self.prior.gamma, rows.dtype)

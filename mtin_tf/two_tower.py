@@ -21,6 +21,8 @@ Loss (``tfrs.tasks.Retrieval``): in-batch softmax over the clicked impressions o
                                            embedding rows, the user rows and the tower kernels)
 
 The mean over the batch (TFRS's default is the sum) keeps λ on the scale it has in MTIN, whose losses are batch means.
+With config.retrieval_negatives = "catalogue" the softmax runs over every item of the table instead (c_k for all
+items, no correction: mtin_tf.retrieval_task.catalogue_softmax_loss), as MTIN's retrieval objective does then.
 
 Training (:func:`train_two_tower`): Adam at config.learning_rate, batches of config.batch_size clicks, at most
 config.epochs epochs, early-stopped on validation Recall@50 over the whole catalogue (the queries of
@@ -102,6 +104,12 @@ class TwoTower(tfrs.models.Model):
     def compute_loss(self, features, training=False):
         # Through the model's own call, so that every penalty its layers add in this step is collected.
         towers = self(features, training=training)
+        if self.mtin_config.retrieval_negatives == "catalogue":  # every item of the table, exactly
+            from mtin_tf.retrieval_task import catalogue_softmax_loss
+
+            ids = tf.cast(features[F.ITEM_ID], tf.int64)
+            return catalogue_softmax_loss(towers["query"][:, None, :], self.item_embedding, ids,
+                                          tf.ones_like(ids, tf.float32), table=self.catalogue()[0])
         return self.task(towers["query"], towers["candidate"],
                          candidate_sampling_probability=features[CANDIDATE_PROBABILITY],
                          candidate_ids=features[F.ITEM_ID], compute_metrics=False, compute_batch_metrics=False)
