@@ -92,7 +92,7 @@ class MultiTaskTraining(tf_keras.Model):
         if negatives not in RETRIEVAL_NEGATIVES:
             raise ValueError(f"negatives must be one of {RETRIEVAL_NEGATIVES}, got {negatives!r}")
         self.ranker, self.weight, self.negatives = ranker, float(weight), negatives
-        self.embedding = ranker.get_layer(ITEM_EMBEDDING)
+        self.embedding = ranker.get_layer(ITEM_EMBEDDING) if negatives == "catalogue" else None
         self.share_keys = tf.constant(np.asarray(candidate_ids, np.int64))
         self.share = tf.constant(np.asarray(candidate_share, np.float32))
         self.task = tfrs.tasks.Retrieval(

@@ -168,3 +168,52 @@ def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_t
     model, history = train_mtin(plain, data["train"], items.item_ids, items.features, verbose=0)
     assert "retrieval_loss" not in history.history and F.OUTPUT_POSITIVE_ROWS not in model.output
     assert float(model.get_layer("exposure_prior").gamma.numpy()) == 1.0  # nothing else trains γ
+
+
+def test_the_catalogue_softmax_scores_every_item_of_the_table_with_the_exposure_prior():
+    """negatives="catalogue": (1/B) Σ_{b clicked, c_b in the table} −log softmax_j(max_p q_bp · x_j + γ log q_j)[c_b]
+    over every item j of the table (table order ≠ id order), against NumPy; an unclicked row and a candidate absent
+    from the table add nothing; γ and the item table get gradients."""
+    from mtin_tf.layers import ExposurePrior, ItemEmbedding
+    from mtin_tf.model import EXPOSURE_PRIOR, ITEM_EMBEDDING, set_exposure_prior
+
+    rng = np.random.default_rng(3)
+    item_ids = np.array([14, 11, 13, 12], np.int64)  # table order, not sorted
+    embed = ItemEmbedding(4, 2, 3, use_id_embedding=True, item_ids=item_ids,
+                          item_features=rng.normal(size=(4, 2)).astype(np.float32), name=ITEM_EMBEDDING)
+    prior = ExposurePrior(4, item_ids=item_ids, name=EXPOSURE_PRIOR)
+
+    class Ranker(tf_keras.Model):  # what the objective reads of a ranker: its item table and exposure prior
+        def __init__(self):
+            super().__init__()
+            self.embed, self.prior = embed, prior
+
+    ranker = Ranker()
+    embed(tf.constant([11])), prior(tf.constant([11]))
+    embed.id_embedding.assign(rng.normal(size=(5, 3)).astype(np.float32))
+    share_ids, share = impression_share([11, 11, 12, 13, 13, 13, 14, 14])
+    set_exposure_prior(ranker, share_ids, share)
+    prior.gamma.assign(0.6)
+    task = MultiTaskTraining(ranker, 1.0, share_ids, share, negatives="catalogue")
+
+    batch, s = 5, 2
+    queries = rng.normal(size=(batch, s, 3)).astype(np.float32)
+    ids = np.array([11, 13, 11, 99, 12], np.int64)  # 99: not in the table
+    clicked = np.array([1, 1, 0, 1, 1], np.float32)
+    with tf.GradientTape() as tape:
+        got = task.retrieval_loss({F.OUTPUT_RETRIEVAL_QUERIES: tf.constant(queries)}, {F.ITEM_ID: tf.constant(ids)},
+                                  tf.constant(clicked))
+    x = embed(tf.constant(item_ids))[0].numpy()  # [N, d] in table order
+    log_q = np.log([dict(zip(share_ids.tolist(), share.tolist()))[i] for i in item_ids.tolist()])
+    total = 0.0
+    for b in range(batch):
+        if clicked[b] and ids[b] in item_ids:
+            logits = (queries[b] @ x.T).max(axis=0) + 0.6 * log_q
+            total += np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[list(item_ids).index(ids[b])]
+    assert float(got) == pytest.approx(total / batch, rel=1e-5)
+    gamma_grad, table_grad = tape.gradient(got, [prior.gamma, embed.id_embedding])
+    assert abs(float(gamma_grad)) > 1e-4 and float(tf.reduce_max(tf.abs(tf.convert_to_tensor(table_grad)))) > 1e-4
+    with pytest.raises(ValueError, match="negatives"):
+        MultiTaskTraining(ranker, 1.0, share_ids, share, negatives="sampled")
+    with pytest.raises(ValueError, match="retrieval_negatives"):
+        MTINConfig(retrieval_negatives="sampled")

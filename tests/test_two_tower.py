@@ -221,3 +221,25 @@ def test_experiment_with_a_two_tower_run_reports_its_retrieval_columns(tiny_plan
     for r in two_tower:  # epochs chosen on validation Recall@50 over the catalogue
         curve = r["curves"]["val_retrieval_recall@50"]
         assert r["best_epoch"] == int(np.argmax(curve)) + 1 and r["validation"]["retrieval_recall@50"] == max(curve)
+
+
+def test_the_catalogue_softmax_runs_over_every_item_of_the_table():
+    """retrieval_negatives = "catalogue": −log softmax over q_u · c_j of every item j of the table, exactly (no
+    log-q correction, a repeated item is a positive for each of its rows), against NumPy."""
+    model, features = random_model()
+    model.mtin_config.retrieval_negatives = "catalogue"
+    query, candidate = numpy_towers(model, features)
+    users, histories = [7, 3, 7], [[30, 0, 0, 0], [20, 40, 0, 0], [30, 50, 0, 0]]
+    items = [10, 30, 10]
+    batch = {F.USER_ID: tf.constant(users, tf.int64), F.CLICKED_ITEMS: tf.constant(histories, tf.int64),
+             F.ITEM_ID: tf.constant(items, tf.int64), CANDIDATE_PROBABILITY: tf.constant([0.4, 0.2, 0.4])}
+    got = float(model.compute_loss(batch))
+    table = np.array([candidate(int(i)) for i in ITEM_IDS])  # [N, d]
+    losses = []
+    for u, h, item in zip(users, histories, items):
+        logits = table @ query(u, h)
+        losses.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max()
+                      - logits[list(ITEM_IDS).index(item)])
+    np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)
+    model.mtin_config.retrieval_negatives = "in_batch"
+    assert abs(float(model.compute_loss(batch)) - got) > 1e-3  # the in-batch loss is another number
