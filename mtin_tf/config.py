@@ -130,6 +130,10 @@ class MTINConfig:
     # sampling, no correction; its cost grows with the table, B·s·N·d per step, so it fits catalogues of up to some
     # 10⁵ items). The two-tower baseline (mtin_tf.two_tower) reads the same field.
     retrieval_negatives: str = "in_batch"
+    # Temperature T of the retrieval objective's softmax (ours): its logits are divided by T before the log-q
+    # correction (TFRS's ``temperature``), a sharper softmax for T < 1. Ranking in recommend does not change with T
+    # (every score is divided alike); only training does. The two-tower baseline reads the same field.
+    retrieval_temperature: float = 1.0
     # The exposure prior (ours, mtin_tf.layers.ExposurePrior): the model stores log q_j, q_j the item's share of the
     # training impressions (set from the training rows by mtin_tf.train.build_for_training), and learns its weight γ
     # in the retrieval objective; the recommend signature retrieves and ranks the catalogue by max_p u_p·x_j +
@@ -155,6 +159,8 @@ class MTINConfig:
         if self.retrieval_negatives not in RETRIEVAL_NEGATIVES:
             raise ValueError(f"retrieval_negatives must be one of {RETRIEVAL_NEGATIVES}, "
                              f"got {self.retrieval_negatives!r}")
+        if not self.retrieval_temperature > 0:
+            raise ValueError(f"retrieval_temperature must be > 0, got {self.retrieval_temperature}")
         if not self.use_routing:
             self.num_groups = 1
         if self.retrieval_weight < 0:

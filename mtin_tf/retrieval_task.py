@@ -50,7 +50,7 @@ def impression_share(item_ids) -> tuple[np.ndarray, np.ndarray]:
     return ids, (counts / max(counts.sum(), 1)).astype(np.float32)
 
 
-def catalogue_softmax_loss(queries, embedding, ids, weights, item_bias=None, table=None):
+def catalogue_softmax_loss(queries, embedding, ids, weights, item_bias=None, table=None, temperature=1.0):
     """(1/B) Σ_b w_b · −log softmax_j(max_p q_{b,p} · x_j + bias_j)[j = c_b]: the exact softmax over every item of
     the table (module docstring, "catalogue").
 
@@ -58,14 +58,15 @@ def catalogue_softmax_loss(queries, embedding, ids, weights, item_bias=None, tab
     ItemEmbedding that owns the table (x_j [N, d] from its ``catalogue``); ids: int64 [B], the candidate c_b of each
     row; weights: [B] (1 for a clicked row, 0 otherwise); an id absent from the table weighs 0, it has no class to
     be; item_bias: [N] in table order (the exposure prior's γ log q_j), or None; table: the items' vectors [N, d]
-    in table order when they are not the table's own x_j (a two-tower's candidate tower over them). Returns a
-    scalar."""
+    in table order when they are not the table's own x_j (a two-tower's candidate tower over them); temperature: T,
+    the logits divided by T. Returns a scalar."""
     if table is None:
         table, _ = embedding.catalogue()  # [N, d] in table order
     queries = tf.cast(queries, table.dtype)
     logits = tf.reduce_max(tf.einsum("bpd,nd->bpn", queries, table), axis=1)  # [B, N]
     if item_bias is not None:
         logits += tf.cast(item_bias, logits.dtype)[None]
+    logits /= temperature
     rows = embedding.rows(ids)  # index in the sorted keys + 1; 0 for an id not in the table
     target = tf.gather(tf.convert_to_tensor(embedding.table_rows), tf.maximum(rows - 1, 0))  # its row in the table
     weights = tf.cast(tf.reshape(weights, [-1]), logits.dtype) * tf.cast(rows > 0, logits.dtype)
@@ -80,10 +81,11 @@ class MultiTaskTraining(tf_keras.Model):
     Compile it like the ranker (mtin_tf.model.compile_model): its metrics and the ranking loss are the ranker's
     (``loss`` is L_rank with its λ terms, ``logit_auc``, ...), plus ``retrieval_loss``, the retrieval term before w.
     ``candidate_ids`` / ``candidate_share``: impression_share of the training candidates (an id absent from them gets
-    UNSEEN_SHARE_FACTOR × the smallest share). ``negatives``: "in_batch" or "catalogue" (module docstring)."""
+    UNSEEN_SHARE_FACTOR × the smallest share). ``negatives``: "in_batch" or "catalogue" (module docstring);
+    ``temperature``: T, the softmax's logits divided by T before the log-q correction (config.retrieval_temperature)."""
 
     def __init__(self, ranker, weight: float, candidate_ids, candidate_share, negatives: str = "in_batch",
-                 **kwargs):
+                 temperature: float = 1.0, **kwargs):
         import tensorflow_recommenders as tfrs
 
         super().__init__(name="mtin_multitask", **kwargs)
@@ -92,12 +94,13 @@ class MultiTaskTraining(tf_keras.Model):
         if negatives not in RETRIEVAL_NEGATIVES:
             raise ValueError(f"negatives must be one of {RETRIEVAL_NEGATIVES}, got {negatives!r}")
         self.ranker, self.weight, self.negatives = ranker, float(weight), negatives
+        self.temperature = float(temperature)
         self.embedding = ranker.get_layer(ITEM_EMBEDDING) if negatives == "catalogue" else None
         self.share_keys = tf.constant(np.asarray(candidate_ids, np.int64))
         self.share = tf.constant(np.asarray(candidate_share, np.float32))
         self.task = tfrs.tasks.Retrieval(
             loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf_keras.losses.Reduction.SUM),
-            remove_accidental_hits=True)
+            remove_accidental_hits=True, temperature=None if self.temperature == 1.0 else self.temperature)
         self.retrieval_tracker = tf_keras.metrics.Mean(name=RETRIEVAL_LOSS)
         self.prior = ranker.get_layer(EXPOSURE_PRIOR) if has_exposure_prior(ranker) else None
 
@@ -117,7 +120,8 @@ class MultiTaskTraining(tf_keras.Model):
         ids = tf.cast(inputs[F.ITEM_ID], tf.int64)
         if self.negatives == "catalogue":
             return catalogue_softmax_loss(retrieval_queries(outputs), self.embedding, ids, clicked,
-                                          None if self.prior is None else self.prior.catalogue_bias())
+                                          None if self.prior is None else self.prior.catalogue_bias(),
+                                          temperature=self.temperature)
         rows, candidates = retrieval_queries(outputs), outputs[F.OUTPUT_CANDIDATE_EMBEDDING]  # [B, s, d], [B, d]
         if self.prior is not None:  # u_p · x_c + γ log q_c as one dot product: [u_p, γ] · [x_c, log q_c]
             gamma = tf.cast(self.prior.gamma, rows.dtype)

@@ -84,7 +84,8 @@ class TwoTower(tfrs.models.Model):
         self.task = tfrs.tasks.Retrieval(
             loss=tf_keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf_keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
-            loss_metrics=[tf_keras.metrics.Mean(name=EPOCH_LOSS)], remove_accidental_hits=True)
+            loss_metrics=[tf_keras.metrics.Mean(name=EPOCH_LOSS)], remove_accidental_hits=True,
+            temperature=None if config.retrieval_temperature == 1.0 else config.retrieval_temperature)
 
     def query(self, features):
         user = tf.reshape(self.user_embedding(features[F.USER_ID]), [-1, self.mtin_config.embedding_dim])  # [B, d]
@@ -109,7 +110,8 @@ class TwoTower(tfrs.models.Model):
 
             ids = tf.cast(features[F.ITEM_ID], tf.int64)
             return catalogue_softmax_loss(towers["query"][:, None, :], self.item_embedding, ids,
-                                          tf.ones_like(ids, tf.float32), table=self.catalogue()[0])
+                                          tf.ones_like(ids, tf.float32), table=self.catalogue()[0],
+                                          temperature=self.mtin_config.retrieval_temperature)
         return self.task(towers["query"], towers["candidate"],
                          candidate_sampling_probability=features[CANDIDATE_PROBABILITY],
                          candidate_ids=features[F.ITEM_ID], compute_metrics=False, compute_batch_metrics=False)

@@ -9,15 +9,15 @@ from mtin_tf.config import MTINConfig
 from mtin_tf.retrieval_task import MultiTaskTraining, impression_share
 
 
-def reference_loss(rows, candidates, ids, clicked, share_ids, share, gamma=0.0, prior=None):
-    """(1/B) Σ_{b clicked} −log softmax_c(max_p u_bp·x_c + γ prior_c − log q_c)[b], other rows' copies of b's item
-    left out (prior: {id: log q} of the exposure prior). q of an id never shown in training: half the smallest share,
-    as the exposure prior gives it."""
+def reference_loss(rows, candidates, ids, clicked, share_ids, share, gamma=0.0, prior=None, temperature=1.0):
+    """(1/B) Σ_{b clicked} −log softmax_c((max_p u_bp·x_c + γ prior_c) / T − log q_c)[b], other rows' copies of b's
+    item left out (prior: {id: log q} of the exposure prior). q of an id never shown in training: half the smallest
+    share, as the exposure prior gives it."""
     q = np.array([share[list(share_ids).index(i)] if i in share_ids else 0.5 * min(share) for i in ids])
     bias = np.array([gamma * prior[i] for i in ids]) if prior else 0.0
     total = 0.0
     for b in np.flatnonzero(clicked):
-        logits = (rows[b] @ candidates.T).max(axis=0) + bias - np.log(q)
+        logits = ((rows[b] @ candidates.T).max(axis=0) + bias) / temperature - np.log(q)
         keep = (ids != ids[b]) | (np.arange(len(ids)) == b)
         logits = logits[keep]
         target = int(np.flatnonzero(np.flatnonzero(keep) == b)[0])
@@ -47,6 +47,14 @@ def test_retrieval_loss_matches_the_numpy_reference():
                                 F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
                                {F.ITEM_ID: tf.constant(ids)}, tf.zeros([batch]))
     assert float(none) == 0.0
+    # The temperature divides the scores before the log-q correction (config.retrieval_temperature).
+    sharp = MultiTaskTraining(ranker, 1.0, share_ids, share, temperature=0.5)
+    got = sharp.retrieval_loss({F.OUTPUT_POSITIVE_ROWS: tf.constant(rows),
+                                F.OUTPUT_CANDIDATE_EMBEDDING: tf.constant(candidates)},
+                               {F.ITEM_ID: tf.constant(ids)}, tf.constant(clicked))
+    assert float(got) == pytest.approx(reference_loss(rows, candidates, ids, clicked, list(share_ids), list(share),
+                                                      temperature=0.5), rel=1e-5)
+    assert float(got) != pytest.approx(want, rel=1e-2)
 
 
 def test_the_retrieval_head_maps_each_row_by_identity_plus_its_kernel_and_the_loss_scores_its_queries():
@@ -213,7 +221,19 @@ def test_the_catalogue_softmax_scores_every_item_of_the_table_with_the_exposure_
     assert float(got) == pytest.approx(total / batch, rel=1e-5)
     gamma_grad, table_grad = tape.gradient(got, [prior.gamma, embed.id_embedding])
     assert abs(float(gamma_grad)) > 1e-4 and float(tf.reduce_max(tf.abs(tf.convert_to_tensor(table_grad)))) > 1e-4
+    # With a temperature T every logit is divided by T.
+    sharp = MultiTaskTraining(ranker, 1.0, share_ids, share, negatives="catalogue", temperature=0.25)
+    got = sharp.retrieval_loss({F.OUTPUT_RETRIEVAL_QUERIES: tf.constant(queries)}, {F.ITEM_ID: tf.constant(ids)},
+                               tf.constant(clicked))
+    total = 0.0
+    for b in range(batch):
+        if clicked[b] and ids[b] in item_ids:
+            logits = ((queries[b] @ x.T).max(axis=0) + 0.6 * log_q) / 0.25
+            total += np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[list(item_ids).index(ids[b])]
+    assert float(got) == pytest.approx(total / batch, rel=1e-5)
     with pytest.raises(ValueError, match="negatives"):
         MultiTaskTraining(ranker, 1.0, share_ids, share, negatives="sampled")
+    with pytest.raises(ValueError, match="retrieval_temperature"):
+        MTINConfig(retrieval_temperature=0.0)
     with pytest.raises(ValueError, match="retrieval_negatives"):
         MTINConfig(retrieval_negatives="sampled")

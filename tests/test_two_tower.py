@@ -113,6 +113,17 @@ def test_loss_is_the_in_batch_softmax_with_log_q_correction_and_accidental_hits_
         return float(np.mean(losses))
 
     np.testing.assert_allclose(got, reference(), rtol=1e-5)
+    # A temperature T divides q · c before the correction (config.retrieval_temperature).
+    sharp = TwoTower(MTINConfig(embedding_dim=D, l2=0.0, max_history=4, retrieval_temperature=0.5), ITEM_IDS,
+                     features, USER_IDS)
+    sharp(batch)
+    sharp.set_weights(model.get_weights())
+    q = np.array([query(u, h) for u, h in zip(users, histories)])
+    c = np.array([candidate(i) for i in items])
+    logits = q @ c.T / 0.5 - np.log(p)[None]
+    want = np.mean([np.log(np.exp(logits[i, [k for k in range(4) if k == i or items[k] != items[i]]]).sum())
+                    - logits[i, i] for i in range(4)])
+    np.testing.assert_allclose(float(sharp.compute_loss(batch)), want, rtol=1e-5)
     # Each part of the loss shows: without the correction or with the accidental hit kept it would differ.
     assert abs(reference(log_q=False) - got) > 1e-3 and abs(reference(remove_hits=False) - got) > 1e-3
 
