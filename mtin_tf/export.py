@@ -226,10 +226,11 @@ def evaluate_saved_model(model_dir: str, examples_dir: str, *, split: str = "tes
 
     if model is not None and is_mtin(model) and split == "test":
         from mtin_tf.floors import POPULAR
-        from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
+        from mtin_tf.retrieval import catalogue_metrics, catalogue_queries, popularity_floor_metrics
 
         data = read_split_arrays(examples_dir, saved_model_max_history(model_dir), splits=("train", "validation"))
         before = [data["train"], data["validation"]]
-        result["retrieval"] = {"model": catalogue_metrics(model, before, arrays),
-                               POPULAR: popularity_floor_metrics(before, arrays)}
+        queries = catalogue_queries(before, arrays)
+        result["retrieval"] = {"model": catalogue_metrics(model, before, arrays, queries=queries),
+                               POPULAR: popularity_floor_metrics(before, arrays, queries=queries)}
     return result

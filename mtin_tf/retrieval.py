@@ -199,26 +199,27 @@ def _report(metrics: dict) -> dict:
     return {RETRIEVAL_PREFIX + key: value for key, value in metrics.items()}
 
 
-def popularity_floor_metrics(before, test, ks=RETRIEVAL_KS) -> dict:
+def popularity_floor_metrics(before, test, ks=RETRIEVAL_KS, queries=None) -> dict:
     """Recall@K and HitRate@K of :func:`popular_items` on the queries of :func:`catalogue_queries`, keys prefixed
-    ``retrieval_`` (the floor a model's catalogue retrieval must beat)."""
+    ``retrieval_`` (the floor a model's catalogue retrieval must beat). ``queries``: catalogue_queries(before, test)
+    when the caller has them already (a model's catalogue_metrics on the same split)."""
     from mtin_tf.metrics import retrieval_recall_hit_rate
 
-    _, exclusions, relevant_users, relevant_items = catalogue_queries(before, test)
+    _, exclusions, relevant_users, relevant_items = catalogue_queries(before, test) if queries is None else queries
     return _report(retrieval_recall_hit_rate(popular_items(before, exclusions, max(ks)), relevant_users,
                                              relevant_items, ks))
 
 
-def catalogue_metrics(model, before, test, ks=RETRIEVAL_KS, batch_size: int = 256) -> dict:
+def catalogue_metrics(model, before, test, ks=RETRIEVAL_KS, batch_size: int = 256, queries=None) -> dict:
     """Recall@K and HitRate@K (mtin_tf.metrics.retrieval_recall_hit_rate) of an MTIN ``model`` recommending from
     its whole catalogue (:func:`recommender`, K = max(ks) per user) on the queries of :func:`catalogue_queries`;
     keys prefixed ``retrieval_`` (retrieval_recall@K, retrieval_hit_rate@K, retrieval_users: the users with a
-    relevant item)."""
+    relevant item). ``queries``: catalogue_queries(before, test) when the caller has them already."""
     import numpy as np
 
     from mtin_tf.metrics import retrieval_recall_hit_rate
 
-    users, exclusions, relevant_users, relevant_items = catalogue_queries(before, test)
+    users, exclusions, relevant_users, relevant_items = catalogue_queries(before, test) if queries is None else queries
     depth = max(ks)
     recommend = tf.function(recommender(model))
     retrieved = []

@@ -364,7 +364,7 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
     from mtin_tf.data.examples import read_split_arrays
     from mtin_tf.export import export_saved_model
     from mtin_tf.model import is_mtin
-    from mtin_tf.retrieval import catalogue_metrics, popularity_floor_metrics
+    from mtin_tf.retrieval import catalogue_metrics, catalogue_queries, popularity_floor_metrics
 
     if model_name not in MODELS:
         raise ValueError(f"unknown model {model_name!r}; known: {MODELS}")
@@ -385,11 +385,12 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
     best_epoch = int(np.argmax(curve)) + 1 if curve else len(history.history["loss"])
     blocks = {"validation": metrics.summary(validation[F.USER_ID], validation[F.LABEL],
                                             predict_probabilities(model, validation), ks=(10, 50))}
+    queries = catalogue_queries([train], validation)  # the model's catalogue retrieval and its floor share them
     if is_mtin(model):
-        blocks["validation"].update(catalogue_metrics(model, [train], validation))
+        blocks["validation"].update(catalogue_metrics(model, [train], validation, queries=queries))
     # The floors of the split the epoch (and any setting) is chosen on: fitted on train, as the model was.
     validation_floors = {**floors.floor_metrics(train, validation, ks=(10, 50)),
-                         floors.POPULAR: popularity_floor_metrics([train], validation)}
+                         floors.POPULAR: popularity_floor_metrics([train], validation, queries=queries)}
     fit = train
     if refit:  # the same model and seed on every row before test, for the epochs validation chose
         model, fit = refit_mtin(config, train, validation, best_epoch, items.item_ids, items.features,
@@ -418,8 +419,9 @@ def _train_and_evaluate(examples_dir, items_path, out_dir, strategy, *, model_na
                           "the exposure prior cannot help here; try --set use_id_embedding=false use_item_bias=false "
                           "exposure_prior=false")
     if is_mtin(model):  # recommending from the whole catalogue (the recommend signature's path), next to its floor
-        result["retrieval"] = {"model": catalogue_metrics(model, [train, validation], test),
-                               floors.POPULAR: popularity_floor_metrics([train, validation], test)}
+        queries = catalogue_queries([train, validation], test)
+        result["retrieval"] = {"model": catalogue_metrics(model, [train, validation], test, queries=queries),
+                               floors.POPULAR: popularity_floor_metrics([train, validation], test, queries=queries)}
     result["model_path"] = export_saved_model(model, os.path.join(out_dir, "model"))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=2)
