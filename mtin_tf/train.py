@@ -241,9 +241,10 @@ def build_for_training(config: MTINConfig, item_ids, item_features, user_ids, hi
             if config.retrieval_weight:  # fit on ranking + retrieval; the ranker is returned
                 from mtin_tf.retrieval_task import MultiTaskTraining
 
-                fitted = compile_model(MultiTaskTraining(model, config.retrieval_weight, *shares,
-                                                                   negatives=config.retrieval_negatives,
-                                                                   temperature=config.retrieval_temperature), config)
+                multitask = MultiTaskTraining(model, config.retrieval_weight, *shares,
+                                              negatives=config.retrieval_negatives,
+                                              temperature=config.retrieval_temperature)
+                fitted = compile_model(multitask, config)
     pretraining = {"source": None, "users": 0}
     if config.pretrain_memory and builder is build_mtin:
         pretraining = pretrain_memories(model, config, history_arrays, anchor_files)

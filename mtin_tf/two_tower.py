@@ -81,10 +81,11 @@ class TwoTower(tfrs.models.Model):
         self.history_mean = MaskedPooling("mean", name="clicked_mean")
         self.query_tower = _tower(config, "query_tower")
         self.candidate_tower = _tower(config, "candidate_tower")
+        self.epoch_loss = tf_keras.metrics.Mean(name=EPOCH_LOSS)  # updated by the task, or by the catalogue loss
         self.task = tfrs.tasks.Retrieval(
             loss=tf_keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=tf_keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
-            loss_metrics=[tf_keras.metrics.Mean(name=EPOCH_LOSS)], remove_accidental_hits=True,
+            loss_metrics=[self.epoch_loss], remove_accidental_hits=True,
             temperature=None if config.retrieval_temperature == 1.0 else config.retrieval_temperature)
 
     def query(self, features):
@@ -109,9 +110,11 @@ class TwoTower(tfrs.models.Model):
             from mtin_tf.retrieval_task import catalogue_softmax_loss
 
             ids = tf.cast(features[F.ITEM_ID], tf.int64)
-            return catalogue_softmax_loss(towers["query"][:, None, :], self.item_embedding, ids,
+            loss = catalogue_softmax_loss(towers["query"][:, None, :], self.item_embedding, ids,
                                           tf.ones_like(ids, tf.float32), table=self.catalogue()[0],
                                           temperature=self.mtin_config.retrieval_temperature)
+            self.epoch_loss.update_state(loss)
+            return loss
         return self.task(towers["query"], towers["candidate"],
                          candidate_sampling_probability=features[CANDIDATE_PROBABILITY],
                          candidate_ids=features[F.ITEM_ID], compute_metrics=False, compute_batch_metrics=False)

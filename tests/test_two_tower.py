@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
@@ -12,6 +13,7 @@ from mtin_tf.metrics import retrieval_recall_hit_rate
 from mtin_tf.retrieval import catalogue_queries
 from mtin_tf.two_tower import (
     CANDIDATE_PROBABILITY,
+    EPOCH_LOSS,
     TwoTower,
     click_dataset,
     retrieve,
@@ -252,5 +254,10 @@ def test_the_catalogue_softmax_runs_over_every_item_of_the_table():
         losses.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max()
                       - logits[list(ITEM_IDS).index(item)])
     np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)
+    # fit logs the epoch's mean of that loss as mean_loss (the experiment's loss curve); learning rate 0 keeps the
+    # weights, so the one batch's loss is the mean.
+    model.compile(optimizer=tf_keras.optimizers.Adam(0.0))
+    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
+    np.testing.assert_allclose(history.history[EPOCH_LOSS][0], got, rtol=1e-5)
     model.mtin_config.retrieval_negatives = "in_batch"
     assert abs(float(model.compute_loss(batch)) - got) > 1e-3  # the in-batch loss is another number
