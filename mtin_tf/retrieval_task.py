@@ -38,6 +38,7 @@ import tensorflow as tf
 import tf_keras
 
 from mtin_tf import features as F
+from mtin_tf.config import RETRIEVAL_NEGATIVES
 from mtin_tf.layers.exposure import UNSEEN_SHARE_FACTOR
 from mtin_tf.model import EXPOSURE_PRIOR, ITEM_EMBEDDING, has_exposure_prior, retrieval_queries
 
@@ -89,8 +90,6 @@ class MultiTaskTraining(tf_keras.Model):
         import tensorflow_recommenders as tfrs
 
         super().__init__(name="mtin_multitask", **kwargs)
-        from mtin_tf.config import RETRIEVAL_NEGATIVES
-
         if negatives not in RETRIEVAL_NEGATIVES:
             raise ValueError(f"negatives must be one of {RETRIEVAL_NEGATIVES}, got {negatives!r}")
         self.ranker, self.weight, self.negatives = ranker, float(weight), negatives

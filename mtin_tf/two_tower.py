@@ -43,6 +43,7 @@ from mtin_tf.config import MTINConfig
 from mtin_tf.layers.pooling import MaskedPooling
 from mtin_tf.layers.tables import UserMemory
 from mtin_tf.model import item_embedding, regularizer
+from mtin_tf.retrieval_task import catalogue_softmax_loss
 
 TWO_TOWER = "two_tower"  # the model name of `mtin experiment` runs
 CANDIDATE_PROBABILITY = "candidate_probability"  # P(j) of a training click's item: its share of the training clicks
@@ -107,8 +108,6 @@ class TwoTower(tfrs.models.Model):
         # Through the model's own call, so that every penalty its layers add in this step is collected.
         towers = self(features, training=training)
         if self.mtin_config.retrieval_negatives == "catalogue":  # every item of the table, exactly
-            from mtin_tf.retrieval_task import catalogue_softmax_loss
-
             ids = tf.cast(features[F.ITEM_ID], tf.int64)
             loss = catalogue_softmax_loss(towers["query"][:, None, :], self.item_embedding, ids,
                                           tf.ones_like(ids, tf.float32), table=self.catalogue()[0],
