@@ -16,13 +16,12 @@ import mtin_tf  # noqa: F401  (before TensorFlow: importing it sets TF_USE_LEGAC
 
 # isort: split
 import numpy as np
-import tensorflow as tf
 
 from mtin_tf import features as F
 from mtin_tf.config import MTINConfig
 from mtin_tf.experiment.runner import base_for, load_dataset
 from mtin_tf.metrics import retrieval_recall_hit_rate
-from mtin_tf.retrieval import catalogue_queries, recommender
+from mtin_tf.retrieval import catalogue_queries, recommend_all
 from mtin_tf.train import train_mtin
 
 dataset, seed = sys.argv[1], int(sys.argv[2])
@@ -34,16 +33,9 @@ ds = load_dataset(dataset, config["datasets"][dataset], mtin_config.max_history)
 model, _ = train_mtin(mtin_config, ds.train, ds.item_ids, ds.item_features, eval_arrays=ds.validation, verbose=0)
 
 users, exclusions, relevant_users, relevant_items = catalogue_queries([ds.train], ds.validation)
-recommend = tf.function(recommender(model))
 pool = 300
-parts = {F.OUTPUT_ITEM_IDS: [], F.OUTPUT_RETRIEVAL_SCORE: [], F.OUTPUT_LOGIT: []}
-for start in range(0, len(exclusions), 256):
-    batch = {name: tf.constant(value[start:start + 256]) for name, value in users.items()}
-    stop = start + len(batch[F.USER_ID].numpy())
-    out = recommend(batch, tf.fill([stop - start], pool), tf.constant(exclusions[start:stop]))
-    for key in parts:
-        parts[key].append(out[key].numpy())
-ids, retrieval, logit = (np.concatenate(parts[k]) for k in parts)
+out = recommend_all(model, users, exclusions, pool, keys=(F.OUTPUT_ITEM_IDS, F.OUTPUT_RETRIEVAL_SCORE, F.OUTPUT_LOGIT))
+ids, retrieval, logit = (out[k] for k in (F.OUTPUT_ITEM_IDS, F.OUTPUT_RETRIEVAL_SCORE, F.OUTPUT_LOGIT))
 print(f"{dataset} seed {seed}: retrieval score std {retrieval[np.isfinite(retrieval)].std():.3f}, "
       f"logit std {logit[np.isfinite(logit)].std():.3f}", flush=True)
 for depth in (100, 300):

@@ -215,18 +215,27 @@ def catalogue_metrics(model, before, test, ks=RETRIEVAL_KS, batch_size: int = 25
     its whole catalogue (:func:`recommender`, K = max(ks) per user) on the queries of :func:`catalogue_queries`;
     keys prefixed ``retrieval_`` (retrieval_recall@K, retrieval_hit_rate@K, retrieval_users: the users with a
     relevant item). ``queries``: catalogue_queries(before, test) when the caller has them already."""
-    import numpy as np
-
     from mtin_tf.metrics import retrieval_recall_hit_rate
 
     users, exclusions, relevant_users, relevant_items = catalogue_queries(before, test) if queries is None else queries
-    depth = max(ks)
+    retrieved = recommend_all(model, users, exclusions, max(ks), batch_size=batch_size)[F.OUTPUT_ITEM_IDS]
+    return _report(retrieval_recall_hit_rate(retrieved, relevant_users, relevant_items, ks))
+
+
+def recommend_all(model, users, exclusions, depth: int, keys=(F.OUTPUT_ITEM_IDS,), batch_size: int = 256) -> dict:
+    """:func:`recommender` of an MTIN ``model`` for many users, ``batch_size`` at a time: users {user input: [U] /
+    [U, L]} and exclusions int64 [U, E] (catalogue_queries' first two), ``depth`` items each → {key: NumPy [U, depth]}
+    for the recommend outputs named in ``keys`` (item ids, retrieval_score, logit, ...)."""
+    import numpy as np
+
     recommend = tf.function(recommender(model))
-    retrieved = []
+    parts = {key: [] for key in keys}
     for start in range(0, len(exclusions), batch_size):
         batch = {name: tf.constant(value[start:start + batch_size]) for name, value in users.items()}
         stop = start + len(batch[F.USER_ID].numpy())
         out = recommend(batch, tf.fill([stop - start], depth), tf.constant(exclusions[start:stop]))
-        retrieved.append(out[F.OUTPUT_ITEM_IDS].numpy())
-    retrieved = np.concatenate(retrieved) if retrieved else np.zeros([0, depth], np.int64)
-    return _report(retrieval_recall_hit_rate(retrieved, relevant_users, relevant_items, ks))
+        for key in keys:
+            parts[key].append(out[key].numpy())
+    empty = {F.OUTPUT_ITEM_IDS: np.int64, F.OUTPUT_INTEREST_ROW: np.int32}
+    return {key: np.concatenate(parts[key]) if parts[key] else np.zeros([0, depth], empty.get(key, np.float32))
+            for key in keys}
