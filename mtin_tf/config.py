@@ -125,6 +125,11 @@ class MTINConfig:
     # Only the retrieval objective trains it: retrieval_weight 0 turns it off. Off by default, decided on validation:
     # no gain in catalogue Recall@50 on MovieLens-100K or planted data (docs/EXPERIMENTS.md, "2026-12-06 (9)").
     history_query: bool = False
+    # The user's retrieval row (ours): every retrieval query gets the user's own row added, q_p = u_p (I + W_r) + e_u,
+    # e_u [d] one trainable row per training user (from 0 under the L2 λ; users unknown to the table share row 0),
+    # trained by the retrieval objective alone: the user-id embedding of a two-tower's query, shared by MTIN's
+    # per-interest queries. Only the retrieval objective trains it: retrieval_weight 0 turns it off.
+    retrieval_user_row: bool = False
     # What the retrieval objective's softmax runs over (ours): "in_batch", the batch's other candidates with the log-q
     # correction (any catalogue size), or "catalogue", every item of the model's item table (an exact softmax: no
     # sampling, no correction; its cost grows with the table, B·s·N·d per step, so it fits catalogues of up to some
@@ -165,8 +170,8 @@ class MTINConfig:
             self.num_groups = 1
         if self.retrieval_weight < 0:
             raise ValueError(f"retrieval_weight must be >= 0, got {self.retrieval_weight}")
-        if not self.retrieval_weight:  # no retrieval objective: nothing would train the head or the history query
-            self.retrieval_head = self.history_query = False
+        if not self.retrieval_weight:  # no retrieval objective: nothing would train the head, the history query or e_u
+            self.retrieval_head = self.history_query = self.retrieval_user_row = False
         if not self.retrieval_head:  # the bias is the head's
             self.retrieval_bias = False
         if self.click_level < 0:

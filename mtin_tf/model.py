@@ -27,6 +27,7 @@ ITEM_BIAS = "item_bias"
 EXPOSURE_PRIOR = "exposure_prior"
 RETRIEVAL_HEAD = "retrieval_head"
 HISTORY_MEAN, HISTORY_QUERY = "history_mean", "history_query"  # config.history_query's pooling and its map
+RETRIEVAL_USER = "retrieval_user"  # config.retrieval_user_row's table of e_u
 CLICK_LEVEL = F.OUTPUT_CLICK_LEVEL
 
 
@@ -118,7 +119,8 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
     has that layer (config.click_level), and retrieval_queries [B, s, d] when it has the retrieval head
     (config.retrieval_head): q_p = u_p (I + W_r) (+ b_r, config.retrieval_bias), or u_p itself without the head;
     with the history query (config.history_query) retrieval_queries [B, s + 1, d] holds one more, q_s = x̄ (I + W_h),
-    x̄ [B, d] the mean of the known clicked-history embeddings (0 for an empty history). ``report_metrics``: whether
+    x̄ [B, d] the mean of the known clicked-history embeddings (0 for an empty history); with the user's retrieval row
+    (config.retrieval_user_row) e_u [B, d] is added to every query. ``report_metrics``: whether
     the branches update their routing metrics (the training model does; the serving and scoring paths do not)."""
     embed = layer(ITEM_EMBEDDING)
     embedded = {ids_key: embed(inputs[ids_key]) for (ids_key, _), *_ in BRANCHES}
@@ -149,15 +151,19 @@ def encode_user(layer, inputs: dict, *, report_metrics: bool = True) -> dict:
         items, known = embedded[F.CLICKED_ITEMS]
         mean = layer(HISTORY_MEAN)(items, mask=known)  # [B, d]
         queries = tf.concat([queries, history_query(mean[:, None, :])], axis=1)  # [B, s + 1, d]
-    if head is not None or history_query is not None:
+    user_row = _optional_layer(layer, RETRIEVAL_USER)
+    if user_row is not None:
+        queries = queries + user_row(inputs[F.USER_ID])  # + e_u [B, 1, d] on every query
+    if head is not None or history_query is not None or user_row is not None:
         out[F.OUTPUT_RETRIEVAL_QUERIES] = queries
     return out
 
 
 def retrieval_queries(encoded: dict):
     """What scores items against the catalogue, from encode_user's (or the fused model's) outputs: its
-    retrieval_queries [B, s (+ 1), d] when the model has the retrieval head or the history query (config.retrieval_head,
-    config.history_query), else the positive rows u_p [B, s, d]."""
+    retrieval_queries [B, s (+ 1), d] when the model has the retrieval head, the history query or the user's retrieval
+    row (config.retrieval_head, config.history_query, config.retrieval_user_row), else the positive rows u_p
+    [B, s, d]."""
     return encoded.get(F.OUTPUT_RETRIEVAL_QUERIES, encoded.get(F.OUTPUT_POSITIVE_ROWS))
 
 
@@ -207,7 +213,8 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     config.exposure_prior exposure_log_share [B] (log q_j of the candidate; recommend adds γ log q_j to its
     retrieval score); with config.retrieval_weight > 0 also positive_rows [B, s, d] and candidate_embedding [B, d],
     which the retrieval objective scores (mtin_tf.retrieval_task), and with config.retrieval_head (or
-    config.history_query) the retrieval queries retrieval_queries [B, s (+ 1), d], which it scores instead of the rows.
+    config.history_query, config.retrieval_user_row) the retrieval queries retrieval_queries [B, s (+ 1), d], which it
+    scores instead of the rows.
     The model is ``candidate_scorer(user_encoder(inputs), item_id)`` on the same layers (see those functions).
     """
     user_ids = np.zeros([0], np.int64) if user_ids is None else np.asarray(user_ids)
@@ -231,6 +238,9 @@ def build_mtin(config: MTINConfig, item_ids, item_features, user_ids=None, *, co
     if config.history_query:  # the map of the history's mean: a RetrievalHead of its own (one query, not s)
         layers[HISTORY_MEAN] = MaskedPooling("mean", name=HISTORY_MEAN)
         layers[HISTORY_QUERY] = RetrievalHead(kernel_regularizer=reg, name=HISTORY_QUERY)
+    if config.retrieval_user_row:  # e_u: one row per user, from 0, under the L2 λ (averaged over the batch)
+        layers[RETRIEVAL_USER] = UserMemory(len(user_ids), 1, config.embedding_dim, user_ids=user_ids,
+                                            row_l2=config.l2, initializer="zeros", name=RETRIEVAL_USER)
     if config.click_level:
         layers[CLICK_LEVEL] = ClickLevel(config.click_level, name=CLICK_LEVEL)
     layers[F.OUTPUT_LOGIT] = ClickCombiner(config.learnable_branch_weights, dtype="float32", name=F.OUTPUT_LOGIT)
@@ -269,7 +279,7 @@ def user_encoder(model) -> tf_keras.Model:
     Inputs: user_id, timestamp int64 [B] and the four histories int64 [B, L]. Outputs: positive_rows,
     negative_rows float [B, s, d] (each branch's updated memory rows u_p), group_weights [B, s, s],
     group_assignment int32 [B, L] (as the fused model's), click_level [B] when the model has it, retrieval_queries
-    [B, s (+ 1), d] when it has the retrieval head or the history query (encode_user)."""
+    [B, s (+ 1), d] when it has the retrieval head, the history query or the user's retrieval row (encode_user)."""
     check_mtin(model)
     inputs = model_inputs(int(model.input[F.CLICKED_ITEMS].shape[-1]), names=F.USER_INPUT_NAMES)
     return tf_keras.Model(inputs, encode_user(model.get_layer, inputs), name="mtin_user_encoder")

@@ -449,3 +449,37 @@ def test_history_query_is_the_mapped_mean_of_the_known_clicked_items(table):
     encoded = user_encoder(model)({k: x[k] for k in F.USER_INPUT_NAMES})
     np.testing.assert_allclose(encoded[F.OUTPUT_RETRIEVAL_QUERIES].numpy(), queries, atol=1e-6)
     assert not MTINConfig(history_query=True, retrieval_weight=0.0).history_query
+
+
+def test_the_users_retrieval_row_is_added_to_every_query_and_nothing_else(table):
+    """config.retrieval_user_row: retrieval_queries = the head's u_p (I + W_r) (and the history query) + e_u, e_u the
+    user's row of its own table (row 0, shared, for users unknown to it), starting at 0; the click logit does not
+    read it; retrieval_weight 0 turns it off (nothing would train it)."""
+    config = small_config(history_query=True, retrieval_user_row=True)
+    known = np.asarray(table[2])  # sorted raw ids: user known[i] has row i + 1
+    model = build_mtin(config, *table)
+    rng = np.random.default_rng(6)
+    x = raw_batch(rng, table)
+    x[F.USER_ID][:] = rng.choice([*known, 77], size=len(x[F.USER_ID]))  # 77 is unknown to the model
+    x[F.USER_ID][:2] = [77, known[2]]
+    before = model(x)
+    user_rows = model.get_layer("retrieval_user")
+    assert not user_rows.memory.numpy().any()  # from 0: the queries start as without it
+    e = rng.normal(size=user_rows.memory.shape).astype(np.float32)
+    user_rows.memory.assign(e)
+    after = model(x)
+    row = np.array([int(np.searchsorted(known, u)) + 1 if u in known else 0 for u in x[F.USER_ID]])
+    np.testing.assert_allclose(after[F.OUTPUT_RETRIEVAL_QUERIES].numpy(),
+                               before[F.OUTPUT_RETRIEVAL_QUERIES].numpy() + e[row], atol=1e-5)
+    assert after[F.OUTPUT_RETRIEVAL_QUERIES].shape[1] == config.num_groups + 1
+    for key in (F.OUTPUT_LOGIT, F.OUTPUT_POSITIVE_ROWS):
+        np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
+    encoded = user_encoder(model)({k: x[k] for k in F.USER_INPUT_NAMES})
+    np.testing.assert_allclose(encoded[F.OUTPUT_RETRIEVAL_QUERIES].numpy(),
+                               after[F.OUTPUT_RETRIEVAL_QUERIES].numpy(), atol=1e-6)
+    alone = build_mtin(small_config(retrieval_head=False, retrieval_user_row=True), *table)
+    alone.get_layer("retrieval_user").memory.assign(e)
+    out = alone(x)  # without the head the queries are the rows + e_u
+    np.testing.assert_allclose(out[F.OUTPUT_RETRIEVAL_QUERIES].numpy(),
+                               out[F.OUTPUT_POSITIVE_ROWS].numpy() + e[row], atol=1e-5)
+    assert not MTINConfig(retrieval_user_row=True, retrieval_weight=0.0).retrieval_user_row

@@ -60,8 +60,9 @@ def log_share(item_ids, candidates):
 
 
 def _export(config, directory):
-    """An MTIN with trained-looking id embeddings (and W_r, W_h far from 0 when it has the retrieval head, the history
-    query), exported and reloaded with tf.saved_model.load: (item table, model, loaded)."""
+    """An MTIN with trained-looking id embeddings (and W_r, W_h, e_u far from 0 when it has the retrieval head, the
+    history query, the user's retrieval row), exported and reloaded with tf.saved_model.load: (item table, model,
+    loaded)."""
     table = catalogue_table()
     model = build_mtin(config, *table)
     rng = np.random.default_rng(3)
@@ -71,6 +72,9 @@ def _export(config, directory):
         if getattr(config, name):
             head = model.get_layer(name)
             head.kernel.assign(rng.normal(scale=0.5, size=head.kernel.shape))
+    if config.retrieval_user_row:  # e_u of every row, the unknown users' shared row 0 included
+        user_rows = model.get_layer("retrieval_user").memory
+        user_rows.assign(rng.normal(scale=0.5, size=user_rows.shape))
     set_exposure_prior(model, *impression_share(impressions(table[0])))
     model.get_layer("exposure_prior").gamma.assign(GAMMA)  # as if the retrieval objective had learnt it
     path = export_saved_model(model, str(directory), version=1)
@@ -90,8 +94,10 @@ def exported_without_head(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported_with_history_query(tmp_path_factory):
-    """As ``exported``, with the history query (config.history_query): s + 1 queries."""
-    return _export(dataclasses.replace(CONFIG, history_query=True), tmp_path_factory.mktemp("export_history"))
+    """As ``exported``, with the history query (config.history_query): s + 1 queries, and the user's retrieval row
+    (config.retrieval_user_row) added to each."""
+    return _export(dataclasses.replace(CONFIG, history_query=True, retrieval_user_row=True),
+                   tmp_path_factory.mktemp("export_history"))
 
 
 GAMMA = 0.7  # the exposure prior's weight γ in the fixture's model
@@ -102,7 +108,8 @@ def reference(model, item_ids, users, k):
     history by u_p · x_j + γ log q_j (log q_j: the exposure prior, from the fixture's impressions), each item once
     with the row that scored it highest, ranked by that score; with each item's click probability. With the
     retrieval head, the query of row p is u_p (I + W_r) in place of u_p; with the history query, one more query, row
-    s: x̄ (I + W_h), x̄ the mean of x_j over the user's clicked items known to the table (0 for none)."""
+    s: x̄ (I + W_h), x̄ the mean of x_j over the user's clicked items known to the table (0 for none); with the user's
+    retrieval row, e_u (row 0 for a user unknown to the model) added to every query."""
     prior = log_share(item_ids, impressions(item_ids))
     log_q = GAMMA * np.array([prior[int(i)] for i in item_ids])
     embed = model.get_layer("item_embedding")
@@ -123,6 +130,11 @@ def reference(model, item_ids, users, k):
             known = [position[i] for i in users[F.CLICKED_ITEMS][u].tolist() if i in position]
             mean = table[known].mean(0) if known else np.zeros(embed.embedding_dim, np.float32)
             queries = np.concatenate([queries, [mean + mean @ model.get_layer("history_query").kernel.numpy()]])
+        if "retrieval_user" in names:
+            user_rows = model.get_layer("retrieval_user")
+            known_users = user_rows.keys.numpy().tolist()  # sorted raw ids: row i + 1 is user known_users[i]
+            user = int(users[F.USER_ID][u])
+            queries = queries + user_rows.memory.numpy()[known_users.index(user) + 1 if user in known_users else 0]
         for p, query in enumerate(queries):
             scores = table @ query + log_q
             allowed = [j for j in np.argsort(-scores, kind="stable") if item_ids[j] not in clicked][:k[u]]

@@ -161,13 +161,14 @@ def test_training_with_the_retrieval_objective_returns_the_ranker_and_logs_the_t
     assert float(model.get_layer("exposure_prior").gamma.numpy()) != 1.0  # γ learnt by the retrieval term
     out = model({k: tf.constant(v[:4]) for k, v in data["validation"].items() if k in F.MODEL_INPUT_NAMES})
     assert out[F.OUTPUT_POSITIVE_ROWS].shape[1:] == (config.num_groups, config.embedding_dim)
-    # With the retrieval head and the history query, the objective trains W_r and W_h away from 0 and the model
-    # outputs the s + 1 queries.
+    # With the retrieval head, the history query and the user's retrieval row, the objective trains W_r, W_h and e_u
+    # away from 0 and the model outputs the s + 1 queries.
     headed = MTINConfig(**dict(tiny_base, epochs=1, batch_size=32, learning_rate=0.01, retrieval_weight=1.0,
-                               retrieval_head=True, history_query=True))
+                               retrieval_head=True, history_query=True, retrieval_user_row=True))
     model, _ = train_mtin(headed, data["train"], items.item_ids, items.features, verbose=0)
     for name in ("retrieval_head", "history_query"):
         assert float(tf.reduce_max(tf.abs(model.get_layer(name).kernel))) > 1e-4, name
+    assert float(tf.reduce_max(tf.abs(model.get_layer("retrieval_user").memory))) > 1e-4
     out = model({k: tf.constant(v[:4]) for k, v in data["validation"].items() if k in F.MODEL_INPUT_NAMES})
     assert out[F.OUTPUT_RETRIEVAL_QUERIES].shape[1:] == (config.num_groups + 1, config.embedding_dim)
     assert not MTINConfig(retrieval_head=True, retrieval_weight=0.0).retrieval_head  # nothing would train it

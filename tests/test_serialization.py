@@ -29,7 +29,7 @@ def _table():
 def _models():
     items, features, users = _table()
     base = dict(embedding_dim=8, num_masks=2, num_groups=2, max_history=LENGTH)
-    for overrides in (dict(retrieval_head=True, retrieval_bias=True, history_query=True),
+    for overrides in (dict(retrieval_head=True, retrieval_bias=True, history_query=True, retrieval_user_row=True),
                       dict(readout="target", routing_loss=0.5),
                       dict(readout="paper", memory_anchors=0, use_item_bias=False),
                       dict(use_routing=False, gated_update=True)):

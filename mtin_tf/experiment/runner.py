@@ -25,7 +25,7 @@ RECOMMEND_RULE = "max_p u_p.x_j + gamma log q_j, gamma learnt"
 # Config fields added after runs were cached, left out of the cache key at these values (which train what the runs
 # before them trained), so that those runs keep their ids.
 KEY_NEUTRAL = {"retrieval_head": False, "history_query": False, "retrieval_bias": False,
-               "retrieval_negatives": "in_batch", "retrieval_temperature": 1.0}
+               "retrieval_negatives": "in_batch", "retrieval_temperature": 1.0, "retrieval_user_row": False}
 
 
 # ----------------------------------------------------------------------------- config

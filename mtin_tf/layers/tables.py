@@ -382,6 +382,7 @@ class UserMemory(Layer):
       user_ids: int [U], their raw ids (positive, unique), saved as a weight.
       row_l2: λ of the per-batch L2 term above.
       anchor_size: m, the anchor items per row (0: none).
+      initializer: of the rows (a Keras initializer or its name; default: normal, stddev 0.1).
       **kwargs: Layer arguments (name, dtype, ...).
 
     Call arguments:
@@ -402,8 +403,10 @@ class UserMemory(Layer):
     TensorShape([2, 3, 4])
     """
 
-    def __init__(self, num_users, num_groups, embedding_dim, user_ids=None, row_l2=0.0, anchor_size=0, **kwargs):
+    def __init__(self, num_users, num_groups, embedding_dim, user_ids=None, row_l2=0.0, anchor_size=0,
+                 initializer=None, **kwargs):
         super().__init__(**kwargs)
+        self.initializer = keras.initializers.get(initializer or keras.initializers.RandomNormal(stddev=0.1))
         self.num_users, self.num_groups = int(num_users), int(num_groups)
         self.embedding_dim = int(embedding_dim)
         self.row_l2 = float(row_l2)
@@ -419,7 +422,7 @@ class UserMemory(Layer):
             initializer=initial(init_keys))
         self.memory = self.add_weight(
             name="memory", shape=[self.num_users + 1, self.num_groups, self.embedding_dim],
-            initializer=keras.initializers.RandomNormal(stddev=0.1))
+            initializer=self.initializer)
         if self.anchor_size:
             shape = [self.num_users + 1, self.num_groups, self.anchor_size]
             self.anchors = self.add_weight(name="anchors", shape=shape, dtype=tf.int64, trainable=False,
@@ -444,7 +447,8 @@ class UserMemory(Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_users=self.num_users, num_groups=self.num_groups, embedding_dim=self.embedding_dim,
-                      row_l2=self.row_l2, anchor_size=self.anchor_size)
+                      row_l2=self.row_l2, anchor_size=self.anchor_size,
+                      initializer=keras.initializers.serialize(self.initializer))
         return config
 
 
