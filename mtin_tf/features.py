@@ -74,8 +74,9 @@ OUTPUT_ROWS = (OUTPUT_POSITIVE_ROWS, OUTPUT_NEGATIVE_ROWS)  # in the order of HI
 OUTPUT_CLICK_LEVEL = "click_level"
 # What the user encoder hands the candidate scorer: the rows, and the click level when the model has it.
 USER_STATE = OUTPUT_ROWS + (OUTPUT_CLICK_LEVEL,)
-# The retrieval queries q_p [B, s, d] of the positive rows (config.retrieval_head; mtin_tf.layers.RetrievalHead): what
-# the retrieval objective and recommend score items with, in place of the rows themselves.
+# The retrieval queries q_p [B, s (+ 1), d] of the positive rows (config.retrieval_head, mtin_tf.layers.RetrievalHead;
+# config.history_query, config.retrieval_user_row; mtin_tf.model.encode_user): what the retrieval objective and
+# recommend score items with, in place of the rows themselves.
 OUTPUT_RETRIEVAL_QUERIES = "retrieval_queries"
 # The candidate's embedding x_e [B, d]: an output of an MTIN trained with the retrieval objective (with positive_rows).
 OUTPUT_CANDIDATE_EMBEDDING = "candidate_embedding"

@@ -4,7 +4,8 @@ A user's positive branch ends in s updated memory rows u_p [s, d] (eq. 10), one 
 query against every item's embedding x_j [d] (the item table the model owns: mtin_tf.layers.ItemEmbedding); with
 the retrieval head (config.retrieval_head, the default; mtin_tf.layers.RetrievalHead) the query of row p is
 q_p = u_p (I + W_r), which takes u_p's place in every score below; with the history query (config.history_query, off
-by default) one more query, row s, x̄ (I + W_h) of the clicked history's mean x̄, joins the s rows:
+by default) one more query, row s, x̄ (I + W_h) of the clicked history's mean x̄, joins the s rows; with the user's
+retrieval row (config.retrieval_user_row, off by default) the user's own row e_u is added to every query:
 
   retrieve   score_p(j) = u_p · x_j + γ log q_j; each row p keeps its own top k items (TFRS's exact top-k,
              CatalogueTopK), leaving out the items to exclude (the user's clicked history, or every item clicked in
