@@ -157,28 +157,31 @@ def retrieve(model: TwoTower, users, exclusions, k: int, batch_size: int = 256) 
     return out
 
 
-def two_tower_catalogue_metrics(model: TwoTower, before, test, ks=(20, 50, 100)) -> dict:
+def two_tower_catalogue_metrics(model: TwoTower, before, test, ks=(20, 50, 100), queries=None) -> dict:
     """Recall@K and HitRate@K of the two-tower retrieving max(ks) items per user from its whole table, on the queries
     of mtin_tf.retrieval.catalogue_queries(before, test): the keys of mtin_tf.retrieval.catalogue_metrics
-    (retrieval_recall@K, retrieval_hit_rate@K, retrieval_users)."""
+    (retrieval_recall@K, retrieval_hit_rate@K, retrieval_users). ``queries``: catalogue_queries(before, test) when the
+    caller has them already."""
     from mtin_tf.metrics import retrieval_recall_hit_rate
     from mtin_tf.retrieval import _report, catalogue_queries
 
-    users, exclusions, relevant_users, relevant_items = catalogue_queries(before, test)
+    users, exclusions, relevant_users, relevant_items = catalogue_queries(before, test) if queries is None else queries
     return _report(retrieval_recall_hit_rate(retrieve(model, users, exclusions, max(ks)), relevant_users,
                                              relevant_items, ks))
 
 
 class CatalogueRecall(tf_keras.callbacks.Callback):
     """Adds ``val_retrieval_recall@50`` (Recall@50 over the catalogue on the validation queries) to each epoch's
-    logs, before EarlyStopping reads them."""
+    logs, before EarlyStopping reads them. The validation queries are built once, not every epoch."""
 
     def __init__(self, before, validation):
+        from mtin_tf.retrieval import catalogue_queries
+
         super().__init__()
-        self.before, self.validation = before, validation
+        self.queries = catalogue_queries(before, validation)
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = two_tower_catalogue_metrics(self.model, self.before, self.validation, ks=(VALIDATION_K,))
+        metrics = two_tower_catalogue_metrics(self.model, None, None, ks=(VALIDATION_K,), queries=self.queries)
         logs[VALIDATION_METRIC] = metrics[f"retrieval_recall@{VALIDATION_K}"]
 
 
